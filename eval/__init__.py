@@ -1,0 +1,1 @@
+"""Evaluation: datasets, grading, and accuracy-versus-latency sweeps (see the evaluation issue)."""

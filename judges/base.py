@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from routers.base import RouteContext
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """Score a step in [0, 1] (higher is better). A judge reports each of its model calls with
+    `ctx.report("judge", usage)` and must leave every session it touches as it found it."""
+
+    name: str
+
+    def score(self, ctx: RouteContext, step_text: str) -> float: ...

@@ -1,0 +1,78 @@
+"""Python API: `solve()` for one question, `Solver` to load the models once and solve many."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from reasoning.backends import load_backend
+from reasoning.controller import Controller, Limits
+from reasoning.errors import ConfigError
+from reasoning.specs import ModelSpec, parse_spec
+from reasoning.types import Problem, Solution, SolveConfig, Step
+from routers import Router, make_router
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DRAFT = "smollm2-135m"
+DEFAULT_TARGET = "gemma3-270m"
+DEFAULT_ROUTER = "target-only"
+
+
+def _limits(kw: dict[str, Any]) -> Limits:
+    try:
+        return Limits(**kw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        name = ".".join(str(p) for p in err["loc"]) or "limits"
+        raise ConfigError(f"bad value for {name}: {err['msg']}") from None
+
+
+class Solver:
+    """Holds the loaded draft and target models and a router; `solve()` runs one problem.
+
+    Only the models the router needs are loaded (draft-only never loads the target)."""
+
+    def __init__(self, draft: str | ModelSpec = DEFAULT_DRAFT, target: str | ModelSpec = DEFAULT_TARGET,
+                 router: str | Router = DEFAULT_ROUTER, threshold: float | None = None,
+                 router_options: dict[str, Any] | None = None, **limits: Any):
+        self.limits = _limits(limits)
+        self.draft_spec = parse_spec(draft) if isinstance(draft, str) else draft
+        self.target_spec = parse_spec(target) if isinstance(target, str) else target
+        self.router = make_router(router, threshold, **(router_options or {})) if isinstance(router, str) else router
+        if hasattr(self.router, "bind"):
+            self.router.bind(self)
+        self.draft = load_backend(self.draft_spec) if self.router.needs_draft else None
+        self.target = load_backend(self.target_spec) if self.router.needs_target else None
+
+    def config(self, limits: Limits) -> SolveConfig:
+        return SolveConfig(
+            draft=str(self.draft_spec), target=str(self.target_spec), router=self.router.name,
+            threshold=getattr(self.router, "threshold", None), max_steps=limits.max_steps,
+            max_tokens=limits.max_tokens, step_tokens=limits.step_tokens, delimiter=limits.delimiter,
+            few_shot=limits.few_shot, temperature=limits.temperature, seed=limits.seed,
+        )
+
+    def solve(self, problem: str | Problem, on_step: Callable[[Step], None] | None = None,
+              **limits: Any) -> Solution:
+        if isinstance(problem, str):
+            problem = Problem(question=problem)
+        if not problem.question.strip():
+            raise ConfigError("the question is empty")
+        lim = _limits({**self.limits.model_dump(), **limits}) if limits else self.limits
+        controller = Controller(self.draft, self.target, self.router, lim, self.config(lim))
+        return controller.run(problem, on_step=on_step)
+
+
+def solve(question: str | Problem, draft: str | ModelSpec = DEFAULT_DRAFT,
+          target: str | ModelSpec = DEFAULT_TARGET, router: str | Router = DEFAULT_ROUTER,
+          threshold: float | None = None, on_step: Callable[[Step], None] | None = None,
+          **limits: Any) -> Solution:
+    """Solve one question step by step. Models are loaded once per process and reused.
+
+    `limits` are the fields of `Limits`: max_steps, max_tokens, step_tokens, delimiter,
+    temperature, seed, few_shot, think, stop_on_answer, force_answer."""
+    return Solver(draft, target, router, threshold, **limits).solve(question, on_step=on_step)

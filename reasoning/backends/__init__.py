@@ -1,0 +1,45 @@
+"""Model engines behind one `Backend` protocol, and `load_backend(spec)` that caches loaded models."""
+
+from __future__ import annotations
+
+import threading
+
+from reasoning.backends.base import Backend, Generation, Scored, Session, Usage
+from reasoning.errors import BackendUnavailableError
+from reasoning.specs import ModelSpec, parse_spec
+
+__all__ = ["Backend", "Generation", "Scored", "Session", "Usage", "load_backend", "clear_backend_cache"]
+
+_LOADED: dict[tuple, Backend] = {}
+_LOCK = threading.Lock()
+
+_PLANNED = {
+    "vllm": "the vLLM backend",
+    "openai": "the OpenAI-compatible backend",
+    "llamacpp": "the llama.cpp backend",
+}
+
+
+def load_backend(spec: str | ModelSpec) -> Backend:
+    """Load (once per process) the engine a spec names."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    key = (spec.engine, spec.model, tuple(sorted(spec.options.items())))
+    with _LOCK:
+        if key not in _LOADED:
+            if spec.engine == "hf":
+                from reasoning.backends.hf import HFBackend
+
+                _LOADED[key] = HFBackend(spec)
+            elif spec.engine in _PLANNED:
+                raise BackendUnavailableError(
+                    f"model spec {str(spec)!r}: {_PLANNED[spec.engine]} is not available in this version of "
+                    "specstep; use a bundled alias, a local directory or a .gguf file"
+                )
+            else:  # parse_spec only returns known engines
+                raise BackendUnavailableError(f"no backend for engine {spec.engine!r}")
+        return _LOADED[key]
+
+
+def clear_backend_cache() -> None:
+    with _LOCK:
+        _LOADED.clear()

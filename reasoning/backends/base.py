@@ -1,0 +1,117 @@
+"""The Backend protocol: a model engine that opens *sessions*.
+
+A session is one growing context (prompt + solution so far) whose KV cache the engine keeps.
+Every call processes only the tokens that are new to the session, and `rollback` crops the
+cache, so the cost of a step does not grow with the length of the solution.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from reasoning.prompts import Prompt
+from reasoning.specs import ModelSpec
+from reasoning.types import StageCost, TokenStats
+
+
+@dataclass(slots=True)
+class Usage:
+    """What one call cost: tokens run through the model without sampling, tokens sampled, seconds."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+
+    def cost(self) -> StageCost:
+        return StageCost(calls=1, input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                         seconds=self.seconds)
+
+
+@dataclass(slots=True)
+class Generation:
+    """Text a session generated. `text` ends with the stop string when one matched; the session
+    then holds exactly that text (later tokens are cropped)."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]  # log p(token) under the untempered model distribution
+    entropies: list[float]
+    finish_reason: str  # "stop" | "length" | "eos"
+    stop: str | None
+    usage: Usage = field(default_factory=Usage)
+
+    def stats(self) -> TokenStats | None:
+        if not self.logprobs:
+            return None
+        return TokenStats(
+            n_tokens=len(self.logprobs),
+            mean_logprob=sum(self.logprobs) / len(self.logprobs),
+            min_logprob=min(self.logprobs),
+            last_logprob=self.logprobs[-1],
+            mean_entropy=sum(self.entropies) / len(self.entropies) if self.entropies else math.nan,
+        )
+
+
+@dataclass(slots=True)
+class Scored:
+    """Per-token log-probabilities of a continuation that was appended to a session."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    usage: Usage = field(default_factory=Usage)
+
+
+@runtime_checkable
+class Session(Protocol):
+    @property
+    def n_tokens(self) -> int: ...
+
+    @property
+    def text(self) -> str:
+        """Everything appended or generated after the prompt."""
+        ...
+
+    def append(self, text: str) -> Usage: ...
+
+    def generate(
+        self,
+        *,
+        max_tokens: int,
+        stop: Sequence[str] = (),
+        temperature: float = 0.0,
+        seed: int | None = None,
+        ignore_eos: bool = False,
+    ) -> Generation: ...
+
+    def score(self, text: str) -> Scored:
+        """Append `text` and return the log-probability of each of its tokens."""
+        ...
+
+    def next_token_logprobs(self, candidates: Sequence[str]) -> tuple[dict[str, float], Usage]:
+        """Log-probability that the next token is each candidate (each must be a single token)."""
+        ...
+
+    def rollback(self, n_tokens: int) -> None:
+        """Forget everything after the first `n_tokens` tokens (prompt included)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    spec: ModelSpec
+
+    @property
+    def name(self) -> str: ...
+
+    def open_session(self, prompt: Prompt) -> Session: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def render(self, prompt: Prompt) -> str:
+        """The prompt as the model sees it (chat template or plain format)."""
+        ...

@@ -1,0 +1,302 @@
+"""transformers backend: any causal LM from a local directory, a .gguf file or a Hub id, on CPU.
+
+Sessions keep a DynamicCache with one full (non-sliding) layer per model layer, so that it can be
+cropped anywhere; sliding-window models still mask correctly. Token ids that are known but not yet
+run through the model ("pending": the last sampled token, appended text) are fed together in the
+next forward, so no call runs a token twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from reasoning.backends.base import Generation, Scored, Usage
+from reasoning.errors import ModelSpecError
+from reasoning.prompts import Prompt
+from reasoning.specs import ModelSpec, alias_gguf, assemble_gemma, cache_dir
+
+log = logging.getLogger(__name__)
+
+
+def _file_key(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        h.update(f.read(16 << 20))
+    h.update(str(path.stat().st_size).encode())
+    return f"{path.stem}-{h.hexdigest()[:16]}"
+
+
+def _load_gguf(path: Path, key: str, ensure_file=None):
+    """Load a GGUF through transformers once, save a dequantized copy in the user cache, and load
+    that copy (seconds instead of a minute) on every later call."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cached = cache_dir() / "hf" / key
+    if (cached / ".complete").is_file():
+        log.info("loading converted copy %s", cached)
+        return AutoModelForCausalLM.from_pretrained(cached), AutoTokenizer.from_pretrained(cached)
+    if ensure_file is not None:
+        path = ensure_file(path)
+    log.warning("converting %s for transformers (once; cached in %s)", path.name, cached)
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / ".complete").write_text(str(path))
+    try:
+        os.replace(tmp, cached)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return model, tok
+
+
+class HFBackend:
+    """A causal LM through transformers. Thread-unsafe; one instance serves many sessions."""
+
+    def __init__(self, spec: ModelSpec):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.spec = spec
+        alias = spec.alias
+        t0 = time.perf_counter()
+        if alias is not None:
+            path, key = alias_gguf(alias)
+            model, tok = _load_gguf(path, key, assemble_gemma if alias.name == "gemma3-270m" else None)
+        else:
+            p = Path(spec.model)
+            if p.is_file() and p.suffix == ".gguf":
+                model, tok = _load_gguf(p, _file_key(p))
+            elif p.exists() and not p.is_dir():
+                raise ModelSpecError(f"not a model directory or .gguf file: {spec.model}")
+            else:
+                try:
+                    tok = AutoTokenizer.from_pretrained(spec.model)
+                    model = AutoModelForCausalLM.from_pretrained(spec.model)
+                except (OSError, ValueError) as e:
+                    where = "directory" if p.is_dir() else "Hugging Face Hub id (offline?)"
+                    raise ModelSpecError(f"cannot load model {spec.model!r} as a {where}: "
+                                         f"{str(e).splitlines()[0]}") from None
+        dtype = spec.options.get("dtype")
+        if dtype:
+            model = model.to(getattr(torch, dtype))
+        model.eval()
+        self.model, self.tokenizer = model, tok
+        chat_opt = spec.options.get("chat")
+        self.chat = (chat_opt not in ("0", "false")) if chat_opt else (
+            alias.chat if alias is not None else bool(getattr(tok, "chat_template", None)))
+        eos = {tok.eos_token_id}
+        gen_eos = getattr(model.generation_config, "eos_token_id", None)
+        eos |= set(gen_eos) if isinstance(gen_eos, list) else {gen_eos}
+        for t in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>"):
+            tid = tok.convert_tokens_to_ids(t)
+            if isinstance(tid, int) and tid != tok.unk_token_id and t in tok.get_vocab():
+                eos.add(tid)
+        self.eos_ids = {int(e) for e in eos if e is not None}
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        log.info("loaded %s in %.1fs (chat=%s)", spec, time.perf_counter() - t0, self.chat)
+
+    @property
+    def name(self) -> str:
+        return str(self.spec)
+
+    def render(self, prompt: Prompt) -> str:
+        if self.chat:
+            text = self.tokenizer.apply_chat_template(prompt.messages(), tokenize=False,
+                                                      add_generation_prompt=True)
+            return text + prompt.prefix
+        return prompt.plain()
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def open_session(self, prompt: Prompt) -> HFSession:
+        text = self.render(prompt)
+        ids = self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
+        return HFSession(self, ids)
+
+    def open_session_ids(self, ids: Sequence[int]) -> HFSession:
+        """A session on raw token ids (used to check KV reuse against a one-shot forward)."""
+        return HFSession(self, list(ids))
+
+
+class HFSession:
+    def __init__(self, backend: HFBackend, prompt_ids: list[int]):
+        from transformers import DynamicCache
+
+        self.backend = backend
+        self.ids: list[int] = list(prompt_ids)
+        self.n_prompt = len(prompt_ids)
+        self._cache = DynamicCache()  # no config: full layers everywhere, croppable at any length
+        self._kv_len = 0
+        self._logits: torch.Tensor | None = None  # next-token logits after ids[:_kv_len]
+
+    # --- state -------------------------------------------------------------------------------
+    @property
+    def n_tokens(self) -> int:
+        return len(self.ids)
+
+    @property
+    def token_ids(self) -> list[int]:
+        return list(self.ids)
+
+    @property
+    def text(self) -> str:
+        return self.backend.decode(self.ids[self.n_prompt:])
+
+    def close(self) -> None:
+        self._cache = None
+        self._logits = None
+
+    # --- model calls -------------------------------------------------------------------------
+    def _forward(self, ids: list[int], all_logits: bool = False) -> torch.Tensor:
+        """Run `ids` after the cached prefix; returns logits [len(ids) or 1, vocab] (float32)."""
+        b = self.backend
+        out = b.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=0 if all_logits else 1,
+                      **{b._cache_kw: self._cache})
+        self._kv_len += len(ids)
+        logits = out.logits[0].float()
+        self._logits = logits[-1]
+        return logits
+
+    def _crop_kv(self, n: int) -> None:
+        if self._kv_len > n:
+            self._cache.crop(-(self._kv_len - n))
+            self._kv_len = n
+            self._logits = None
+
+    def _next_logits(self) -> tuple[torch.Tensor, int]:
+        """Logits for the token after ids; feeds pending ids. Returns (logits, tokens fed)."""
+        if self._kv_len == len(self.ids) and self._logits is None:
+            self._crop_kv(len(self.ids) - 1)  # re-run the last token to get its logits back
+        pending = self.ids[self._kv_len:]
+        if pending:
+            self._forward(pending)
+        return self._logits, len(pending)
+
+    # --- protocol ----------------------------------------------------------------------------
+    def append(self, text: str) -> Usage:
+        t0 = time.perf_counter()
+        new = self.backend.encode(text)
+        self.ids.extend(new)
+        # Fed (and counted as input tokens) by the next call that needs the model's output.
+        return Usage(seconds=time.perf_counter() - t0)
+
+    def append_tokens(self, ids: Sequence[int]) -> None:
+        self.ids.extend(int(i) for i in ids)
+
+    @torch.inference_mode()
+    def generate(self, *, max_tokens: int, stop: Sequence[str] = (), temperature: float = 0.0,
+                 seed: int | None = None, ignore_eos: bool = False) -> Generation:
+        t0 = time.perf_counter()
+        b = self.backend
+        start = len(self.ids)
+        gen = torch.Generator().manual_seed(seed) if (temperature > 0 and seed is not None) else None
+        out: list[int] = []
+        lps: list[float] = []
+        ents: list[float] = []
+        finish, matched, cut = "length", None, None
+        text = ""
+        longest_stop = max((len(s) for s in stop), default=0)
+        logits, fed = self._next_logits()
+        for _ in range(max(0, max_tokens)):
+            logp = torch.log_softmax(logits, dim=-1)
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                tok = int(torch.multinomial(probs, 1, generator=gen))
+            else:
+                tok = int(torch.argmax(logits))
+            if tok in b.eos_ids and not ignore_eos:
+                finish = "eos"
+                break
+            out.append(tok)
+            lps.append(float(logp[tok]))
+            ents.append(float(-(logp.exp() * logp).sum()))
+            self.ids.append(tok)
+            prev = len(text)
+            text = b.decode(out)
+            if stop:
+                lo = max(0, prev - longest_stop)
+                hits = [(text.find(s, lo), s) for s in stop]
+                hits = [(i, s) for i, s in hits if i >= 0]
+                if hits:
+                    i, matched = min(hits)
+                    cut = i + len(matched)
+                    finish = "stop"
+                    break
+            if len(out) >= max_tokens:
+                break
+            logits = self._forward([tok])[-1]
+        sampled = len(lps) + (finish == "eos")
+        if cut is not None and cut < len(text):
+            # The stop string ended inside a token: keep whole tokens up to it, re-encode the rest.
+            keep = len(out)
+            while keep and not text[:cut].startswith(b.decode(out[:keep])):
+                keep -= 1
+            head = b.decode(out[:keep])
+            self.rollback(start + keep)
+            out, lps, ents = out[:keep], lps[:keep], ents[:keep]
+            rest = b.encode(text[len(head):cut])
+            self.ids.extend(rest)
+            out += rest
+            text = text[:cut]
+        usage = Usage(input_tokens=fed, output_tokens=sampled, seconds=time.perf_counter() - t0)
+        return Generation(text, out, lps, ents, finish, matched, usage)
+
+    @torch.inference_mode()
+    def score(self, text: str) -> Scored:
+        t0 = time.perf_counter()
+        new = self.backend.encode(text)
+        if not new:
+            return Scored([], [], Usage(seconds=time.perf_counter() - t0))
+        if self._kv_len == len(self.ids) and self._logits is None:
+            self._crop_kv(len(self.ids) - 1)
+        pending = self.ids[self._kv_len:]
+        first = self._logits if not pending else None
+        self.ids.extend(new)
+        logits = self._forward(pending + new, all_logits=True)
+        pred = logits[len(pending) - 1: len(pending) - 1 + len(new)] if pending else torch.cat(
+            [first[None], logits[: len(new) - 1]])
+        lp = torch.log_softmax(pred, dim=-1).gather(1, torch.tensor(new)[:, None])[:, 0]
+        return Scored(new, lp.tolist(), Usage(input_tokens=len(pending) + len(new),
+                                              seconds=time.perf_counter() - t0))
+
+    @torch.inference_mode()
+    def next_token_logprobs(self, candidates: Sequence[str]) -> tuple[dict[str, float], Usage]:
+        t0 = time.perf_counter()
+        ids = []
+        for c in candidates:
+            enc = self.backend.encode(c)
+            if len(enc) != 1:
+                raise ValueError(f"candidate {c!r} is {len(enc)} tokens for {self.backend.name}, not one")
+            ids.append(enc[0])
+        logits, fed = self._next_logits()
+        logp = torch.log_softmax(logits, dim=-1)
+        return ({c: float(logp[i]) for c, i in zip(candidates, ids)},
+                Usage(input_tokens=fed, seconds=time.perf_counter() - t0))
+
+    def rollback(self, n_tokens: int) -> None:
+        if not 0 < n_tokens <= len(self.ids):
+            raise ValueError(f"cannot roll back to {n_tokens} tokens: session has {len(self.ids)}")
+        del self.ids[n_tokens:]
+        self._crop_kv(n_tokens)

@@ -1,0 +1,147 @@
+"""The `specstep` command. User errors print one line on stderr and exit with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+
+from reasoning.errors import SpecstepError
+
+EXAMPLE = ("Lily has 5 red balloons and 7 blue balloons. She gives 3 balloons to her friend. "
+           "How many balloons does she have left?")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        sys.stderr.write(f"specstep: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threshold must be a number, got {text!r}") from None
+    if math.isnan(value) or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"threshold must be a finite number, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    from reasoning.api import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET
+
+    p = _Parser(prog="specstep", description="Step-level speculative reasoning.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress of the library")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    s = sub.add_parser("solve", help="solve one question step by step")
+    s.add_argument("question", help="the question (use --example for a built-in one)", nargs="?")
+    s.add_argument("--example", action="store_true", help=f"solve: {EXAMPLE}")
+    s.add_argument("--draft", default=DEFAULT_DRAFT, help=f"draft model spec (default {DEFAULT_DRAFT})")
+    s.add_argument("--target", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
+    s.add_argument("--router", default=DEFAULT_ROUTER, help=f"routing policy (default {DEFAULT_ROUTER})")
+    s.add_argument("--threshold", type=_threshold, default=None, help="the router's threshold tau")
+    s.add_argument("--max-steps", type=int, default=24)
+    s.add_argument("--max-tokens", type=int, default=1024, help="token budget of the solution")
+    s.add_argument("--step-tokens", type=int, default=256, help="token cap of one step")
+    s.add_argument("--few-shot", type=int, default=2, help="worked examples in the prompt (0-3)")
+    s.add_argument("--temperature", type=float, default=0.0)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--think", action="store_true", help="open the answer with <think> (reasoning models)")
+    s.add_argument("--json", action="store_true", help="print the solution record as JSON")
+    sub.add_parser("models", help="list the bundled model aliases and spec forms")
+    return p
+
+
+def _cmd_models() -> int:
+    from reasoning.specs import ALIASES
+
+    for a in ALIASES.values():
+        print(f"{a.name:14s} {a.description}")
+    print("\nOther forms: ./local_dir, file.gguf, hf:ID_OR_PATH, org/name (Hub, online only), "
+          "vllm:MODEL, openai:MODEL, llamacpp:MODEL (reserved)")
+    return 0
+
+
+def _cmd_solve(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from reasoning.api import Solver
+    from reasoning.types import STAGES, Step
+
+    question = EXAMPLE if args.example and not args.question else args.question
+    if question is None or not question.strip():
+        raise SpecstepError("the question is empty: give a question, or --example")
+    out = Console(highlight=False)
+    err = Console(stderr=True)
+    if not args.verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    with err.status("loading models (the first run converts the bundled GGUF files, ~1 minute)"):
+        solver = Solver(args.draft, args.target, args.router, args.threshold, max_steps=args.max_steps,
+                        max_tokens=args.max_tokens, step_tokens=args.step_tokens, few_shot=args.few_shot,
+                        temperature=args.temperature, seed=args.seed, think=args.think)
+
+    def show(step: Step) -> None:
+        color = "cyan" if step.author == "draft" else "magenta"
+        note = ""
+        if step.decision == "escalate":
+            note = f" (draft rejected{'' if step.score is None else f', score {step.score:.2f}'})"
+        elif step.score is not None:
+            note = f" (score {step.score:.2f})"
+        cost = step.costs.seconds
+        out.print(f"[{color}]\\[{step.author:6s}][/{color}] [dim]#{step.index} {step.tokens} tok "
+                  f"{cost:.2f}s{note}[/dim]")
+        out.print("  " + step.text.replace("\n", "\n  "), markup=False)
+
+    if not args.json:
+        out.print(f"[bold]Question:[/bold] {question}", markup=True)
+    sol = solver.solve(question, on_step=None if args.json else show)
+    if args.json:
+        print(sol.model_dump_json(indent=2))
+        return 0
+    out.print(f"\n[bold]Answer:[/bold] {sol.answer if sol.answer is not None else '(none)'}"
+              f"  [dim](stop: {sol.stop_reason}{', forced' if sol.forced_answer else ''})[/dim]")
+    t = Table(title="cost per stage")
+    for col in ("stage", "calls", "input tok", "output tok", "seconds"):
+        t.add_column(col, justify="right" if col != "stage" else "left")
+    for name in (*STAGES, "discarded"):
+        c = sol.costs.stage(name) if name != "discarded" else sol.costs.discarded
+        t.add_row(name if name != "discarded" else "(draft thrown away)", str(c.calls),
+                  str(c.input_tokens), str(c.output_tokens), f"{c.seconds:.2f}")
+    t.add_row("total wall", "", "", "", f"{sol.wall_seconds:.2f}")
+    out.print(t)
+    acc = sol.acceptance()
+    by_author = {a: sum(1 for s in sol.steps if s.author == a) for a in ("draft", "target")}
+    out.print(f"steps by draft: {by_author['draft']}, by target: {by_author['target']}; "
+              f"draft acceptance: {acc['steps']:.0%} of steps, {acc['tokens']:.0%} of tokens")
+    out.print("[dim]The bundled models are tiny (135M/270M) and weak at math: answers are often wrong.[/dim]")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        if args.command == "models":
+            return _cmd_models()
+        return _cmd_solve(args)
+    except SpecstepError as e:
+        sys.stderr.write(f"specstep: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("specstep: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,244 @@
+"""The step loop: draft a step, let the router decide, maybe let the target rewrite it, append.
+
+Each model keeps one session on its own rendering of the prompt. Both sessions hold the same
+solution text; a session that fell behind (because the other model wrote the last steps) catches
+up lazily by appending the missing text, so a model that is never asked (the target under
+draft-only) never runs. The controller owns all accounting.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from reasoning.answers import extract_answer, last_boxed
+from reasoning.backends.base import Backend, Generation, Session
+from reasoning.errors import ConfigError
+from reasoning.prompts import PLAIN_STOPS, Prompt
+from reasoning.segmenter import Segmenter
+from reasoning.types import Costs, Problem, Solution, SolveConfig, StageCost, Step, StopReason
+from routers.base import RouteContext, Router
+
+log = logging.getLogger(__name__)
+
+FORCED_PREFIX = "The answer is \\boxed{"
+
+
+class Limits(BaseModel):
+    """Budgets and sampling settings of one solve."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: int = Field(24, ge=1)
+    max_tokens: int = Field(1024, ge=1, description="budget for the solution's tokens")
+    step_tokens: int = Field(256, ge=1, description="token cap of one step")
+    delimiter: str = Field("\n\n", min_length=1)
+    temperature: float = Field(0.0, ge=0.0)
+    seed: int | None = None
+    few_shot: int = Field(2, ge=0, le=3)
+    think: bool = Field(False, description="open the answer with <think> (reasoning models)")
+    stop_on_answer: bool = True
+    stop_on_repeat: bool = True
+    end_stops: tuple[str, ...] = Field(PLAIN_STOPS, description="strings that end the whole solution")
+    force_answer: bool = True
+    forced_answer_tokens: int = Field(24, ge=1)
+    ignore_eos: bool = Field(False, description="keep generating past end of sequence (benchmarks)")
+
+    @model_validator(mode="after")
+    def _check(self) -> Limits:
+        if self.step_tokens > self.max_tokens:
+            self.step_tokens = self.max_tokens
+        return self
+
+
+@dataclass
+class _Slot:
+    """One model's session and how much of the solution text it already holds."""
+
+    stage: str
+    backend: Backend
+    session: Session | None = None
+    chars: int = 0
+
+    def ready(self, prompt: Prompt, solution_text: str) -> Session:
+        if self.session is None:
+            self.session = self.backend.open_session(prompt)
+            self.chars = 0
+        if self.chars < len(solution_text):
+            self.session.append(solution_text[self.chars:])
+            self.chars = len(solution_text)
+        return self.session
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+class Controller:
+    def __init__(self, draft: Backend | None, target: Backend | None, router: Router, limits: Limits,
+                 config: SolveConfig):
+        if router.needs_draft and draft is None:
+            raise ConfigError(f"router {router.name!r} needs a draft model")
+        if router.needs_target and target is None:
+            raise ConfigError(f"router {router.name!r} needs a target model")
+        self.draft_backend, self.target_backend = draft, target
+        self.router, self.limits, self.config = router, limits, config
+        self.segmenter = Segmenter(limits.delimiter, limits.step_tokens, end_stops=limits.end_stops)
+        self.draft: _Slot | None = None
+        self.target: _Slot | None = None
+        self.prompt: Prompt | None = None
+        self.solution_text = ""
+
+    # Judges and routers reach the sessions through these.
+    def draft_session(self) -> Session:
+        return self.draft.ready(self.prompt, self.solution_text)
+
+    def target_session(self) -> Session:
+        return self.target.ready(self.prompt, self.solution_text)
+
+    def _seed(self, step: int, offset: int) -> int | None:
+        return None if self.limits.seed is None else self.limits.seed * 1_000_003 + step * 7 + offset
+
+    def _generate(self, slot: _Slot, step: int, thinking: bool, cap: int) -> tuple[Generation, int]:
+        session = slot.ready(self.prompt, self.solution_text)
+        mark = session.n_tokens
+        gen = session.generate(max_tokens=cap, stop=self.segmenter.stops(thinking),
+                               temperature=self.limits.temperature,
+                               seed=self._seed(step, 0 if slot.stage == "draft" else 1),
+                               ignore_eos=self.limits.ignore_eos)
+        return gen, mark
+
+    def run(self, problem: Problem, on_step: Callable[[Step], None] | None = None) -> Solution:
+        lim, seg = self.limits, self.segmenter
+        t_start = time.perf_counter()
+        self.prompt = Prompt.math(problem.question, lim.few_shot, prefix="<think>\n" if lim.think else "")
+        self.solution_text = ""
+        self.draft = _Slot("draft", self.draft_backend) if self.draft_backend is not None else None
+        self.target = _Slot("target", self.target_backend) if self.target_backend is not None else None
+        steps: list[Step] = []
+        costs = Costs()
+        used = 0
+        stop: StopReason | None = None
+        try:
+            while stop is None:
+                if len(steps) >= lim.max_steps:
+                    stop = "max_steps"
+                    break
+                if used >= lim.max_tokens:
+                    stop = "token_budget"
+                    break
+                idx = len(steps)
+                thinking = seg.in_thinking(self.prompt.prefix + self.solution_text)
+                cap = min(lim.step_tokens, lim.max_tokens - used)
+                c = Costs()
+
+                # 1. draft proposes
+                draft_gen, draft_mark, draft_text = None, 0, None
+                if self.router.needs_draft:
+                    draft_gen, draft_mark = self._generate(self.draft, idx, thinking, cap)
+                    c.draft.add(draft_gen.usage.cost())
+                    draft_text = seg.cut(draft_gen).text
+
+                # 2. router decides (judges report their own calls)
+                ctx = RouteContext(problem, steps, draft_gen, draft_text, idx, thinking, self)
+                t0 = time.perf_counter()
+                decision = self.router.route(ctx)
+                routed = time.perf_counter() - t0
+                for stage, usage in ctx.reported:
+                    c.stage(stage).add(usage.cost())
+                c.router.add(StageCost(calls=1, seconds=max(0.0, routed - sum(u.seconds for _, u in ctx.reported))))
+
+                # 3. keep, or discard and let the target write the step from the same prefix
+                if decision.escalate:
+                    if draft_gen is not None:
+                        self.draft.session.rollback(draft_mark)
+                        c.discarded.add(draft_gen.usage.cost())
+                    if decision.target is not None:
+                        gen, mark = decision.target, self.target.session.n_tokens - len(decision.target.token_ids)
+                    else:
+                        gen, mark = self._generate(self.target, idx, thinking, cap)
+                        c.target.add(gen.usage.cost())
+                    slot = self.target
+                else:
+                    gen, mark, slot = draft_gen, draft_mark, self.draft
+
+                # 4. append: the author's session keeps its tokens when they spell the step exactly
+                cut = seg.cut(gen)
+                if cut.piece.startswith(gen.text):
+                    slot.chars = len(self.solution_text) + len(gen.text)
+                else:
+                    slot.session.rollback(mark)
+                    slot.chars = len(self.solution_text)
+                self.solution_text += cut.piece
+                used += len(gen.token_ids)
+                final = lim.stop_on_answer and seg.is_final(cut.text, thinking)
+                step = Step(
+                    index=idx, text=cut.text, author=slot.stage,
+                    kind="answer" if final else "reasoning", in_thinking=thinking,
+                    tokens=len(gen.token_ids), end=cut.end,
+                    draft_text=draft_text,
+                    draft_tokens=len(draft_gen.token_ids) if draft_gen is not None else 0,
+                    draft_stats=draft_gen.stats() if draft_gen is not None else None,
+                    score=decision.score,
+                    decision=("escalate" if decision.escalate else "keep") if draft_gen is not None else None,
+                    wasted_escalation=decision.wasted, costs=c,
+                )
+                steps.append(step)
+                costs.add(c)
+                if on_step is not None:
+                    on_step(step)
+                if final:
+                    stop = "answer"
+                elif cut.ends_solution:
+                    stop = "eos"
+                elif lim.stop_on_repeat and any(_norm(s.text) == _norm(cut.text) for s in steps[:-1]):
+                    stop = "repeated_step"
+
+            answer_text = self.solution_text.rsplit(seg.think_close, 1)[-1] if lim.think else self.solution_text
+            answer, rule = extract_answer(answer_text)
+            forced = False
+            if answer is None and lim.force_answer:
+                step = self._force_answer(len(steps))
+                steps.append(step)
+                costs.add(step.costs)
+                answer, rule, forced = last_boxed(step.text), "forced", True
+                if on_step is not None:
+                    on_step(step)
+        finally:
+            for s in (self.draft, self.target):
+                if s is not None:
+                    s.close()
+        return Solution(problem=problem, steps=steps, answer=answer, answer_rule=rule, stop_reason=stop,
+                        forced_answer=forced, costs=costs, wall_seconds=time.perf_counter() - t_start,
+                        config=self.config)
+
+    def _force_answer(self, idx: int) -> Step:
+        """Budget ended without an answer: one short step from the target (the draft under
+        routers that never use the target) that starts with the answer prefix."""
+        slot = self.target if self.router.needs_target else self.draft
+        lead = ""
+        if self.solution_text and not self.solution_text.endswith(self.limits.delimiter):
+            lead = self.limits.delimiter
+        if self.segmenter.in_thinking(self.prompt.prefix + self.solution_text):
+            lead += self.segmenter.think_close + "\n\n"
+        self.solution_text += lead
+        session = slot.ready(self.prompt, self.solution_text)
+        session.append(FORCED_PREFIX)
+        gen = session.generate(max_tokens=self.limits.forced_answer_tokens, stop=["\n"], temperature=0.0)
+        content = FORCED_PREFIX + gen.text
+        answer = last_boxed(content) or last_boxed(content.rstrip(" .$") + "}") or ""
+        c = Costs()
+        c.stage(slot.stage).add(gen.usage.cost())
+        return Step(index=idx, text=f"The answer is \\boxed{{{answer}}}.", author=slot.stage,
+                    kind="forced_answer", tokens=len(gen.token_ids), end=gen.finish_reason
+                    if gen.finish_reason in ("eos", "stop") else "token_cap", costs=c)

@@ -1,0 +1,17 @@
+"""Errors a user can cause. The CLI prints their message as one line and exits with code 2."""
+
+
+class SpecstepError(Exception):
+    """Base class for every error caused by user input (bad spec, bad file, bad threshold...)."""
+
+
+class ModelSpecError(SpecstepError):
+    """A model spec that cannot be parsed or resolved to weights."""
+
+
+class BackendUnavailableError(SpecstepError):
+    """A spec names a backend whose optional engine is not installed or not built yet."""
+
+
+class ConfigError(SpecstepError):
+    """A bad option value: threshold out of range, empty question, unknown router..."""

@@ -1,0 +1,63 @@
+"""Prompts: a math instruction, optional few-shot examples, and two renderings: a chat template for
+instruction-tuned models, a plain "Question/Answer" format for base models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MATH_SYSTEM = (
+    "Solve the math problem step by step. Write each step as one short paragraph and separate "
+    "steps with a blank line. End with the final answer in the form \\boxed{ANSWER}."
+)
+
+FEW_SHOT: list[tuple[str, str]] = [
+    (
+        "Tom has 3 boxes with 4 apples in each box. He eats 2 apples. How many apples are left?",
+        "Tom starts with 3 * 4 = 12 apples.\n\nAfter eating 2 apples he has 12 - 2 = 10 apples.\n\n"
+        "The answer is \\boxed{10}.",
+    ),
+    (
+        "A pen costs $2 and a notebook costs $5. Sara buys 2 pens and 1 notebook. "
+        "How much does she spend?",
+        "The pens cost 2 * 2 = 4 dollars.\n\nThe notebook costs 5 dollars.\n\n"
+        "In total she spends 4 + 5 = 9 dollars.\n\nThe answer is \\boxed{9}.",
+    ),
+    (
+        "A train travels 60 km in one hour. How far does it travel in 3 hours and a half?",
+        "In 3 hours the train travels 3 * 60 = 180 km.\n\nIn half an hour it travels 60 / 2 = 30 km.\n\n"
+        "The total distance is 180 + 30 = 210 km.\n\nThe answer is \\boxed{210}.",
+    ),
+]
+
+# Base models continue past the answer into a new "Question:"; stop there.
+PLAIN_STOPS = ("\nQuestion:",)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    question: str
+    system: str = MATH_SYSTEM
+    examples: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    prefix: str = ""  # text the assistant's answer starts with (for example "<think>\n")
+
+    @classmethod
+    def math(cls, question: str, few_shot: int = 2, system: str = MATH_SYSTEM, prefix: str = "") -> Prompt:
+        if few_shot < 0 or few_shot > len(FEW_SHOT):
+            from reasoning.errors import ConfigError
+
+            raise ConfigError(f"few_shot must be between 0 and {len(FEW_SHOT)}, got {few_shot}")
+        return cls(question.strip(), system, tuple(FEW_SHOT[:few_shot]), prefix)
+
+    def messages(self) -> list[dict[str, str]]:
+        msgs = [{"role": "system", "content": self.system}] if self.system else []
+        for q, a in self.examples:
+            msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        msgs.append({"role": "user", "content": self.question})
+        return msgs
+
+    def plain(self) -> str:
+        parts = [self.system + "\n\n"] if self.system else []
+        for q, a in self.examples:
+            parts.append(f"Question: {q}\nAnswer:\n{a}\n\n")
+        parts.append(f"Question: {self.question}\nAnswer:\n")
+        return "".join(parts) + self.prefix

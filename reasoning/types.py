@@ -1,0 +1,151 @@
+"""Records that cross a file or process boundary: problems, steps, solutions and their costs.
+
+All are pydantic v2 models; `Solution.model_validate_json(s.model_dump_json())` is lossless.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+Stage = Literal["draft", "judge", "router", "target"]
+STAGES: tuple[Stage, ...] = ("draft", "judge", "router", "target")
+Author = Literal["draft", "target"]
+StopReason = Literal["answer", "eos", "max_steps", "token_budget", "repeated_step"]
+StepEnd = Literal["delimiter", "think_end", "token_cap", "eos", "stop"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Problem(_Record):
+    """One question to solve. `images` are file paths, URLs or base64 data the caller provides."""
+
+    question: str
+    id: str = ""
+    gold: str | None = None
+    images: list[str] = Field(default_factory=list)
+    meta: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+
+
+class StageCost(_Record):
+    """Work done by one stage. input_tokens: tokens run through the model without being sampled
+    (prompt, appended text, scored text); output_tokens: tokens sampled."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def add(self, other: StageCost) -> None:
+        self.calls += other.calls
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.seconds += other.seconds
+
+
+class Costs(_Record):
+    """Per-stage costs. `discarded` is the part of `draft` spent on draft steps that were thrown away
+    (it is already included in `draft`, and shown apart so waste is visible)."""
+
+    draft: StageCost = Field(default_factory=StageCost)
+    judge: StageCost = Field(default_factory=StageCost)
+    router: StageCost = Field(default_factory=StageCost)
+    target: StageCost = Field(default_factory=StageCost)
+    discarded: StageCost = Field(default_factory=StageCost)
+
+    def stage(self, name: Stage) -> StageCost:
+        return getattr(self, name)
+
+    def add(self, other: Costs) -> None:
+        for name in (*STAGES, "discarded"):
+            getattr(self, name).add(getattr(other, name))
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.stage(s).seconds for s in STAGES)
+
+
+class TokenStats(_Record):
+    """Summary of the draft's own per-token log-probabilities for one step (router features)."""
+
+    n_tokens: int
+    mean_logprob: float
+    min_logprob: float
+    last_logprob: float
+    mean_entropy: float
+
+
+class Step(_Record):
+    index: int
+    text: str
+    author: Author
+    kind: Literal["reasoning", "answer", "forced_answer"] = "reasoning"
+    in_thinking: bool = False
+    tokens: int = 0
+    end: StepEnd = "delimiter"
+    draft_text: str | None = None
+    draft_tokens: int = 0
+    draft_stats: TokenStats | None = None
+    score: float | None = None
+    decision: Literal["keep", "escalate"] | None = None
+    wasted_escalation: bool | None = None
+    costs: Costs = Field(default_factory=Costs)
+
+
+class SolveConfig(_Record):
+    draft: str
+    target: str
+    router: str
+    threshold: float | None = None
+    max_steps: int
+    max_tokens: int
+    step_tokens: int
+    delimiter: str
+    few_shot: int
+    temperature: float
+    seed: int | None = None
+
+
+class Solution(_Record):
+    schema_version: int = SCHEMA_VERSION
+    problem: Problem
+    steps: list[Step] = Field(default_factory=list)
+    answer: str | None = None
+    answer_rule: str | None = None
+    stop_reason: StopReason
+    forced_answer: bool = False
+    costs: Costs = Field(default_factory=Costs)
+    wall_seconds: float = 0.0
+    config: SolveConfig
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(s.text for s in self.steps)
+
+    @property
+    def correct(self) -> bool | None:
+        from reasoning.answers import answers_match
+
+        if self.problem.gold is None:
+            return None
+        return self.answer is not None and answers_match(self.answer, self.problem.gold)
+
+    def acceptance(self) -> dict[str, float]:
+        """Share of proposed draft steps (and draft tokens) that were kept."""
+        proposed = [s for s in self.steps if s.draft_text is not None]
+        kept = [s for s in proposed if s.decision == "keep"]
+        ptok = sum(s.draft_tokens for s in proposed)
+        ktok = sum(s.draft_tokens for s in kept)
+        return {
+            "steps": len(kept) / len(proposed) if proposed else 0.0,
+            "tokens": ktok / ptok if ptok else 0.0,
+        }

@@ -1,0 +1,90 @@
+"""The Router protocol: after the draft proposes a step, keep it or escalate to the target.
+
+As in RouteLLM, a router turns the situation into one float and the threshold decision is a
+concrete method of the base class, so all routers compare on one scale; each router documents
+what its score and its threshold mean. Routers never keep totals: judges and routers report
+their model calls through `RouteContext.report`, and the controller owns the accounting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from reasoning.backends.base import Generation, Usage
+from reasoning.errors import ConfigError
+from reasoning.types import Problem, Stage, Step
+
+if TYPE_CHECKING:
+    from reasoning.controller import Controller
+
+
+@dataclass
+class RouteContext:
+    problem: Problem
+    steps: list[Step]  # accepted steps before this one
+    draft: Generation | None  # the draft's proposal (None when the router does not need one)
+    draft_text: str | None  # the proposal as a step (delimiter removed)
+    step_index: int
+    in_thinking: bool
+    controller: Controller
+    reported: list[tuple[Stage, Usage]] = field(default_factory=list)
+
+    def report(self, stage: Stage, usage: Usage) -> None:
+        """Judges and routers call this for every model call they make."""
+        self.reported.append((stage, usage))
+
+
+@dataclass
+class Decision:
+    escalate: bool
+    score: float | None = None
+    target: Generation | None = None  # a target step the router already wrote from the same prefix
+    wasted: bool | None = None  # escalated although the target's step was not judged better
+
+
+@runtime_checkable
+class Router(Protocol):
+    name: str
+    needs_draft: bool
+    needs_target: bool
+
+    def route(self, ctx: RouteContext) -> Decision: ...
+
+
+class BaseRouter:
+    """Score, then escalate when score > threshold (routers may override `decide`)."""
+
+    name = "base"
+    needs_draft = True
+    needs_target = True
+    threshold_range: tuple[float, float] | None = (0.0, 1.0)
+    default_threshold: float | None = None
+
+    def __init__(self, threshold: float | None = None, **options: Any):
+        if options:
+            raise ConfigError(f"router {self.name!r} takes no option(s) {', '.join(sorted(options))}")
+        if threshold is None:
+            threshold = self.default_threshold
+        if self.threshold_range is not None:
+            lo, hi = self.threshold_range
+            if threshold is None:
+                raise ConfigError(f"router {self.name!r} needs a threshold between {lo} and {hi}")
+            if not isinstance(threshold, (int, float)) or math.isnan(threshold) or not lo <= threshold <= hi:
+                raise ConfigError(f"threshold {threshold!r} is out of range for router {self.name!r}: "
+                                  f"use a number between {lo} and {hi}")
+        self.threshold = None if threshold is None else float(threshold)
+
+    def score(self, ctx: RouteContext) -> float:
+        raise NotImplementedError
+
+    def decide(self, score: float) -> bool:
+        return score > self.threshold
+
+    def route(self, ctx: RouteContext) -> Decision:
+        s = self.score(ctx)
+        return Decision(escalate=self.decide(s), score=s)
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,12 @@
+from routers.base import BaseRouter, Decision, RouteContext
+
+
+class DraftOnlyRouter(BaseRouter):
+    """Keep every draft step: the lower reference point. Takes no threshold."""
+
+    name = "draft-only"
+    needs_target = False
+    threshold_range = None
+
+    def route(self, ctx: RouteContext) -> Decision:
+        return Decision(escalate=False)

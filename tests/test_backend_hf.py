@@ -1,0 +1,103 @@
+"""The transformers backend on the real bundled models: KV reuse is exact and incremental."""
+
+import math
+
+import pytest
+import torch
+
+from reasoning.prompts import Prompt
+
+from .conftest import QUESTION
+
+
+def test_session_built_step_by_step_matches_one_shot_generation(smol):
+    s = smol.open_session(Prompt.math(QUESTION))
+    first = s.generate(max_tokens=30, stop=["\n\n"])
+    assert first.finish_reason == "stop" and first.text.endswith("\n\n")
+    s.append("She has 5 + 7 = 12 balloons in all.\n\n")  # text from another model
+    mark = s.n_tokens
+    s.generate(max_tokens=12)
+    s.rollback(mark)  # throw that step away
+    s.append("After giving 3 away she has")
+    got = s.generate(max_tokens=24)
+    prefix = s.token_ids[: s.n_tokens - len(got.token_ids)]
+
+    fresh = smol.open_session_ids(prefix).generate(max_tokens=24)
+    assert fresh.token_ids == got.token_ids
+    ref = smol.model.generate(torch.tensor([prefix]), max_new_tokens=24, do_sample=False)
+    assert ref[0, len(prefix):].tolist()[: len(got.token_ids)] == got.token_ids
+    assert fresh.logprobs == pytest.approx(got.logprobs, abs=1e-4)
+
+
+def test_each_call_runs_only_new_tokens(smol):
+    s = smol.open_session(Prompt.math(QUESTION))
+    n_prompt = s.n_tokens
+    g1 = s.generate(max_tokens=10)
+    assert g1.usage.input_tokens == n_prompt and g1.usage.output_tokens == 10
+    s.append(" and then 12 - 3 = 9")  # pending, fed by the next call
+    added = s.n_tokens - n_prompt - 10
+    g2 = s.generate(max_tokens=5)
+    # the last sampled token of g1 and the appended text, nothing from the prompt again
+    assert g2.usage.input_tokens == 1 + added
+
+
+def test_stop_inside_a_token_leaves_session_holding_exact_text(smol):
+    s = smol.open_session(Prompt.math(QUESTION, few_shot=0))
+    g = s.generate(max_tokens=40, stop=[" "])
+    assert g.finish_reason == "stop" and g.text.endswith(" ") and g.text.count(" ") == 1
+    assert s.text == g.text
+
+
+def test_score_matches_generation_logprobs_and_appends(smol):
+    s = smol.open_session(Prompt.math(QUESTION))
+    mark = s.n_tokens
+    g = s.generate(max_tokens=15)
+    s.rollback(mark)
+    sc = s.score(g.text)
+    assert sc.token_ids == g.token_ids
+    assert sc.logprobs == pytest.approx(g.logprobs, abs=1e-4)
+    assert s.n_tokens == mark + len(g.token_ids)
+    assert all(lp <= 0 for lp in sc.logprobs)
+
+
+def test_next_token_distribution_and_rollback_restore_state(smol):
+    s = smol.open_session(Prompt.math(QUESTION))
+    s.append("The answer is ")
+    mark = s.n_tokens
+    before, _ = s.next_token_logprobs([str(d) for d in range(10)])
+    assert all(v <= 0 for v in before.values())
+    assert math.fsum(math.exp(v) for v in before.values()) <= 1.0 + 1e-6
+    s.append("definitely not a digit")
+    s.next_token_logprobs(["1"])
+    s.rollback(mark)
+    after, usage = s.next_token_logprobs([str(d) for d in range(10)])
+    assert after == pytest.approx(before, abs=1e-4)
+    assert usage.input_tokens == 1  # only the last token is run again
+    with pytest.raises(ValueError, match="not one"):
+        s.next_token_logprobs(["12345678 apples"])
+    with pytest.raises(ValueError, match="cannot roll back"):
+        s.rollback(s.n_tokens + 1)
+
+
+def test_seeded_sampling_is_reproducible(smol):
+    outs = []
+    for _ in range(2):
+        s = smol.open_session(Prompt.math(QUESTION))
+        outs.append(s.generate(max_tokens=12, temperature=1.0, seed=7).token_ids)
+    assert outs[0] == outs[1]
+
+
+def test_gemma_sliding_window_layers_stay_exact_past_the_window(gemma):
+    """Gemma-3 uses 512-token sliding-window layers; sessions keep full layers so they can be cropped
+    anywhere, and must still give the model's own outputs beyond the window."""
+    assert gemma.chat is False
+    s = gemma.open_session(Prompt.math(QUESTION))
+    s.append(" ".join(f"{i} apples." for i in range(150)) + "\n\n")
+    assert s.n_tokens > 600
+    mark = s.n_tokens
+    s.generate(max_tokens=6)
+    s.rollback(mark)
+    got = s.generate(max_tokens=10)
+    prefix = s.token_ids[: s.n_tokens - len(got.token_ids)]
+    ref = gemma.model.generate(torch.tensor([prefix]), max_new_tokens=10, do_sample=False)
+    assert ref[0, len(prefix):].tolist()[: len(got.token_ids)] == got.token_ids

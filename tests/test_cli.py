@@ -1,0 +1,57 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from reasoning.types import Solution
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def run(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "reasoning.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["solve", ""], "the question is empty"),
+    (["solve", "2+2?", "--draft", "bogus-model"], "unknown model spec 'bogus-model'"),
+    (["solve", "2+2?", "--target", "/no/such/file.gguf"], "model file not found: /no/such/file.gguf"),
+    (["solve", "2+2?", "--threshold", "abc"], "threshold must be a number, got 'abc'"),
+    (["solve", "2+2?", "--threshold", "nan"], "threshold must be a finite number"),
+    (["solve", "2+2?", "--router", "random", "--threshold", "2"], "threshold 2.0 is out of range"),
+    (["solve", "2+2?", "--router", "nope"], "unknown router 'nope'"),
+    (["solve", "2+2?", "--max-steps", "0"], "bad value for max_steps"),
+    (["solve", "2+2?", "--draft", "vllm:some/model", "--router", "draft-only"], "not available in this version"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_input_gives_one_line_and_exit_code_2(args, msg):
+    r = run(*args)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("specstep: error: ") and msg in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_solve_json_prints_the_solution_record():
+    r = run("solve", "--example", "--router", "draft-only", "--max-steps", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    sol = Solution.model_validate_json(r.stdout)
+    assert sol.config.router == "draft-only" and 1 <= len(sol.steps) <= 3
+    assert json.loads(r.stdout)["schema_version"] == 1
+
+
+def test_solve_prints_steps_with_authors_and_a_cost_table():
+    r = run("solve", "What is 2 + 3?", "--router", "random", "--threshold", "0.5", "--max-steps", "3")
+    assert r.returncode == 0, r.stderr
+    assert "[draft" in r.stdout or "[target" in r.stdout
+    for word in ("Answer:", "cost per stage", "draft", "judge", "router", "target", "thrown away",
+                 "draft acceptance", "tiny"):
+        assert word in r.stdout
+
+
+def test_models_lists_the_bundled_aliases():
+    r = run("models")
+    assert r.returncode == 0 and "smollm2-135m" in r.stdout and "gemma3-270m" in r.stdout

@@ -1,0 +1,55 @@
+import pytest
+
+from reasoning.backends import load_backend
+from reasoning.errors import BackendUnavailableError, ModelSpecError
+from reasoning.specs import parse_spec
+
+
+def test_aliases_paths_and_engines_parse(tmp_path):
+    assert parse_spec("smollm2-135m").engine == "hf"
+    assert parse_spec("smollm2-135m").alias.chat is True
+    assert parse_spec("gemma3-270m").alias.chat is False
+    d = tmp_path / "model"
+    d.mkdir()
+    assert parse_spec(str(d)).model == str(d.resolve())
+    s = parse_spec("vllm:HuggingFaceTB/SmolLM2-135M-Instruct?tensor_parallel_size=2&speculative=ngram")
+    assert (s.engine, s.model) == ("vllm", "HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert s.options == {"tensor_parallel_size": "2", "speculative": "ngram"}
+    assert parse_spec("openai:http://127.0.0.1:8000/v1").engine == "openai"
+    assert parse_spec("llamacpp:model.gguf").engine == "llamacpp"
+    assert parse_spec("transformers:org/name").engine == "hf"
+    assert parse_spec("org/name").model == "org/name"
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("", "empty model spec"),
+    ("tinyllama", "unknown model spec 'tinyllama'"),
+    ("sglang:foo", "unknown engine 'sglang'"),
+    ("vllm:", "names no model"),
+    ("./missing-dir", "model file not found: ./missing-dir"),
+    ("missing.gguf", "model file not found: missing.gguf"),
+    ("hf:x?novalue", "bad option 'novalue'"),
+])
+def test_bad_specs_raise_one_clear_message(spec, msg):
+    with pytest.raises(ModelSpecError) as e:
+        parse_spec(spec)
+    assert msg in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("spec", ["vllm:m", "openai:m", "llamacpp:m"])
+def test_reserved_engines_refuse_to_load_clearly(spec):
+    with pytest.raises(BackendUnavailableError, match="not available in this version"):
+        load_backend(spec)
+
+
+def test_a_file_that_is_not_a_model_is_rejected(tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("hello")
+    with pytest.raises(ModelSpecError, match="not a model directory or .gguf file"):
+        load_backend(str(f))
+
+
+def test_a_directory_without_a_model_is_rejected(tmp_path):
+    with pytest.raises(ModelSpecError, match="cannot load model"):
+        load_backend(str(tmp_path))

@@ -1,0 +1,1 @@
+"""Training the Arbitrage router from collected traces (see the training issue)."""
