@@ -100,7 +100,7 @@ class _EchoSession:
         self.ids += [0] * len(text)
         return Usage()
 
-    def generate(self, *, max_tokens, stop=(), temperature=0.0, seed=None):
+    def generate(self, *, max_tokens, stop=(), temperature=0.0, seed=None, ignore_eos=False):
         self.ids += [0] * 4
         return Generation("Same step.\n\n", [0] * 4, [-0.5] * 4, [0.1] * 4, "stop", "\n\n", Usage(0, 4, 0.0))
 
