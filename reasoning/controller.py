@@ -159,25 +159,39 @@ class Controller:
                 c.router.add(StageCost(calls=1, seconds=max(0.0, routed - sum(u.seconds for _, u in ctx.reported))))
 
                 # 3. keep, or discard and let the target write the step from the same prefix
+                in_session = True  # whether the author's session holds the generated tokens
                 if decision.escalate:
                     if draft_gen is not None:
                         self.draft.session.rollback(draft_mark)
                         c.discarded.add(draft_gen.usage.cost())
-                    if decision.target is not None:
-                        gen, mark = decision.target, self.target.session.n_tokens - len(decision.target.token_ids)
+                    if decision.target is not None:  # already written (and paid for) by the router
+                        gen, mark, in_session = decision.target, 0, False
                     else:
                         gen, mark = self._generate(self.target, idx, thinking, cap)
                         c.target.add(gen.usage.cost())
+                        if getattr(self.router, "reviews", False):
+                            # judges read the step after the prefix: take it out, the append adds it back
+                            self.target.session.rollback(mark)
+                            in_session = False
+                            n_before = len(ctx.reported)
+                            t1 = time.perf_counter()
+                            self.router.review(ctx, decision, gen)
+                            reviewed = time.perf_counter() - t1
+                            for stage, usage in ctx.reported[n_before:]:
+                                c.stage(stage).add(usage.cost())
+                            c.router.add(StageCost(seconds=max(0.0, reviewed - sum(
+                                u.seconds for _, u in ctx.reported[n_before:]))))
                     slot = self.target
                 else:
                     gen, mark, slot = draft_gen, draft_mark, self.draft
 
                 # 4. append: the author's session keeps its tokens when they spell the step exactly
                 cut = seg.cut(gen)
-                if cut.piece.startswith(gen.text):
+                if in_session and cut.piece.startswith(gen.text):
                     slot.chars = len(self.solution_text) + len(gen.text)
                 else:
-                    slot.session.rollback(mark)
+                    if in_session:
+                        slot.session.rollback(mark)
                     slot.chars = len(self.solution_text)
                 self.solution_text += cut.piece
                 used += len(gen.token_ids)
@@ -189,7 +203,7 @@ class Controller:
                     draft_text=draft_text,
                     draft_tokens=len(draft_gen.token_ids) if draft_gen is not None else 0,
                     draft_stats=draft_gen.stats() if draft_gen is not None else None,
-                    score=decision.score,
+                    score=decision.score, target_score=decision.target_score,
                     decision=("escalate" if decision.escalate else "keep") if draft_gen is not None else None,
                     wasted_escalation=decision.wasted, costs=c,
                 )

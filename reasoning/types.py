@@ -95,7 +95,8 @@ class Step(_Record):
     draft_text: str | None = None
     draft_tokens: int = 0
     draft_stats: TokenStats | None = None
-    score: float | None = None
+    score: float | None = None  # the router's score of the draft step
+    target_score: float | None = None  # the target step's score, where the router judged it too
     decision: Literal["keep", "escalate"] | None = None
     wasted_escalation: bool | None = None
     costs: Costs = Field(default_factory=Costs)

@@ -40,7 +40,10 @@ class RouteContext:
 class Decision:
     escalate: bool
     score: float | None = None
-    target: Generation | None = None  # a target step the router already wrote from the same prefix
+    # A target step the router already wrote from the same prefix. The router leaves the target
+    # session at that prefix (the step's text is not in it); the controller appends it.
+    target: Generation | None = None
+    target_score: float | None = None
     wasted: bool | None = None  # escalated although the target's step was not judged better
 
 
@@ -52,11 +55,14 @@ class Router(Protocol):
 
     def route(self, ctx: RouteContext) -> Decision: ...
 
+    def review(self, ctx: RouteContext, decision: Decision, target: Generation) -> None: ...
+
 
 class BaseRouter:
     """Score, then escalate when score > threshold (routers may override `decide`)."""
 
     name = "base"
+    reviews = False  # True: `review` is called on escalated steps
     needs_draft = True
     needs_target = True
     threshold_range: tuple[float, float] | None = (0.0, 1.0)
@@ -85,6 +91,10 @@ class BaseRouter:
     def route(self, ctx: RouteContext) -> Decision:
         s = self.score(ctx)
         return Decision(escalate=self.decide(s), score=s)
+
+    def review(self, ctx: RouteContext, decision: Decision, target: Generation) -> None:
+        """Called after an escalated step was written by the target (before it is appended); a router
+        may score it and set `decision.target_score` / `decision.wasted`. Costs go through ctx.report."""
 
     def __str__(self) -> str:
         return self.name
