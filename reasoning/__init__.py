@@ -2,16 +2,26 @@
 
 A small draft model writes each step of a chain of thought; a router decides whether the large
 target model rewrites it. `solve()` runs one problem; `Solver` loads the models once.
+Attributes are imported on first use, so `import reasoning.errors` stays light.
 """
 
-from reasoning.api import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET, Solver, solve
-from reasoning.controller import Limits
-from reasoning.errors import ConfigError, ModelSpecError, SpecstepError
-from reasoning.specs import ModelSpec, parse_spec
-from reasoning.types import Costs, Problem, Solution, StageCost, Step
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_DRAFT", "DEFAULT_ROUTER", "DEFAULT_TARGET", "ConfigError", "Costs", "Limits", "ModelSpec",
-    "ModelSpecError", "Problem", "Solution", "Solver", "SpecstepError", "StageCost", "Step", "parse_spec",
-    "solve",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DEFAULT_DRAFT": "reasoning.api", "DEFAULT_ROUTER": "reasoning.api", "DEFAULT_TARGET": "reasoning.api",
+    "Solver": "reasoning.api", "solve": "reasoning.api", "Limits": "reasoning.controller",
+    "ConfigError": "reasoning.errors", "ModelSpecError": "reasoning.errors", "SpecstepError": "reasoning.errors",
+    "ModelSpec": "reasoning.specs", "parse_spec": "reasoning.specs",
+    "Costs": "reasoning.types", "Problem": "reasoning.types", "Solution": "reasoning.types",
+    "StageCost": "reasoning.types", "Step": "reasoning.types",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'reasoning' has no attribute {name!r}")

@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--target", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
     s.add_argument("--router", default=DEFAULT_ROUTER, help=f"routing policy (default {DEFAULT_ROUTER})")
     s.add_argument("--threshold", type=_threshold, default=None, help="the router's threshold tau")
+    s.add_argument("--router-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="router option, repeatable (e.g. model=DIR for arbitrage, audit=true)")
+    s.add_argument("--judge", default=None, help="judge for judged routers: specreason, prm, rollout")
+    s.add_argument("--judge-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="judge option, repeatable (e.g. model=DIR style=value for prm)")
     s.add_argument("--max-steps", type=int, default=24)
     s.add_argument("--max-tokens", type=int, default=1024, help="token budget of the solution")
     s.add_argument("--step-tokens", type=int, default=256, help="token cap of one step")
@@ -54,6 +59,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the solution record as JSON")
     sub.add_parser("models", help="list the bundled model aliases and spec forms")
     return p
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecstepError(f"{flag} takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def router_options(args: argparse.Namespace) -> dict:
+    opts: dict = _pairs(args.router_opt, "--router-opt")
+    if args.judge is not None:
+        opts["judge"] = args.judge
+    if args.judge_opt:
+        opts["judge_options"] = _pairs(args.judge_opt, "--judge-opt")
+    return opts
 
 
 def _cmd_models() -> int:
@@ -83,7 +107,8 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
         hf_logging.disable_progress_bar()
     with err.status("loading models (the first run converts the bundled GGUF files, ~1 minute)"):
-        solver = Solver(args.draft, args.target, args.router, args.threshold, max_steps=args.max_steps,
+        solver = Solver(args.draft, args.target, args.router, args.threshold,
+                        router_options=router_options(args), max_steps=args.max_steps,
                         max_tokens=args.max_tokens, step_tokens=args.step_tokens, few_shot=args.few_shot,
                         temperature=args.temperature, seed=args.seed, think=args.think)
 

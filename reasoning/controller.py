@@ -64,11 +64,17 @@ class _Slot:
     backend: Backend
     session: Session | None = None
     chars: int = 0
+    # session length before the draft's current step, while the session holds it on trial
+    trial: int | None = None
 
     def ready(self, prompt: Prompt, solution_text: str) -> Session:
+        """The session holding exactly the prompt and the solution so far."""
         if self.session is None:
             self.session = self.backend.open_session(prompt)
             self.chars = 0
+        if self.trial is not None:
+            self.session.rollback(self.trial)
+            self.trial = None
         if self.chars < len(solution_text):
             self.session.append(solution_text[self.chars:])
             self.chars = len(solution_text)
@@ -98,6 +104,7 @@ class Controller:
         self.target: _Slot | None = None
         self.prompt: Prompt | None = None
         self.solution_text = ""
+        self._draft_piece: str | None = None
 
     # Judges and routers reach the sessions through these.
     def draft_session(self) -> Session:
@@ -108,6 +115,36 @@ class Controller:
 
     def _seed(self, step: int, offset: int) -> int | None:
         return None if self.limits.seed is None else self.limits.seed * 1_000_003 + step * 7 + offset
+
+    def session_with_draft_step(self, stage: str) -> Session:
+        """A model's session holding the solution so far plus the draft's current step (for judges).
+        If the step is kept, the session keeps it and needs no append later; if it is rejected, or
+        anyone asks for the plain prefix, it is rolled back."""
+        if self._draft_piece is None:
+            raise RuntimeError("there is no draft step to judge")
+        slot = self.draft if stage == "draft" else self.target
+        if slot.trial is None:
+            session = slot.ready(self.prompt, self.solution_text)
+            slot.trial = session.n_tokens
+            session.append(self._draft_piece)
+        return slot.session
+
+    def _settle_trials(self, keep: bool) -> None:
+        """After the decision: sessions holding the draft's step on trial keep it or drop it."""
+        for slot in (self.draft, self.target):
+            if slot is None or slot.trial is None:
+                continue
+            if keep:
+                slot.chars = len(self.solution_text) + len(self._draft_piece)
+            else:
+                slot.session.rollback(slot.trial)
+            slot.trial = None
+
+    def generate_step(self, stage: str, ctx: RouteContext) -> tuple[Generation, int]:
+        """Let a model write the current step from the current prefix, as the controller would
+        (same stops, cap and seed). Returns the generation and the session length before it."""
+        slot = self.draft if stage == "draft" else self.target
+        return self._generate(slot, ctx.step_index, ctx.in_thinking, ctx.step_cap)
 
     def _generate(self, slot: _Slot, step: int, thinking: bool, cap: int) -> tuple[Generation, int]:
         session = slot.ready(self.prompt, self.solution_text)
@@ -142,33 +179,48 @@ class Controller:
                 cap = min(lim.step_tokens, lim.max_tokens - used)
                 c = Costs()
 
-                # 1. draft proposes
-                draft_gen, draft_mark, draft_text = None, 0, None
+                # 1. draft proposes; its session holds the step on trial
+                draft_gen, draft_text = None, None
+                self._draft_piece = None
                 if self.router.needs_draft:
                     draft_gen, draft_mark = self._generate(self.draft, idx, thinking, cap)
                     c.draft.add(draft_gen.usage.cost())
-                    draft_text = seg.cut(draft_gen).text
+                    draft_cut = seg.cut(draft_gen)
+                    draft_text, self._draft_piece = draft_cut.text, draft_cut.piece
+                    if draft_cut.piece.startswith(draft_gen.text):
+                        self.draft.session.append(draft_cut.piece[len(draft_gen.text):])
+                    else:  # an end stop was cut off: the session must hold the piece only
+                        self.draft.session.rollback(draft_mark)
+                        self.draft.session.append(draft_cut.piece)
+                    self.draft.trial = draft_mark
 
                 # 2. router decides (judges report their own calls)
-                ctx = RouteContext(problem, steps, draft_gen, draft_text, idx, thinking, self)
+                ctx = RouteContext(problem, steps, draft_gen, draft_text, idx, thinking, self, cap)
                 t0 = time.perf_counter()
                 decision = self.router.route(ctx)
                 routed = time.perf_counter() - t0
+                keep = draft_gen is not None and not decision.escalate
                 for stage, usage in ctx.reported:
-                    c.stage(stage).add(usage.cost())
+                    cost = usage.cost()
+                    if stage.startswith("trial:"):  # part of a call already counted
+                        stage, cost.calls = (stage[len("trial:"):] if keep else "judge"), 0
+                    c.stage(stage).add(cost)
                 c.router.add(StageCost(calls=1, seconds=max(0.0, routed - sum(u.seconds for _, u in ctx.reported))))
+                self._settle_trials(keep)
 
                 # 3. keep, or discard and let the target write the step from the same prefix
-                in_session = True  # whether the author's session holds the generated tokens
-                if decision.escalate:
+                if keep:
+                    gen, slot, cut = draft_gen, self.draft, draft_cut
+                else:
                     if draft_gen is not None:
-                        self.draft.session.rollback(draft_mark)
                         c.discarded.add(draft_gen.usage.cost())
+                    slot = self.target
                     if decision.target is not None:  # already written (and paid for) by the router
                         gen, mark, in_session = decision.target, 0, False
                     else:
                         gen, mark = self._generate(self.target, idx, thinking, cap)
                         c.target.add(gen.usage.cost())
+                        in_session = True
                         if getattr(self.router, "reviews", False):
                             # judges read the step after the prefix: take it out, the append adds it back
                             self.target.session.rollback(mark)
@@ -181,18 +233,14 @@ class Controller:
                                 c.stage(stage).add(usage.cost())
                             c.router.add(StageCost(seconds=max(0.0, reviewed - sum(
                                 u.seconds for _, u in ctx.reported[n_before:]))))
-                    slot = self.target
-                else:
-                    gen, mark, slot = draft_gen, draft_mark, self.draft
-
-                # 4. append: the author's session keeps its tokens when they spell the step exactly
-                cut = seg.cut(gen)
-                if in_session and cut.piece.startswith(gen.text):
-                    slot.chars = len(self.solution_text) + len(gen.text)
-                else:
-                    if in_session:
-                        slot.session.rollback(mark)
-                    slot.chars = len(self.solution_text)
+                    # 4. the author's session keeps its tokens when they spell the step exactly
+                    cut = seg.cut(gen)
+                    if in_session and cut.piece.startswith(gen.text):
+                        slot.chars = len(self.solution_text) + len(gen.text)
+                    else:
+                        if in_session:
+                            slot.session.rollback(mark)
+                        slot.chars = len(self.solution_text)
                 self.solution_text += cut.piece
                 used += len(gen.token_ids)
                 final = lim.stop_on_answer and seg.is_final(cut.text, thinking)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from reasoning.errors import ConfigError
 from routers.base import BaseRouter, Decision, RouteContext, Router
 from routers.draft_only import DraftOnlyRouter
+from routers.oracle import OracleRouter
 from routers.random_router import RandomRouter
+from routers.rsd import RSDRouter
+from routers.specreason import SpecReasonRouter
 from routers.target_only import TargetOnlyRouter
 
 ROUTERS: dict[str, type[BaseRouter]] = {
     DraftOnlyRouter.name: DraftOnlyRouter,
     TargetOnlyRouter.name: TargetOnlyRouter,
     RandomRouter.name: RandomRouter,
+    SpecReasonRouter.name: SpecReasonRouter,
+    RSDRouter.name: RSDRouter,
+    OracleRouter.name: OracleRouter,
 }
 
 
@@ -22,6 +29,11 @@ def make_router(name: str, threshold: float | None = None, **options: Any) -> Ro
     cls = ROUTERS.get(name)
     if cls is None:
         raise ConfigError(f"unknown router {name!r}: choose one of {', '.join(sorted(ROUTERS))}")
+    accepted = inspect.signature(cls.__init__).parameters
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        takes = ", ".join(p for p in accepted if p not in ("self", "threshold")) or "none"
+        raise ConfigError(f"router {name!r} has no option {', '.join(unknown)} (options: {takes})")
     return cls(threshold, **options)
 
 

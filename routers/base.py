@@ -29,10 +29,13 @@ class RouteContext:
     step_index: int
     in_thinking: bool
     controller: Controller
+    step_cap: int = 256
     reported: list[tuple[Stage, Usage]] = field(default_factory=list)
 
-    def report(self, stage: Stage, usage: Usage) -> None:
-        """Judges and routers call this for every model call they make."""
+    def report(self, stage: Stage | str, usage: Usage) -> None:
+        """Judges and routers call this for every model call they make. Stage "trial:draft" or
+        "trial:target" is work on the draft's step held on trial in that model's session: it is
+        charged to that model if the step is kept, to the judge if it is rejected."""
         self.reported.append((stage, usage))
 
 

@@ -72,11 +72,28 @@ def test_next_token_distribution_and_rollback_restore_state(smol):
     s.rollback(mark)
     after, usage = s.next_token_logprobs([str(d) for d in range(10)])
     assert after == pytest.approx(before, abs=1e-4)
-    assert usage.input_tokens == 1  # only the last token is run again
+    assert usage.input_tokens == 0  # logits at the rollback point were kept: nothing runs again
     with pytest.raises(ValueError, match="not one"):
         s.next_token_logprobs(["12345678 apples"])
     with pytest.raises(ValueError, match="cannot roll back"):
         s.rollback(s.n_tokens + 1)
+
+
+def test_rollback_below_a_remembered_point_forgets_it(smol):
+    s = smol.open_session(Prompt.math(QUESTION))
+    s.append("We know")
+    base = s.n_tokens
+    s.next_token_logprobs(["1"])
+    s.append(" that 5 + 7 = 12")
+    high = s.n_tokens
+    s.generate(max_tokens=3)  # remembers logits at `high`
+    s.rollback(base)
+    s.append(" nothing about that at all, not even one little bit")  # different text, longer
+    s.generate(max_tokens=3)
+    s.rollback(high)
+    got, _ = s.next_token_logprobs(["1", "2"])
+    ref, _ = smol.open_session_ids(s.token_ids).next_token_logprobs(["1", "2"])
+    assert got == pytest.approx(ref, abs=1e-4)
 
 
 def test_seeded_sampling_is_reproducible(smol):

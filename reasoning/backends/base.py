@@ -112,6 +112,11 @@ class Backend(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
+    def turn_markers(self) -> tuple[str, str] | None:
+        """Text that closes the assistant turn and opens a user turn, and text that closes it and
+        opens the assistant turn again (for judge prompts); None when the model has no chat format."""
+        ...
+
     def render(self, prompt: Prompt) -> str:
         """The prompt as the model sees it (chat template or plain format)."""
         ...

@@ -121,6 +121,19 @@ class HFBackend:
             return text + prompt.prefix
         return prompt.plain()
 
+    def turn_markers(self) -> tuple[str, str] | None:
+        """(end of assistant turn + start of user turn, end of user turn + start of assistant turn),
+        read off the chat template; None for the plain prompt format."""
+        if not self.chat:
+            return None
+        if not hasattr(self, "_markers"):
+            msgs = [{"role": "user", "content": "\x01"}, {"role": "assistant", "content": "\x02"},
+                    {"role": "user", "content": "\x03"}]
+            t = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            a, u = t.index("\x02") + 1, t.index("\x03")
+            self._markers = (t[a:u], t[u + 1:])
+        return self._markers
+
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -150,6 +163,7 @@ class HFSession:
         self._cache = DynamicCache()  # no config: full layers everywhere, croppable at any length
         self._kv_len = 0
         self._logits: torch.Tensor | None = None  # next-token logits after ids[:_kv_len]
+        self._saved: tuple[int, torch.Tensor] | None = None
 
     # --- state -------------------------------------------------------------------------------
     @property
@@ -166,7 +180,7 @@ class HFSession:
 
     def close(self) -> None:
         self._cache = None
-        self._logits = None
+        self._logits = self._saved = None
 
     # --- model calls -------------------------------------------------------------------------
     def _forward(self, ids: list[int], all_logits: bool = False) -> torch.Tensor:
@@ -183,7 +197,15 @@ class HFSession:
         if self._kv_len > n:
             self._cache.crop(-(self._kv_len - n))
             self._kv_len = n
-            self._logits = None
+            if self._saved is not None and self._saved[0] > n:
+                self._saved = None
+            # the KV below n is unchanged, so logits remembered at n are still right
+            self._logits = self._saved[1] if self._saved is not None and self._saved[0] == n else None
+
+    def _remember(self) -> None:
+        """Keep the current next-token logits, so a rollback to here needs no forward pass."""
+        if self._logits is not None and self._kv_len == len(self.ids):
+            self._saved = (self._kv_len, self._logits)
 
     def _next_logits(self) -> tuple[torch.Tensor, int]:
         """Logits for the token after ids; feeds pending ids. Returns (logits, tokens fed)."""
@@ -198,6 +220,7 @@ class HFSession:
     def append(self, text: str) -> Usage:
         t0 = time.perf_counter()
         new = self.backend.encode(text)
+        self._remember()
         self.ids.extend(new)
         # Fed (and counted as input tokens) by the next call that needs the model's output.
         return Usage(seconds=time.perf_counter() - t0)
@@ -219,6 +242,7 @@ class HFSession:
         text = ""
         longest_stop = max((len(s) for s in stop), default=0)
         logits, fed = self._next_logits()
+        self._remember()
         for _ in range(max(0, max_tokens)):
             logp = torch.log_softmax(logits, dim=-1)
             if temperature > 0:

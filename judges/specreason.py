@@ -1,0 +1,83 @@
+"""SpecReason's judge: a model grades the newest step for factual and logical correctness, 0-9.
+
+The judge prompt is built on the model's own session (problem and steps so far are already in its
+KV cache): the step, a user turn with the instruction, then an assistant prefix ending in "Score: "
+so that the very next token is the digit. One forward pass reads the distribution over the ten
+digit tokens; the session is rolled back afterwards, exactly as it was.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Literal
+
+from reasoning.backends.base import Backend, Session, Usage
+from reasoning.errors import ConfigError
+
+if TYPE_CHECKING:
+    from routers.base import RouteContext
+
+DIGITS = [str(d) for d in range(10)]
+INSTRUCTION = "Rate the last step's factual and logical correctness (not style) from 0 (wrong) to 9 (right)."
+SCORE_PREFIX = "Score: "
+
+
+def judge_suffix(backend: Backend, step_text: str = "") -> str:
+    """What the judge appends after the solution so far (and the step, when it is given here)."""
+    markers = backend.turn_markers()
+    if markers is None:
+        return f"{step_text}\n\n[{INSTRUCTION}]\n{SCORE_PREFIX}"
+    close_assistant, open_assistant = markers
+    return f"{step_text}{close_assistant}{INSTRUCTION}{open_assistant}{SCORE_PREFIX}"
+
+
+def judge_on_session(session: Session, backend: Backend, step_text: str = "",
+                     mode: str = "expected") -> tuple[float, Usage]:
+    """Score the step at the end of `session` (after appending `step_text`, if given) in one forward
+    pass over the new tokens; the session is left exactly as it was."""
+    t0 = time.perf_counter()
+    mark = session.n_tokens
+    session.append(judge_suffix(backend, step_text))
+    try:
+        logprobs, usage = session.next_token_logprobs(DIGITS)
+    finally:
+        session.rollback(mark)
+    probs = [math.exp(logprobs[d]) for d in DIGITS]
+    if mode == "greedy":  # the original SpecReason reads the argmax digit
+        score = max(range(10), key=lambda i: probs[i]) / 9
+    else:
+        score = sum(i * p for i, p in enumerate(probs)) / sum(probs) / 9
+    return score, Usage(input_tokens=usage.input_tokens, seconds=time.perf_counter() - t0)
+
+
+class SpecReasonJudge:
+    name = "specreason"
+
+    def __init__(self, model: Literal["target", "draft"] = "target", mode: Literal["expected", "greedy"] = "expected"):
+        if model not in ("target", "draft"):
+            raise ConfigError(f"judge 'specreason': model must be 'target' or 'draft', got {model!r}")
+        if mode not in ("expected", "greedy"):
+            raise ConfigError(f"judge 'specreason': mode must be 'expected' or 'greedy', got {mode!r}")
+        self.model, self.mode = model, mode
+
+    def score(self, ctx: RouteContext, step_text: str) -> float:
+        c = ctx.controller
+        backend = c.target_backend if self.model == "target" else c.draft_backend
+        if ctx.draft is not None and step_text == ctx.draft_text:
+            # The draft's step goes into the session on trial: if it is kept, the model has read it
+            # already. Its share of the forward pass is charged to that model if the step is kept,
+            # to the judge if it is rejected (the controller settles "trial:" reports).
+            session = c.session_with_draft_step(self.model)
+            score, usage = judge_on_session(session, backend, "", self.mode)
+            own = backend.count_tokens(judge_suffix(backend))
+            step_tokens = max(0, usage.input_tokens - own)
+            share = step_tokens / usage.input_tokens if usage.input_tokens else 0.0
+            ctx.report(f"trial:{self.model}", Usage(input_tokens=step_tokens, seconds=usage.seconds * share))
+            ctx.report("judge", Usage(input_tokens=usage.input_tokens - step_tokens,
+                                      seconds=usage.seconds * (1 - share)))
+        else:
+            session = c.target_session() if self.model == "target" else c.draft_session()
+            score, usage = judge_on_session(session, backend, step_text, self.mode)
+            ctx.report("judge", usage)
+        return score

@@ -1,0 +1,47 @@
+"""Base for routers that ask a judge about the draft step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from judges import Judge, make_judge
+from reasoning.backends.base import Generation
+from reasoning.errors import ConfigError
+from routers.base import BaseRouter, Decision, RouteContext
+
+
+def as_bool(value: Any, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{what} must be true or false, got {value!r}")
+
+
+class JudgedRouter(BaseRouter):
+    """Keep the draft step when the judge's score >= tau; escalate otherwise.
+
+    Options: judge (a name from judges.JUDGES or a Judge), judge_options (dict), audit (bool: after
+    an escalation, also judge the target's step, to record whether the escalation was wasted)."""
+
+    default_judge = "specreason"
+
+    def __init__(self, threshold: float | None = None, judge: str | Judge | None = None,
+                 judge_options: dict[str, Any] | None = None, audit: bool | str = False):
+        super().__init__(threshold)
+        self.judge = make_judge(judge or self.default_judge, **(judge_options or {}))
+        self.reviews = as_bool(audit, f"router {self.name!r} option audit")
+
+    def score(self, ctx: RouteContext) -> float:
+        return self.judge.score(ctx, ctx.draft_text)
+
+    def decide(self, score: float) -> bool:
+        return score < self.threshold
+
+    def review(self, ctx: RouteContext, decision: Decision, target: Generation) -> None:
+        text = ctx.controller.segmenter.cut(target).text
+        decision.target_score = self.judge.score(ctx, text)
+        decision.wasted = decision.target_score <= decision.score

@@ -1,0 +1,34 @@
+"""The oracle: write both steps from the same prefix, judge both, keep the better. It pays for
+both (every token is accounted) and is the upper bound of step routing and the label source."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from judges import Judge
+from routers.base import Decision, RouteContext
+from routers.judged import JudgedRouter
+
+
+class OracleRouter(JudgedRouter):
+    """Keep the target's step when (target score - draft score) > tau. tau in [-1, 1]; default 0."""
+
+    name = "oracle"
+    threshold_range = (-1.0, 1.0)
+    default_threshold = 0.0
+    default_judge = "specreason"
+
+    def __init__(self, threshold: float | None = None, judge: str | Judge | None = None,
+                 judge_options: dict[str, Any] | None = None):
+        super().__init__(threshold, judge, judge_options)
+
+    def route(self, ctx: RouteContext) -> Decision:
+        c = ctx.controller
+        draft_score = self.judge.score(ctx, ctx.draft_text)
+        target, mark = c.generate_step("target", ctx)
+        ctx.report("target", target.usage)
+        c.target.session.rollback(mark)  # the controller appends the step if it is kept
+        target_score = self.judge.score(ctx, c.segmenter.cut(target).text)
+        escalate = (target_score - draft_score) > self.threshold
+        return Decision(escalate=escalate, score=draft_score, target=target, target_score=target_score,
+                        wasted=(target_score <= draft_score) if escalate else None)

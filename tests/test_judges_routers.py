@@ -1,0 +1,123 @@
+"""Judges and judged routers with the real bundled models."""
+
+import pytest
+
+from judges import make_judge
+from judges.specreason import judge_on_session, judge_suffix
+from reasoning import ConfigError, Solver, solve
+from reasoning.prompts import Prompt
+from routers import ROUTERS, make_router
+
+from .conftest import QUESTION
+
+STEP = "She has 5 + 7 = 12 balloons in all."
+
+
+def test_specreason_judge_scores_in_range_deterministic_and_leaves_session_exact(gemma):
+    s = gemma.open_session(Prompt.math(QUESTION))
+    s.append("Lily starts with 5 red and 7 blue balloons.\n\n")
+    before = s.token_ids
+    a, _ = judge_on_session(s, gemma, STEP)  # also runs the appended line
+    b, usage = judge_on_session(s, gemma, STEP)
+    c, _ = judge_on_session(s, gemma, STEP)
+    assert 0.0 <= a <= 1.0 and b == c and a == pytest.approx(b, abs=1e-5)
+    assert usage.input_tokens == gemma.count_tokens(judge_suffix(gemma, STEP))  # only the new tokens
+    assert s.token_ids == before
+    greedy, _ = judge_on_session(s, gemma, STEP, mode="greedy")
+    assert round(greedy * 9, 6) == int(round(greedy * 9))
+    judged = s.generate(max_tokens=20).token_ids
+    fresh = gemma.open_session(Prompt.math(QUESTION))
+    fresh.append("Lily starts with 5 red and 7 blue balloons.\n\n")
+    assert fresh.generate(max_tokens=20).token_ids == judged  # as if no judging happened
+
+
+def test_judged_steps_on_trial_leave_both_models_exact():
+    """Judging every draft step and keeping it gives draft-only's solution; judging and rejecting
+    every step gives target-only's: the trial append and rollback leave no trace."""
+    kept = solve(QUESTION, router="specreason", threshold=0.0, max_steps=4)
+    assert all(s.decision == "keep" and s.score is not None for s in kept.steps if s.kind != "forced_answer")
+    draft_only = solve(QUESTION, router="draft-only", max_steps=4)
+    assert [s.text for s in kept.steps] == [s.text for s in draft_only.steps]
+
+    rejected = solve(QUESTION, router="specreason", threshold=1.0, max_steps=4)
+    assert all(s.decision == "escalate" for s in rejected.steps if s.kind != "forced_answer")
+    target_only = solve(QUESTION, router="target-only", max_steps=4)
+    assert [s.text for s in rejected.steps] == [s.text for s in target_only.steps]
+    n = len([s for s in rejected.steps if s.kind != "forced_answer"])
+    assert rejected.costs.judge.calls == n and rejected.costs.discarded.calls == n
+    assert kept.costs.judge.seconds > 0 and kept.costs.target.output_tokens == 0
+
+
+def test_specreason_router_decision_follows_the_threshold():
+    sol = solve(QUESTION, router="specreason", threshold=0.5, max_steps=4)
+    for s in sol.steps:
+        if s.decision is not None:
+            assert 0.0 <= s.score <= 1.0
+            assert (s.decision == "keep") == (s.score >= 0.5)
+
+
+def test_audit_scores_the_target_step_and_marks_wasted_escalations():
+    sol = solve(QUESTION, router="specreason", threshold=1.0, max_steps=3, router_options={"audit": "true"})
+    esc = [s for s in sol.steps if s.decision == "escalate"]
+    assert esc
+    for s in esc:
+        assert 0.0 <= s.target_score <= 1.0
+        assert s.wasted_escalation == (s.target_score <= s.score)
+
+
+def test_oracle_pays_for_both_steps_and_its_counts_add_up():
+    sol = solve(QUESTION, router="oracle", threshold=0.0, max_steps=4)
+    steps = [s for s in sol.steps if s.kind != "forced_answer"]
+    esc = [s for s in steps if s.decision == "escalate"]
+    assert sol.costs.draft.calls == len(steps)
+    assert sol.costs.judge.calls == 2 * len(steps)
+    assert sol.costs.discarded.calls == len(esc)
+    gen_calls = len(steps) + sum(1 for s in sol.steps if s.kind == "forced_answer")
+    assert sol.costs.target.calls == gen_calls
+    for s in steps:
+        assert s.score is not None and s.target_score is not None
+        assert (s.decision == "escalate") == (s.target_score - s.score > 0.0)
+        assert s.author == ("target" if s.decision == "escalate" else "draft")
+        if s.decision == "escalate":
+            assert s.wasted_escalation is False
+
+
+def test_rollout_judge_values_are_shares_of_k_and_reproducible():
+    opts = {"judge": "rollout", "judge_options": {"k": "3", "tokens": "48"}}
+    a = solve(QUESTION, router="rsd", threshold=0.5, max_steps=2, router_options=opts)
+    b = solve(QUESTION, router="rsd", threshold=0.5, max_steps=2, router_options=opts)
+    scores = [s.score for s in a.steps if s.score is not None]
+    assert scores and scores == [s.score for s in b.steps if s.score is not None]
+    assert all(round(x * 3, 6) in (0, 1, 2, 3) for x in scores)
+    assert a.costs.judge.output_tokens > 0 and a.costs.judge.output_tokens <= 3 * 48 * len(scores)
+
+
+def test_rollout_judge_uses_the_gold_answer_when_given():
+    from reasoning.types import Problem
+
+    p = Problem(question="What is 2 + 2?", gold="4")
+    sol = Solver(router="rsd", threshold=0.5, max_steps=2,
+                 router_options={"judge": "rollout", "judge_options": {"k": "2", "tokens": "32"}}).solve(p)
+    assert all(s.score in (0.0, 0.5, 1.0) for s in sol.steps if s.score is not None)
+
+
+@pytest.mark.parametrize("name,kwargs,msg", [
+    ("specreason", {"threshold": 1.2}, "out of range for router 'specreason'"),
+    ("oracle", {"threshold": -2}, "out of range for router 'oracle'"),
+    ("specreason", {"judge": "crystal-ball"}, "unknown judge 'crystal-ball'"),
+    ("specreason", {"judge_options": {"mode": "vibes"}}, "mode must be 'expected' or 'greedy'"),
+    ("random", {"colour": "red"}, "router 'random' has no option colour"),
+    ("specreason", {"audit": "maybe"}, "audit must be true or false"),
+    ("rsd", {}, "judge .prm. needs option model="),
+    ("rsd", {"judge": "rollout", "judge_options": {"k": "zero"}}, "bad option value"),
+])
+def test_bad_router_and_judge_settings_raise_one_line(name, kwargs, msg):
+    threshold = kwargs.pop("threshold", None)
+    with pytest.raises(ConfigError, match=msg) as e:
+        make_router(name, threshold, **kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_registry_lists_every_policy():
+    assert {"draft-only", "target-only", "random", "specreason", "rsd", "oracle"} <= set(ROUTERS)
+    assert make_judge("specreason").name == "specreason"
