@@ -26,6 +26,12 @@ def run(*args, timeout=300):
     (["solve", "2+2?", "--max-steps", "0"], "bad value for max_steps"),
     (["solve", "2+2?", "--draft", "vllm:some/model", "--router", "draft-only"], "not available in this version"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["solve", "2+2?", "--router", "specreason", "--threshold", "1.5"], "out of range for router 'specreason'"),
+    (["solve", "2+2?", "--router", "specreason", "--judge", "crystal"], "unknown judge 'crystal'"),
+    (["solve", "2+2?", "--router", "random", "--router-opt", "seed"], "--router-opt takes KEY=VALUE, got 'seed'"),
+    (["solve", "2+2?", "--router", "rsd"], "judge 'prm' needs option model="),
+    (["solve", "2+2?", "--router", "rsd", "--judge-opt", "model=/nowhere", "--judge-opt", "style=value"],
+     "/nowhere"),
 ])
 def test_bad_input_gives_one_line_and_exit_code_2(args, msg):
     r = run(*args)

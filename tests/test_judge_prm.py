@@ -6,7 +6,6 @@ import logging
 import pytest
 import torch
 
-import reasoning  # noqa: F401  (first: `import judges` alone meets an import cycle via routers)
 from judges import make_judge
 from judges.prm import PRMJudge
 from reasoning.errors import ConfigError, ModelSpecError
@@ -184,3 +183,16 @@ def test_error_messages_are_one_line(prm_dirs, tmp_path):
         with pytest.raises((ModelSpecError, ConfigError)) as e:
             PRMJudge(**options)
         assert "\n" not in str(e.value) and str(e.value).startswith("judge 'prm'")
+
+
+@pytest.mark.parametrize("style", ["classification", "value"])
+def test_rsd_router_solves_with_a_prm_and_keeps_steps_scoring_at_least_tau(prm_dirs, style):
+    from reasoning import solve
+
+    opts = {"judge_options": {"model": str(prm_dirs[style]), "style": style}}
+    sol = solve(QUESTION, router="rsd", threshold=0.5, max_steps=4, router_options=opts)
+    judged = [s for s in sol.steps if s.decision is not None]
+    assert judged and sol.costs.judge.calls == len(judged)
+    for s in judged:
+        assert 0.0 <= s.score <= 1.0
+        assert (s.decision == "keep") == (s.score >= 0.5)
