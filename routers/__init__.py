@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 from reasoning.errors import ConfigError
+from routers.arbitrage import ArbitrageRouter
 from routers.base import BaseRouter, Decision, RouteContext, Router
 from routers.draft_only import DraftOnlyRouter
 from routers.oracle import OracleRouter
@@ -21,6 +22,7 @@ ROUTERS: dict[str, type[BaseRouter]] = {
     SpecReasonRouter.name: SpecReasonRouter,
     RSDRouter.name: RSDRouter,
     OracleRouter.name: OracleRouter,
+    ArbitrageRouter.name: ArbitrageRouter,
 }
 
 
