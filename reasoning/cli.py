@@ -57,6 +57,28 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--think", action="store_true", help="open the answer with <think> (reasoning models)")
     s.add_argument("--json", action="store_true", help="print the solution record as JSON")
+    e = sub.add_parser("eval", help="run policies over a benchmark; write records, summary, curve and report")
+    e.add_argument("--dataset", required=True, help="gsm8k, math500, aime24, aime25, amc23, svamp, asdiv, mawps, "
+                   "synthetic")
+    e.add_argument("--data-dir", default=None, help="folder with the unified JSONL files (or $SPECSTEP_DATA_DIR)")
+    e.add_argument("--limit", type=int, default=None, help="first N problems")
+    e.add_argument("--policies", required=True, help="comma-separated routers, e.g. draft-only,target-only,random")
+    e.add_argument("--thresholds", default="", help="comma-separated thresholds for routers that take one")
+    e.add_argument("--escalation-rates", default="", help="comma-separated target escalation rates (random, "
+                   "arbitrage)")
+    e.add_argument("--out", required=True, help="output folder (resumes when it holds the same run)")
+    e.add_argument("--draft", default=DEFAULT_DRAFT)
+    e.add_argument("--target", default=DEFAULT_TARGET)
+    e.add_argument("--seed", type=int, default=0, help="seed of the synthetic set")
+    e.add_argument("--steps", type=int, default=2, help="steps per synthetic problem (difficulty, 1-8)")
+    e.add_argument("--router-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="option for every policy that takes it (repeatable)")
+    e.add_argument("--judge", default=None)
+    e.add_argument("--judge-opt", action="append", default=[], metavar="KEY=VALUE")
+    e.add_argument("--max-steps", type=int, default=16)
+    e.add_argument("--max-tokens", type=int, default=768)
+    e.add_argument("--step-tokens", type=int, default=128)
+    e.add_argument("--few-shot", type=int, default=2)
     sub.add_parser("models", help="list the bundled model aliases and spec forms")
     return p
 
@@ -149,6 +171,47 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floats(text: str, flag: str) -> list[float]:
+    out = []
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        try:
+            v = float(part)
+        except ValueError:
+            raise SpecstepError(f"{flag} takes comma-separated numbers, got {part!r}") from None
+        if math.isnan(v) or math.isinf(v):
+            raise SpecstepError(f"{flag} takes finite numbers, got {part!r}")
+        out.append(v)
+    return out
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from eval.report import write_outputs
+    from eval.sweep import SweepConfig, run_sweep
+
+    if args.limit is not None and args.limit < 1:
+        raise SpecstepError(f"--limit must be at least 1, got {args.limit}")
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    cfg = SweepConfig(
+        dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, seed=args.seed,
+        synthetic_steps=args.steps, draft=args.draft, target=args.target, policies=policies,
+        thresholds=_floats(args.thresholds, "--thresholds"),
+        escalation_rates=_floats(args.escalation_rates, "--escalation-rates"),
+        router_options=router_options(args),
+        limits={"max_steps": args.max_steps, "max_tokens": args.max_tokens, "step_tokens": args.step_tokens,
+                "few_shot": args.few_shot},
+    )
+    records = run_sweep(cfg, args.out)
+    points = write_outputs(records, args.out, cfg.draft, cfg.target)
+    out = Console(highlight=False)
+    for p in points:
+        out.print(f"{p.config:>24s}  acc {100 * p.accuracy:5.1f}%  mean {p.mean_latency:6.2f}s  "
+                  f"escalated {100 * p.escalation_rate:5.1f}%{'  pareto' if p.pareto else ''}")
+    out.print(f"wrote {args.out}/records.jsonl, summary.json, summary.csv, curve.png, report.md")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -159,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "models":
             return _cmd_models()
+        if args.command == "eval":
+            return _cmd_eval(args)
         return _cmd_solve(args)
     except SpecstepError as e:
         sys.stderr.write(f"specstep: error: {e}\n")

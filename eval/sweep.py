@@ -1,0 +1,154 @@
+"""Run routing policies over a benchmark: every (policy, threshold) on the same problems, one
+record per (problem, policy, threshold), appended durably and resumable after a crash."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from eval.records import EvalRecord, RecordWriter, config_key, read_records
+from reasoning.errors import ConfigError
+from reasoning.types import Problem, Solution
+
+log = logging.getLogger(__name__)
+
+RATE_POLICIES = {"random", "arbitrage"}  # policies that can be set by a target escalation rate
+
+
+class SweepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    data_dir: str | None = None
+    limit: int | None = Field(None, ge=1)
+    seed: int = 0
+    synthetic_steps: int = Field(2, ge=1, le=8)
+    draft: str = "smollm2-135m"
+    target: str = "gemma3-270m"
+    policies: list[str]
+    thresholds: list[float] = Field(default_factory=list)
+    escalation_rates: list[float] = Field(default_factory=list)
+    router_options: dict[str, Any] = Field(default_factory=dict)
+    limits: dict[str, Any] = Field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """What must match to resume into the same output folder (policies may be added)."""
+        return self.model_dump(include={"dataset", "data_dir", "limit", "seed", "synthetic_steps", "draft",
+                                        "target", "limits"})
+
+
+def plan(cfg: SweepConfig) -> list[tuple[str, float | None, float | None]]:
+    """(policy, threshold, escalation-rate goal) for every run; validates each against its router."""
+    from routers import ROUTERS, make_router
+
+    if not cfg.policies:
+        raise ConfigError("no policies given: --policies takes a comma-separated list such as draft-only,target-only")
+    runs: list[tuple[str, float | None, float | None]] = []
+    for p in cfg.policies:
+        cls = ROUTERS.get(p)
+        if cls is None:
+            raise ConfigError(f"unknown policy {p!r}: choose from {', '.join(sorted(ROUTERS))}")
+        if cls.threshold_range is None:
+            runs.append((p, None, None))
+            continue
+        thresholds = cfg.thresholds or ([] if cfg.escalation_rates and p in RATE_POLICIES else [None])
+        for t in thresholds:
+            runs.append((p, t, None))
+        for r in cfg.escalation_rates:
+            if p not in RATE_POLICIES:
+                continue
+            if not 0.0 <= r <= 1.0:
+                raise ConfigError(f"escalation rate {r} is out of range: use a number between 0 and 1")
+            runs.append((p, r if p == "random" else None, r))
+    for p, t, r in runs:  # fail on a bad threshold, rate or option before any model runs
+        make_router(p, t, **_options_for(p, cfg.router_options, r))
+    return runs
+
+
+def _options_for(policy: str, options: dict[str, Any], rate: float | None) -> dict[str, Any]:
+    from routers import ROUTERS
+
+    accepted = inspect.signature(ROUTERS[policy].__init__).parameters
+    out = {k: v for k, v in options.items() if k in accepted}
+    if rate is not None and policy == "arbitrage":
+        out["escalation_rate"] = rate
+    return out
+
+
+def _record(cfg: SweepConfig, key: str, problem: Problem, policy: str, threshold: float | None,
+            rate: float | None, sol: Solution) -> EvalRecord:
+    from eval.grading import grade
+
+    fmt = problem.meta.get("answer_format")
+    g = grade(sol.text, problem.gold or "", fmt if isinstance(fmt, str) else None)
+    steps = [s for s in sol.steps if s.kind != "forced_answer"]
+    tokens = sum(s.tokens for s in steps)
+    by_target = [s for s in steps if s.author == "target"]
+    return EvalRecord(
+        key=key, dataset=cfg.dataset, problem_id=problem.id, policy=policy, threshold=threshold,
+        escalation_rate_goal=rate, gold=problem.gold or "", answer=sol.answer, extracted=g.extracted,
+        rule=g.rule, grade_method=g.method, correct=g.correct, stop_reason=sol.stop_reason,
+        wall_seconds=sol.wall_seconds, costs=sol.costs, steps=len(steps), target_steps=len(by_target),
+        escalation_rate=len(by_target) / len(steps) if steps else 0.0,
+        wasted_escalations=sum(1 for s in steps if s.wasted_escalation),
+        target_token_share=sum(s.tokens for s in by_target) / tokens if tokens else 0.0,
+        solution=sol,
+    )
+
+
+def run_sweep(cfg: SweepConfig, out_dir: str | Path, progress: bool = True) -> list[EvalRecord]:
+    """Run (or resume) a sweep into out_dir/records.jsonl and return every record of this config."""
+    from eval.datasets import load_dataset
+    from reasoning.api import Solver
+
+    out = Path(out_dir)
+    runs = plan(cfg)
+    problems = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed,
+                            steps=cfg.synthetic_steps) if cfg.dataset == "synthetic" else load_dataset(
+        cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit)
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"dataset {cfg.dataset!r} has duplicate problem ids; records could not be told apart")
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = out / "run.json"
+    if run_file.exists():
+        old = json.loads(run_file.read_text())
+        if old.get("identity") != json.loads(json.dumps(cfg.identity())):
+            raise ConfigError(f"{out} holds results of a different run (dataset, models, limits or seed differ): "
+                              "use a new --out folder")
+    run_file.write_text(json.dumps({"identity": cfg.identity(), "config": cfg.model_dump()}, indent=2))
+
+    records_path = out / "records.jsonl"
+    existing = read_records(records_path)
+    done = {r.key: r for r in existing}
+    todo = [(run, p) for run in runs for p in problems if f"{p.id}|{config_key(*run)}" not in done]
+    log.info("%d runs x %d problems; %d done, %d to do", len(runs), len(problems), len(problems) * len(runs)
+             - len(todo), len(todo))
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("acc {task.fields[acc]}"), disable=not progress, transient=False)
+    solvers: dict[str, Solver] = {}
+    with RecordWriter(records_path) as writer, bar:
+        task = bar.add_task(f"eval {cfg.dataset}", total=len(todo), acc="-")
+        right = total = 0
+        for (policy, threshold, rate), problem in todo:
+            ck = config_key(policy, threshold, rate)
+            if ck not in solvers:
+                solvers[ck] = Solver(cfg.draft, cfg.target, policy, threshold,
+                                     router_options=_options_for(policy, cfg.router_options, rate), **cfg.limits)
+            bar.update(task, description=f"{ck:>22s}")
+            sol = solvers[ck].solve(problem)
+            rec = _record(cfg, f"{problem.id}|{ck}", problem, policy, threshold, rate, sol)
+            writer.write(rec)
+            done[rec.key] = rec
+            right, total = right + rec.correct, total + 1
+            bar.update(task, advance=1, acc=f"{right}/{total}")
+    keys = {f"{p.id}|{config_key(*run)}" for run in runs for p in problems}
+    return [r for k, r in done.items() if k in keys]

@@ -1,0 +1,149 @@
+"""`specstep eval` end to end on generated problems with the real bundled models."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from eval.records import EvalRecord, read_records
+from eval.report import write_outputs
+from eval.summary import Point, area_score, latency_at_accuracy, pareto, wilson
+from eval.sweep import SweepConfig, run_sweep
+from reasoning import ConfigError
+
+LIMITS = {"max_steps": 4, "step_tokens": 48, "max_tokens": 192}
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "reasoning.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    cfg = SweepConfig(dataset="synthetic", limit=3, seed=1, policies=["draft-only", "target-only", "random"],
+                      thresholds=[0.5], limits=LIMITS)
+    records = run_sweep(cfg, out, progress=False)
+    points = write_outputs(records, out, cfg.draft, cfg.target)
+    return out, records, points
+
+
+def test_sweep_writes_every_file_with_consistent_values(sweep):
+    out, records, points = sweep
+    assert len(records) == 9 and len({r.key for r in records}) == 9
+    by = {p.config: p for p in points}
+    assert set(by) == {"draft-only", "target-only", "random@0.5"}
+    assert by["target-only"].escalation_rate == 1.0 and by["target-only"].target_token_share == 1.0
+    assert by["draft-only"].escalation_rate == 0.0 and by["draft-only"].target_token_share == 0.0
+    for p in points:
+        rs = [r for r in records if (r.policy, r.threshold) == (p.policy, p.threshold)]
+        assert p.n == 3 and p.correct == sum(r.correct for r in rs)
+        assert p.ci_low <= p.accuracy <= p.ci_high
+        assert p.mean_latency == pytest.approx(sum(r.wall_seconds for r in rs) / 3)
+    for r in records:
+        assert r.wall_seconds > 0 and r.costs.seconds <= r.wall_seconds
+        assert r.solution.problem.id == r.problem_id and r.gold == r.solution.problem.gold
+    summary = json.loads((out / "summary.json").read_text())
+    assert {p["config"] for p in summary["points"]} == set(by)
+    assert "random" in summary["headline"]
+    with (out / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["config"] for r in rows} == set(by)
+    assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    assert "speedup at target-only accuracy" in report and "area score" in report and "random@0.5" in report
+    assert any(p.pareto for p in points)
+
+
+def test_rerun_of_a_finished_sweep_adds_nothing(sweep):
+    out, records, _ = sweep
+    before = (out / "records.jsonl").read_bytes()
+    cfg = SweepConfig(dataset="synthetic", limit=3, seed=1, policies=["draft-only", "target-only", "random"],
+                      thresholds=[0.5], limits=LIMITS)
+    again = run_sweep(cfg, out, progress=False)
+    assert (out / "records.jsonl").read_bytes() == before
+    assert sorted(r.key for r in again) == sorted(r.key for r in records)
+
+
+def test_a_different_run_into_the_same_folder_is_refused(sweep):
+    out, _, _ = sweep
+    cfg = SweepConfig(dataset="synthetic", limit=5, seed=1, policies=["draft-only"], limits=LIMITS)
+    with pytest.raises(ConfigError, match="holds results of a different run"):
+        run_sweep(cfg, out, progress=False)
+
+
+def test_killed_sweep_resumes_without_lost_or_duplicated_records(tmp_path):
+    out = tmp_path / "run"
+    args = ["eval", "--dataset", "synthetic", "--limit", "4", "--policies", "draft-only,random",
+            "--thresholds", "0.5", "--out", str(out), "--max-steps", "3", "--step-tokens", "32"]
+    proc = subprocess.Popen([sys.executable, "-m", "reasoning.cli", *args], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = out / "records.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not path.exists() or path.read_bytes().count(b"\n") < 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = path.read_bytes()
+    assert partial.count(b"\n") >= 2
+    with path.open("ab") as f:  # and a torn line, as a crash mid-write leaves it
+        f.write(b'{"schema_version": 1, "key": "synthe')
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    final = path.read_bytes()
+    kept = partial[: partial.rfind(b"\n") + 1]
+    assert final.startswith(kept)  # finished records were not rewritten
+    recs = read_records(path)
+    keys = [x.key for x in recs]
+    assert len(keys) == 8 and len(set(keys)) == 8
+    for name in ("summary.json", "summary.csv", "curve.png", "report.md"):
+        assert (out / name).exists()
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--dataset", "gsm9k", "--policies", "draft-only"], "unknown dataset 'gsm9k'"),
+    (["--dataset", "gsm8k", "--data-dir", "/no/such/dir", "--policies", "draft-only"], "/no/such/dir"),
+    (["--dataset", "synthetic", "--policies", ""], "no policies given"),
+    (["--dataset", "synthetic", "--policies", "draft-only,wizard"], "unknown policy 'wizard'"),
+    (["--dataset", "synthetic", "--policies", "random", "--thresholds", "0.5,x"], "--thresholds takes"),
+    (["--dataset", "synthetic", "--policies", "random", "--thresholds", "3"], "out of range"),
+])
+def test_eval_bad_input_gives_one_line_and_exit_code_2(tmp_path, args, msg):
+    r = cli("eval", *args, "--out", str(tmp_path / "o"), "--limit", "2")
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and msg in lines[0], r.stderr
+
+
+def _pt(policy, acc, lat, esc, thr=None):
+    return Point(config=f"{policy}@{thr}", policy=policy, threshold=thr, escalation_rate_goal=None, n=10,
+                 correct=round(acc * 10), accuracy=acc, ci_low=0, ci_high=1, mean_latency=lat, p90_latency=lat,
+                 target_token_share=esc, escalation_rate=esc, wasted_escalations=0, format_failures=0, seconds={})
+
+
+def test_summary_math():
+    lo, hi = wilson(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-3) and hi == pytest.approx(0.7634, abs=1e-3)
+    assert wilson(0, 0) == (0.0, 0.0)
+    pts = [_pt("p", 0.2, 1.0, 0.1, 0.1), _pt("p", 0.5, 2.0, 0.5, 0.5), _pt("p", 0.4, 3.0, 0.9, 0.9)]
+    assert [p.mean_latency for p in pareto(pts)] == [1.0, 2.0]
+    assert latency_at_accuracy(pts, 0.35) == pytest.approx(1.5)
+    assert latency_at_accuracy(pts, 0.6) is None
+    # draft 0.2, target 0.6: gap recovered 0, 0.75, 0.5 at escalation 0.1, 0.5, 0.9 (plus the two ends)
+    area = area_score(pts, 0.2, 0.6)
+    xs, ys = [0, 0.1, 0.5, 0.9, 1], [0, 0, 0.75, 0.5, 1]
+    assert area == pytest.approx(sum((xs[i + 1] - xs[i]) * (ys[i] + ys[i + 1]) / 2 for i in range(4)))
+    assert area_score(pts, 0.5, 0.5) is None
+
+
+def test_record_round_trip(sweep):
+    _, records, _ = sweep
+    r = records[0]
+    assert EvalRecord.model_validate_json(r.model_dump_json()) == r
