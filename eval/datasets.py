@@ -94,6 +94,10 @@ DATASETS: dict[str, DatasetInfo] = {
         "gsm8k", "gsm8k_test.jsonl", "integer",
         HubSource("openai/gsm8k", "test", "main", problem=("question",), convert=_gsm8k_answer),
         "1,319 grade-school problems; gold is the number after ####"),
+    "gsm8k-train": DatasetInfo(
+        "gsm8k-train", "gsm8k_train.jsonl", "integer",
+        HubSource("openai/gsm8k", "train", "main", problem=("question",), convert=_gsm8k_answer),
+        "7,473 GSM8K training problems: for collecting router traces without touching the test set"),
     "math500": DatasetInfo(
         "math500", "math500.jsonl", "latex",
         HubSource("HuggingFaceH4/MATH-500", "test", convert=str, meta=("subject", "level")),

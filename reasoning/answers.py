@@ -12,7 +12,7 @@ import re
 _ANSWER_IS = re.compile(
     r"(?:final answer|the answer)\s*(?:is|:|=)\s*:?\s*(.+?)\s*(?:\.\s*)?(?:$|\n)", re.IGNORECASE
 )
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?")  # 1,250 but not 1,2,3
 
 
 def last_boxed(text: str) -> str | None:

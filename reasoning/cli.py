@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--target", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
     s.add_argument("--router", default=DEFAULT_ROUTER, help=f"routing policy (default {DEFAULT_ROUTER})")
     s.add_argument("--threshold", type=_threshold, default=None, help="the router's threshold tau")
+    s.add_argument("--escalation-rate", default=None, metavar="R",
+                   help="escalate about R (0-1) of the steps: tau from the router file's calibration (arbitrage)")
     s.add_argument("--router-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="router option, repeatable (e.g. model=DIR for arbitrage, audit=true)")
     s.add_argument("--judge", default=None, help="judge for judged routers: specreason, prm, rollout")
@@ -79,6 +81,34 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--max-tokens", type=int, default=768)
     e.add_argument("--step-tokens", type=int, default=128)
     e.add_argument("--few-shot", type=int, default=2)
+    t = sub.add_parser("train-router", help="train the arbitrage router on collected traces")
+    t.add_argument("--traces", required=True, metavar="DIR", help="folder with traces.jsonl (from `specstep collect`)")
+    t.add_argument("--out", required=True, metavar="ROUTER_DIR", help="router directory to write")
+    t.add_argument("--model", choices=("lightgbm", "logistic"), default="lightgbm", help="default lightgbm")
+    t.add_argument("--seed", type=int, default=0, help="seed of the problem split and the balancing")
+    t.add_argument("--test-fraction", type=float, default=0.25, help="share of problems held out (0.25)")
+    t.add_argument("--no-balance", action="store_true", help="keep the training split's class balance")
+    c = sub.add_parser("collect", help="collect router training traces (oracle behaviour policy, tau = 0)")
+    c.add_argument("--dataset", required=True, help="gsm8k, math500, aime24, aime25, amc23, svamp, asdiv, mawps, "
+                   "synthetic")
+    c.add_argument("--data-dir", default=None, help="folder with the unified JSONL files (or $SPECSTEP_DATA_DIR)")
+    c.add_argument("--limit", type=int, default=None, help="first N problems")
+    c.add_argument("--out", required=True, metavar="DIR", help="output folder (resumes when it holds the same "
+                   "collection)")
+    c.add_argument("--judge", default="specreason", help="judge of both steps: specreason (default), prm, rollout")
+    c.add_argument("--judge-opt", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--target-samples", type=int, default=1, metavar="K",
+                   help="target steps written from each prefix (K > 1 needs --temperature > 0)")
+    c.add_argument("--temperature", type=float, default=0.0,
+                   help="temperature of the target samples (0: the greedy step)")
+    c.add_argument("--draft", default=DEFAULT_DRAFT)
+    c.add_argument("--target", default=DEFAULT_TARGET)
+    c.add_argument("--seed", type=int, default=0, help="seed of the synthetic set and of the target samples")
+    c.add_argument("--steps", type=int, default=2, help="steps per synthetic problem (difficulty, 1-8)")
+    c.add_argument("--max-steps", type=int, default=16)
+    c.add_argument("--max-tokens", type=int, default=768)
+    c.add_argument("--step-tokens", type=int, default=128)
+    c.add_argument("--few-shot", type=int, default=2)
     sub.add_parser("models", help="list the bundled model aliases and spec forms")
     return p
 
@@ -112,6 +142,13 @@ def _cmd_models() -> int:
     return 0
 
 
+def _solve_router_options(args: argparse.Namespace) -> dict:
+    opts = router_options(args)
+    if args.escalation_rate is not None:
+        opts["escalation_rate"] = args.escalation_rate
+    return opts
+
+
 def _cmd_solve(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -130,7 +167,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         hf_logging.disable_progress_bar()
     with err.status("loading models (the first run converts the bundled GGUF files, ~1 minute)"):
         solver = Solver(args.draft, args.target, args.router, args.threshold,
-                        router_options=router_options(args), max_steps=args.max_steps,
+                        router_options=_solve_router_options(args), max_steps=args.max_steps,
                         max_tokens=args.max_tokens, step_tokens=args.step_tokens, few_shot=args.few_shot,
                         temperature=args.temperature, seed=args.seed, think=args.think)
 
@@ -212,6 +249,70 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_router(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from training.train import train_router
+
+    err = Console(stderr=True)
+    with err.status("training the router"):
+        rep = train_router(args.traces, args.out, model=args.model, seed=args.seed,
+                           test_fraction=args.test_fraction, balance=not args.no_balance)
+    out = Console(highlight=False)
+
+    def fmt(key: str, pct: bool = False) -> str:
+        v = rep.metrics.get(key)
+        return "n/a" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.3f}")
+
+    tc, bc, hc = rep.train_counts, rep.train_counts_balanced, rep.test_counts
+    t = Table(title=f"{rep.model_type} router: train vs held-out problems")
+    for col in ("metric", "train", "held-out"):
+        t.add_column(col, justify="left" if col == "metric" else "right")
+    t.add_row("problems", str(len(rep.train_problems)), str(len(rep.test_problems)))
+    t.add_row("steps (target better / not)", f"{bc.positive} / {bc.negative}", f"{hc.positive} / {hc.negative}")
+    t.add_row("AUC", fmt("train_auc"), fmt("test_auc"))
+    t.add_row("Spearman rho (score, advantage)", fmt("train_spearman"), fmt("test_spearman"))
+    t.add_row("accuracy at tau=0.5", fmt("train_accuracy", True), fmt("test_accuracy", True))
+    t.add_row("  target better (escalate)", fmt("train_accuracy_positive", True), fmt("test_accuracy_positive", True))
+    t.add_row("  draft as good (keep)", fmt("train_accuracy_negative", True), fmt("test_accuracy_negative", True))
+    t.add_row("base rate (target better)", fmt("train_base_rate", True), fmt("test_base_rate", True))
+    out.print(t)
+    balance = (f"balanced to {bc.positive} / {bc.negative}" if not args.no_balance else "not balanced")
+    out.print(f"training steps before balancing: {tc.positive} target better / {tc.negative} not; {balance}"
+              + (f"; {rep.n_incomplete_problems} problem(s) cut short left out" if rep.n_incomplete_problems else ""))
+    tenths = [p for p in rep.tau_table if abs(10 * p.tau - round(10 * p.tau)) < 1e-9]
+    out.print("held-out escalation rate by tau: "
+              + "  ".join(f"{p.tau:.1f}:{100 * p.escalation_rate:.0f}%" for p in tenths))
+    out.print(f"wrote the router to {rep.out_dir} (router.json, {os.path.basename(rep.model_file)}); "
+              f"use it with --router arbitrage --router-opt model={rep.out_dir}")
+    return 0
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from training.collect import collect, make_config
+
+    if args.limit is not None and args.limit < 1:
+        raise SpecstepError(f"--limit must be at least 1, got {args.limit}")
+    cfg = make_config(
+        dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, seed=args.seed, synthetic_steps=args.steps,
+        draft=args.draft, target=args.target, judge=args.judge, judge_options=_pairs(args.judge_opt, "--judge-opt"),
+        target_samples=args.target_samples, temperature=args.temperature, max_steps=args.max_steps,
+        max_tokens=args.max_tokens, step_tokens=args.step_tokens, few_shot=args.few_shot,
+    )
+    if not args.verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    s = collect(cfg, args.out)
+    out = Console(highlight=False)
+    out.print(f"{s.n_records} step records of {s.n_problems} problems in {s.traces} ({s.n_new_records} new; "
+              f"{s.n_skipped} problems were already done); label=True for {100 * s.label_share:.1f}% of steps")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -224,6 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_models()
         if args.command == "eval":
             return _cmd_eval(args)
+        if args.command == "train-router":
+            return _cmd_train_router(args)
+        if args.command == "collect":
+            return _cmd_collect(args)
         return _cmd_solve(args)
     except SpecstepError as e:
         sys.stderr.write(f"specstep: error: {e}\n")

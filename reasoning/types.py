@@ -134,11 +134,13 @@ class Solution(_Record):
 
     @property
     def correct(self) -> bool | None:
-        from reasoning.answers import answers_match
+        """Graded as `specstep eval` grades (eval.grading); None without a gold answer."""
+        from eval.grading import grade
 
         if self.problem.gold is None:
             return None
-        return self.answer is not None and answers_match(self.answer, self.problem.gold)
+        fmt = self.problem.meta.get("answer_format")
+        return grade(self.text, self.problem.gold, fmt if isinstance(fmt, str) else None).correct
 
     def acceptance(self) -> dict[str, float]:
         """Share of proposed draft steps (and draft tokens) that were kept."""

@@ -18,6 +18,7 @@ def test_extract_answer_rules(text, answer, rule):
 def test_last_number_only_when_asked():
     assert extract_answer("we get 1,250 apples") == (None, None)
     assert extract_answer("we get 1,250 apples", last_number=True) == ("1250", "last_number")
+    assert extract_answer("the sets are 1,2,3", last_number=True) == ("3", "last_number")
 
 
 def test_last_boxed_balances_nested_braces():

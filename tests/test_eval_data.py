@@ -53,7 +53,7 @@ def _error(*args, **kwargs) -> str:
 # --------------------------------------------------------------------------- files
 
 def test_known_datasets_and_files():
-    assert set(DATASETS) == {"gsm8k", "math500", "aime24", "aime25", "amc23", "svamp", "asdiv", "mawps"}
+    assert set(DATASETS) == {"gsm8k", "gsm8k-train", "math500", "aime24", "aime25", "amc23", "svamp", "asdiv", "mawps"}
     assert DATASETS["gsm8k"].file == "gsm8k_test.jsonl"
     assert DATASETS["math500"].file == "math500.jsonl"
     assert DATASETS["aime24"].file == "aime24.jsonl"
