@@ -31,6 +31,27 @@ def _threshold(text: str) -> float:
     return value
 
 
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="gsm8k, gsm8k-train, math500, aime24, aime25, amc23, svamp, "
+                   "asdiv, mawps, synthetic")
+    p.add_argument("--data-dir", default=None, help="folder with the unified JSONL files (or $SPECSTEP_DATA_DIR)")
+    p.add_argument("--limit", type=int, default=None, help="first N problems")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    """Models, the synthetic set's knobs and the solve limits shared by eval and collect."""
+    from reasoning.api import DEFAULT_DRAFT, DEFAULT_TARGET
+
+    p.add_argument("--draft", default=DEFAULT_DRAFT)
+    p.add_argument("--target", default=DEFAULT_TARGET)
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic set (and of sampling)")
+    p.add_argument("--steps", type=int, default=2, help="steps per synthetic problem (difficulty, 1-8)")
+    p.add_argument("--max-steps", type=int, default=16)
+    p.add_argument("--max-tokens", type=int, default=768)
+    p.add_argument("--step-tokens", type=int, default=128)
+    p.add_argument("--few-shot", type=int, default=2)
+
+
 def _parser() -> argparse.ArgumentParser:
     from reasoning.api import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET
 
@@ -60,27 +81,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--think", action="store_true", help="open the answer with <think> (reasoning models)")
     s.add_argument("--json", action="store_true", help="print the solution record as JSON")
     e = sub.add_parser("eval", help="run policies over a benchmark; write records, summary, curve and report")
-    e.add_argument("--dataset", required=True, help="gsm8k, math500, aime24, aime25, amc23, svamp, asdiv, mawps, "
-                   "synthetic")
-    e.add_argument("--data-dir", default=None, help="folder with the unified JSONL files (or $SPECSTEP_DATA_DIR)")
-    e.add_argument("--limit", type=int, default=None, help="first N problems")
+    _data_args(e)
     e.add_argument("--policies", required=True, help="comma-separated routers, e.g. draft-only,target-only,random")
     e.add_argument("--thresholds", default="", help="comma-separated thresholds for routers that take one")
     e.add_argument("--escalation-rates", default="", help="comma-separated target escalation rates (random, "
                    "arbitrage)")
     e.add_argument("--out", required=True, help="output folder (resumes when it holds the same run)")
-    e.add_argument("--draft", default=DEFAULT_DRAFT)
-    e.add_argument("--target", default=DEFAULT_TARGET)
-    e.add_argument("--seed", type=int, default=0, help="seed of the synthetic set")
-    e.add_argument("--steps", type=int, default=2, help="steps per synthetic problem (difficulty, 1-8)")
     e.add_argument("--router-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="option for every policy that takes it (repeatable)")
     e.add_argument("--judge", default=None)
     e.add_argument("--judge-opt", action="append", default=[], metavar="KEY=VALUE")
-    e.add_argument("--max-steps", type=int, default=16)
-    e.add_argument("--max-tokens", type=int, default=768)
-    e.add_argument("--step-tokens", type=int, default=128)
-    e.add_argument("--few-shot", type=int, default=2)
+    _run_args(e)
     t = sub.add_parser("train-router", help="train the arbitrage router on collected traces")
     t.add_argument("--traces", required=True, metavar="DIR", help="folder with traces.jsonl (from `specstep collect`)")
     t.add_argument("--out", required=True, metavar="ROUTER_DIR", help="router directory to write")
@@ -89,10 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--test-fraction", type=float, default=0.25, help="share of problems held out (0.25)")
     t.add_argument("--no-balance", action="store_true", help="keep the training split's class balance")
     c = sub.add_parser("collect", help="collect router training traces (oracle behaviour policy, tau = 0)")
-    c.add_argument("--dataset", required=True, help="gsm8k, math500, aime24, aime25, amc23, svamp, asdiv, mawps, "
-                   "synthetic")
-    c.add_argument("--data-dir", default=None, help="folder with the unified JSONL files (or $SPECSTEP_DATA_DIR)")
-    c.add_argument("--limit", type=int, default=None, help="first N problems")
+    _data_args(c)
     c.add_argument("--out", required=True, metavar="DIR", help="output folder (resumes when it holds the same "
                    "collection)")
     c.add_argument("--judge", default="specreason", help="judge of both steps: specreason (default), prm, rollout")
@@ -101,14 +109,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="target steps written from each prefix (K > 1 needs --temperature > 0)")
     c.add_argument("--temperature", type=float, default=0.0,
                    help="temperature of the target samples (0: the greedy step)")
-    c.add_argument("--draft", default=DEFAULT_DRAFT)
-    c.add_argument("--target", default=DEFAULT_TARGET)
-    c.add_argument("--seed", type=int, default=0, help="seed of the synthetic set and of the target samples")
-    c.add_argument("--steps", type=int, default=2, help="steps per synthetic problem (difficulty, 1-8)")
-    c.add_argument("--max-steps", type=int, default=16)
-    c.add_argument("--max-tokens", type=int, default=768)
-    c.add_argument("--step-tokens", type=int, default=128)
-    c.add_argument("--few-shot", type=int, default=2)
+    _run_args(c)
     sub.add_parser("models", help="list the bundled model aliases and spec forms")
     return p
 

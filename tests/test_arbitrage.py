@@ -234,10 +234,14 @@ def test_escalation_rate_calibration_picks_tau_for_the_rate(router_dir):
     assert router.threshold == pytest.approx(tau_for_escalation_rate(meta, 0.2)) and router.escalation_rate == 0.2
 
 
-def test_router_options_and_refusals(router_dir):
+def test_router_options_and_refusals(router_dir, tmp_path, monkeypatch):
+    import routers.arbitrage
+
     assert ROUTERS["arbitrage"] is ArbitrageRouter
+    monkeypatch.setattr(routers.arbitrage, "DEFAULT_MODEL_DIR", tmp_path / "none-shipped")
     with pytest.raises(ConfigError, match=r"needs a trained router file: pass model=DIR \(train one with"):
         make_router("arbitrage", 0.5)
+    monkeypatch.undo()
     with pytest.raises(ConfigError, match="router directory .* does not exist"):
         make_router("arbitrage", 0.5, model=str(router_dir / "missing"))
     m = str(router_dir)
@@ -329,3 +333,19 @@ def test_router_meta_schema_is_strict():
     with pytest.raises(ValidationError, match="score_quantiles"):
         RouterMeta(schema_version=1, model_type="logistic", feature_names=list(FEATURE_NAMES),
                    feature_version=FEATURE_VERSION, library_versions={}, score_quantiles=[])
+
+
+def test_the_shipped_default_router_loads_and_routes_out_of_the_box():
+    from reasoning import solve
+    from routers.arbitrage import DEFAULT_MODEL_DIR, default_model_dir
+
+    assert default_model_dir() == DEFAULT_MODEL_DIR
+    loaded = load_router(DEFAULT_MODEL_DIR)
+    assert list(loaded.meta.feature_names) == list(FEATURE_NAMES)
+    assert loaded.meta.metrics["test_auc"] > 0.5  # better than chance on its held-out problems
+    router = make_router("arbitrage", None, escalation_rate=0.3)
+    assert router.threshold == pytest.approx(tau_for_escalation_rate(loaded.meta, 0.3))
+    sol = solve(QUESTION, router="arbitrage", threshold=0.5, max_steps=3)
+    for s in sol.steps:
+        if s.decision is not None:
+            assert (s.decision == "escalate") == (s.score > 0.5)
