@@ -38,6 +38,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from reasoning.errors import ConfigError
+from reasoning.io import read_text
 from training.features import FEATURE_NAMES, FEATURE_VERSION
 
 ROUTER_SCHEMA_VERSION = 1
@@ -280,13 +281,7 @@ class LoadedRouter:
 
 
 def _load_json(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"router file {path} is not UTF-8 text") from None
-    except OSError as e:
-        raise ConfigError(f"router file {path} cannot be read: {e.strerror}") from None
-    return _parse_json(path, text)
+    return _parse_json(path, read_text(path, "router file"))
 
 
 def _parse_json(path: Path, text: str) -> Any:

@@ -36,6 +36,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from reasoning.errors import ConfigError
+from reasoning.io import read_text
 from routers.arbitrage_model import (
     MODEL_FILES,
     LogisticModel,
@@ -139,12 +140,7 @@ def _traces_path(traces_dir: str | Path) -> Path:
 
 
 def _read_records(path: Path) -> list[tuple[int, TraceRecord]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"traces file {path} is not UTF-8 text") from None
-    except OSError as e:
-        raise ConfigError(f"traces file {path} cannot be read: {e.strerror}") from None
+    text = read_text(path, "traces file")
     out: list[tuple[int, TraceRecord]] = []
     n = len(FEATURE_NAMES)
     # split on "\n" only: str.splitlines() would also split on U+2028, U+0085... inside step texts
