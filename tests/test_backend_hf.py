@@ -118,3 +118,19 @@ def test_gemma_sliding_window_layers_stay_exact_past_the_window(gemma):
     prefix = s.token_ids[: s.n_tokens - len(got.token_ids)]
     ref = gemma.model.generate(torch.tensor([prefix]), max_new_tokens=10, do_sample=False)
     assert ref[0, len(prefix):].tolist()[: len(got.token_ids)] == got.token_ids
+
+
+def test_a_local_gguf_file_and_a_local_directory_load_the_same_model(smol, tmp_path, monkeypatch):
+    from reasoning.backends.hf import HFBackend
+    from reasoning.specs import ALIASES, alias_gguf, cache_dir, parse_spec
+
+    gguf, key = alias_gguf(ALIASES["smollm2-135m"])
+    converted = cache_dir() / "hf" / key  # the alias's converted copy: a plain transformers directory
+    monkeypatch.setenv("SPECSTEP_CACHE", str(tmp_path / "cache"))  # the .gguf converts into a fresh cache
+    prompt = Prompt.math(QUESTION)
+    want = smol.open_session(prompt).generate(max_tokens=8).token_ids
+    for spec in (str(gguf), str(converted)):
+        backend = HFBackend(parse_spec(spec))
+        assert backend.chat  # the chat template travels with the tokenizer
+        assert backend.open_session(prompt).generate(max_tokens=8).token_ids == want
+    assert any((tmp_path / "cache" / "hf").iterdir())
