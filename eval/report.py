@@ -89,4 +89,8 @@ def render_report(points: list[Point], heads: dict, draft: str, target: str, rec
         lines.append(f"| {policy} | {'not reached' if sp is None else f'{sp:.2f}x'} | {_fmt(row['area_score'])} |")
     if not heads:
         lines.append("| (no policies besides the references) | | |")
+    draft, target = _ref(points, "draft-only"), _ref(points, "target-only")
+    if draft is not None and target is not None and target.accuracy <= draft.accuracy:
+        lines += ["", f"Area scores are n/a: target-only ({100 * target.accuracy:.1f}%) is not more accurate than "
+                  f"draft-only ({100 * draft.accuracy:.1f}%) here, so there is no gap to recover."]
     return "\n".join(lines) + "\n"

@@ -104,8 +104,9 @@ def latency_at_accuracy(points: list[Point], goal: float) -> float | None:
 
 def area_score(points: list[Point], draft_acc: float, target_acc: float) -> float | None:
     """Area under (accuracy - draft) / (target - draft) against the escalation rate on [0, 1], with
-    draft-only at (0, 0) and target-only at (1, 1), as RouteLLM's APGR. None if the two are equal."""
-    if math.isclose(target_acc, draft_acc):
+    draft-only at (0, 0) and target-only at (1, 1), as RouteLLM's APGR. None unless target-only is
+    more accurate than draft-only: there is no gap to recover otherwise."""
+    if target_acc <= draft_acc or math.isclose(target_acc, draft_acc):
         return None
     best: dict[float, float] = {0.0: 0.0, 1.0: 1.0}
     for p in points:

@@ -141,6 +141,7 @@ def test_summary_math():
     xs, ys = [0, 0.1, 0.5, 0.9, 1], [0, 0, 0.75, 0.5, 1]
     assert area == pytest.approx(sum((xs[i + 1] - xs[i]) * (ys[i] + ys[i + 1]) / 2 for i in range(4)))
     assert area_score(pts, 0.5, 0.5) is None
+    assert area_score(pts, 0.6, 0.2) is None  # target-only worse than draft-only: no gap to recover
 
 
 def test_record_round_trip(sweep):
