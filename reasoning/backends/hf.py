@@ -257,9 +257,9 @@ class HFSession:
             lps.append(float(logp[tok]))
             ents.append(float(-(logp.exp() * logp).sum()))
             self.ids.append(tok)
-            prev = len(text)
-            text = b.decode(out)
-            if stop:
+            if stop:  # without stop strings the text is decoded once, after the loop
+                prev = len(text)
+                text = b.decode(out)
                 lo = max(0, prev - longest_stop)
                 hits = [(text.find(s, lo), s) for s in stop]
                 hits = [(i, s) for i, s in hits if i >= 0]
@@ -271,6 +271,8 @@ class HFSession:
             if len(out) >= max_tokens:
                 break
             logits = self._forward([tok])[-1]
+        if not stop:
+            text = b.decode(out)
         sampled = len(lps) + (finish == "eos")
         if cut is not None and cut < len(text):
             # The stop string ended inside a token: keep whole tokens up to it, re-encode the rest.
