@@ -13,6 +13,7 @@ import inspect
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,15 +36,14 @@ def _file_key(path: Path) -> str:
     return f"{path.stem}-{h.hexdigest()[:16]}"
 
 
-def _load_gguf(path: Path, key: str, ensure_file=None):
-    """Load a GGUF through transformers once, save a dequantized copy in the user cache, and load
-    that copy (seconds instead of a minute) on every later call."""
+def _convert_gguf(path: Path, key: str, ensure_file=None, keep: bool = True):
+    """Load a GGUF through transformers and save a dequantized copy in the user cache (once).
+    Returns (copy's path, model, tokenizer); model and tokenizer are None when the copy existed."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cached = cache_dir() / "hf" / key
     if (cached / ".complete").is_file():
-        log.info("loading converted copy %s", cached)
-        return AutoModelForCausalLM.from_pretrained(cached), AutoTokenizer.from_pretrained(cached)
+        return cached, None, None
     if ensure_file is not None:
         path = ensure_file(path)
     log.warning("converting %s for transformers (once; cached in %s)", path.name, cached)
@@ -61,11 +61,40 @@ def _load_gguf(path: Path, key: str, ensure_file=None):
         os.replace(tmp, cached)
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
+    return (cached, model, tok) if keep else (cached, None, None)
+
+
+def _load_gguf(path: Path, key: str, ensure_file=None):
+    """Load a GGUF through transformers once, save a dequantized copy in the user cache, and load
+    that copy (seconds instead of a minute) on every later call."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cached, model, tok = _convert_gguf(path, key, ensure_file)
+    if model is None:
+        log.info("loading converted copy %s", cached)
+        return AutoModelForCausalLM.from_pretrained(cached), AutoTokenizer.from_pretrained(cached)
     return model, tok
 
 
+def transformers_dir(model: str) -> Path:
+    """A transformers directory for a model: a bundled alias or .gguf file is converted once into the user
+    cache (other engines, such as vLLM, load that copy); a directory is returned as it is."""
+    from reasoning.specs import parse_spec
+
+    spec = parse_spec(model)
+    if spec.alias is not None:
+        path, key = alias_gguf(spec.alias)
+        return _convert_gguf(path, key, assemble_gemma if spec.alias.name == "gemma3-270m" else None,
+                             keep=False)[0]
+    p = Path(spec.model)
+    if p.is_file() and p.suffix == ".gguf":
+        return _convert_gguf(p, _file_key(p), keep=False)[0]
+    return p if p.is_dir() else Path(spec.model)
+
+
 class HFBackend:
-    """A causal LM through transformers. Thread-unsafe; one instance serves many sessions."""
+    """A causal LM through transformers. One instance serves many sessions; sessions may live in
+    different threads (forward passes take turns on one lock), but one session is one thread's."""
 
     def __init__(self, spec: ModelSpec):
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -108,6 +137,7 @@ class HFBackend:
         self.eos_ids = {int(e) for e in eos if e is not None}
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.lock = threading.Lock()
         log.info("loaded %s in %.1fs (chat=%s)", spec, time.perf_counter() - t0, self.chat)
 
     @property
@@ -164,6 +194,7 @@ class HFSession:
         self._kv_len = 0
         self._logits: torch.Tensor | None = None  # next-token logits after ids[:_kv_len]
         self._saved: tuple[int, torch.Tensor] | None = None
+        self.refed = 0  # tokens an engine had to run again (llama.cpp after another session used it)
 
     # --- state -------------------------------------------------------------------------------
     @property
@@ -183,24 +214,38 @@ class HFSession:
         self._logits = self._saved = None
 
     # --- model calls -------------------------------------------------------------------------
+    # The two hooks an engine implements (the llama.cpp session overrides them).
+    def _model_forward(self, ids: list[int], all_logits: bool) -> torch.Tensor:
+        """Run `ids` after the first `_kv_len` tokens; logits [len(ids) or 1, vocab]."""
+        b = self.backend
+        with b.lock:
+            out = b.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=0 if all_logits else 1,
+                          **{b._cache_kw: self._cache})
+        return out.logits[0]
+
+    def _model_crop(self, n: int) -> None:
+        """Drop the KV of every token after the first `n`."""
+        self._cache.crop(-(self._kv_len - n))
+
     def _forward(self, ids: list[int], all_logits: bool = False) -> torch.Tensor:
         """Run `ids` after the cached prefix; returns logits [len(ids) or 1, vocab] (float32)."""
-        b = self.backend
-        out = b.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=0 if all_logits else 1,
-                      **{b._cache_kw: self._cache})
+        logits = self._model_forward(ids, all_logits).float()
         self._kv_len += len(ids)
-        logits = out.logits[0].float()
         self._logits = logits[-1]
         return logits
 
     def _crop_kv(self, n: int) -> None:
         if self._kv_len > n:
-            self._cache.crop(-(self._kv_len - n))
+            self._model_crop(n)
             self._kv_len = n
             if self._saved is not None and self._saved[0] > n:
                 self._saved = None
             # the KV below n is unchanged, so logits remembered at n are still right
             self._logits = self._saved[1] if self._saved is not None and self._saved[0] == n else None
+
+    def _take_refed(self) -> int:
+        n, self.refed = self.refed, 0
+        return n
 
     def _remember(self) -> None:
         """Keep the current next-token logits, so a rollback to here needs no forward pass."""
@@ -286,7 +331,7 @@ class HFSession:
             self.ids.extend(rest)
             out += rest
             text = text[:cut]
-        usage = Usage(input_tokens=fed, output_tokens=sampled, seconds=time.perf_counter() - t0)
+        usage = Usage(input_tokens=fed + self._take_refed(), output_tokens=sampled, seconds=time.perf_counter() - t0)
         return Generation(text, out, lps, ents, finish, matched, usage)
 
     @torch.inference_mode()
@@ -304,7 +349,7 @@ class HFSession:
         pred = logits[len(pending) - 1: len(pending) - 1 + len(new)] if pending else torch.cat(
             [first[None], logits[: len(new) - 1]])
         lp = torch.log_softmax(pred, dim=-1).gather(1, torch.tensor(new)[:, None])[:, 0]
-        return Scored(new, lp.tolist(), Usage(input_tokens=len(pending) + len(new),
+        return Scored(new, lp.tolist(), Usage(input_tokens=len(pending) + len(new) + self._take_refed(),
                                               seconds=time.perf_counter() - t0))
 
     @torch.inference_mode()
@@ -319,7 +364,7 @@ class HFSession:
         logits, fed = self._next_logits()
         logp = torch.log_softmax(logits, dim=-1)
         return ({c: float(logp[i]) for c, i in zip(candidates, ids)},
-                Usage(input_tokens=fed, seconds=time.perf_counter() - t0))
+                Usage(input_tokens=fed + self._take_refed(), seconds=time.perf_counter() - t0))
 
     def rollback(self, n_tokens: int) -> None:
         if not 0 < n_tokens <= len(self.ids):
