@@ -111,6 +111,31 @@ def _parser() -> argparse.ArgumentParser:
                    help="temperature of the target samples (0: the greedy step)")
     _run_args(c)
     sub.add_parser("models", help="list the bundled model aliases and spec forms")
+    v = sub.add_parser("serve", help="serve the draft+target pair as an OpenAI-compatible HTTP API")
+    v.add_argument("--draft", default=DEFAULT_DRAFT, help=f"draft model spec (default {DEFAULT_DRAFT})")
+    v.add_argument("--target", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
+    v.add_argument("--router", default=DEFAULT_ROUTER, help=f"routing policy (default {DEFAULT_ROUTER})")
+    v.add_argument("--threshold", type=_threshold, default=None, help="the router's threshold tau")
+    v.add_argument("--escalation-rate", default=None, metavar="R",
+                   help="escalate about R (0-1) of the steps: tau from the router file's calibration (arbitrage)")
+    v.add_argument("--router-opt", action="append", default=[], metavar="KEY=VALUE", help="router option, repeatable")
+    v.add_argument("--judge", default=None, help="judge for judged routers: specreason, prm, rollout")
+    v.add_argument("--judge-opt", action="append", default=[], metavar="KEY=VALUE", help="judge option, repeatable")
+    v.add_argument("--max-steps", type=int, default=24)
+    v.add_argument("--max-tokens", type=int, default=1024, help="token budget of a solution (requests may lower it)")
+    v.add_argument("--step-tokens", type=int, default=256, help="token cap of one step")
+    v.add_argument("--few-shot", type=int, default=2, help="worked examples in the prompt (0-3)")
+    v.add_argument("--think", action="store_true", help="open the answer with <think> (reasoning models)")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    v.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    v.add_argument("--model-name", default="specstep", help="the model id clients use (default specstep)")
+    key = v.add_mutually_exclusive_group()
+    key.add_argument("--api-key-env", default=None, metavar="VAR",
+                     help="require Authorization: Bearer with the token in environment variable VAR")
+    key.add_argument("--api-key", default=None, metavar="TOKEN",
+                     help="require this bearer token (visible in the process list; prefer --api-key-env)")
+    v.add_argument("--max-concurrency", type=int, default=None, metavar="N",
+                   help="solve at most N requests at once; more get 429 (default: no limit)")
     return p
 
 
@@ -206,6 +231,48 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     out.print(f"steps by draft: {by_author['draft']}, by target: {by_author['target']}; "
               f"draft acceptance: {acc['steps']:.0%} of steps, {acc['tokens']:.0%} of tokens")
     out.print("[dim]The bundled models are tiny (135M/270M) and weak at math: answers are often wrong.[/dim]")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from reasoning.api import Solver
+    from reasoning.serve import make_server
+
+    if not 0 <= args.port <= 65535:
+        raise SpecstepError(f"--port must be 0-65535, got {args.port}")
+    if args.max_concurrency is not None and args.max_concurrency < 1:
+        raise SpecstepError(f"--max-concurrency must be at least 1, got {args.max_concurrency}")
+    if not args.model_name.strip():
+        raise SpecstepError("--model-name is empty")
+    api_key = args.api_key
+    if args.api_key_env is not None:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise SpecstepError(f"--api-key-env: environment variable {args.api_key_env} is not set or empty")
+    if api_key is not None and not api_key.strip():
+        raise SpecstepError("the API key is empty")
+    if not args.verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    solver = Solver(args.draft, args.target, args.router, args.threshold,
+                    router_options=_solve_router_options(args), max_steps=args.max_steps,
+                    max_tokens=args.max_tokens, step_tokens=args.step_tokens, few_shot=args.few_shot,
+                    think=args.think)
+    try:
+        server = make_server(solver, args.host, args.port, api_key=api_key, model_name=args.model_name,
+                             max_concurrency=args.max_concurrency)
+    except OSError as e:
+        raise SpecstepError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("reasoning.serve").warning("listening on %s without an API key", args.host)
+    print(f"specstep: serving model {args.model_name!r} at {server.url}/v1 (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0
 
 
@@ -330,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_train_router(args)
         if args.command == "collect":
             return _cmd_collect(args)
+        if args.command == "serve":
+            return _cmd_serve(args)
         return _cmd_solve(args)
     except SpecstepError as e:
         sys.stderr.write(f"specstep: error: {e}\n")
