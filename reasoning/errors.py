@@ -10,7 +10,7 @@ class ModelSpecError(SpecstepError):
 
 
 class BackendUnavailableError(SpecstepError):
-    """A spec names a backend whose optional engine is not installed or not built yet."""
+    """A backend cannot run: its optional engine is not installed, or its server cannot be reached."""
 
 
 class ConfigError(SpecstepError):

@@ -13,11 +13,6 @@ __all__ = ["Backend", "Generation", "Scored", "Session", "Usage", "load_backend"
 _LOADED: dict[tuple, Backend] = {}
 _LOCK = threading.Lock()
 
-_PLANNED = {
-    "vllm": "the vLLM backend",
-    "openai": "the OpenAI-compatible backend",
-    "llamacpp": "the llama.cpp backend",
-}
 
 
 def load_backend(spec: str | ModelSpec) -> Backend:
@@ -30,11 +25,18 @@ def load_backend(spec: str | ModelSpec) -> Backend:
                 from reasoning.backends.hf import HFBackend
 
                 _LOADED[key] = HFBackend(spec)
-            elif spec.engine in _PLANNED:
-                raise BackendUnavailableError(
-                    f"model spec {str(spec)!r}: {_PLANNED[spec.engine]} is not available in this version of "
-                    "specstep; use a bundled alias, a local directory or a .gguf file"
-                )
+            elif spec.engine == "llamacpp":
+                from reasoning.backends.llamacpp import LlamaCppBackend
+
+                _LOADED[key] = LlamaCppBackend(spec)
+            elif spec.engine == "vllm":
+                from reasoning.backends.vllm import VLLMBackend
+
+                _LOADED[key] = VLLMBackend(spec)
+            elif spec.engine == "openai":
+                from reasoning.backends.openai import OpenAIBackend
+
+                _LOADED[key] = OpenAIBackend(spec)
             else:  # parse_spec only returns known engines
                 raise BackendUnavailableError(f"no backend for engine {spec.engine!r}")
         return _LOADED[key]

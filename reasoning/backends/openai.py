@@ -1,0 +1,311 @@
+"""OpenAI-compatible backend: any server with a `/v1/completions` endpoint (vLLM, SGLang, llama.cpp).
+
+Sessions are `PrefixSession`s: each call sends the whole context as text; the server's prefix cache
+serves what it has seen. Steps need stop strings and per-token logprobs, the judge needs top logprobs
+of the next token, and scoring a continuation needs the prompt's logprobs (`echo`), which not every
+server returns: those calls fail with a clear error there.
+
+Spec: ``openai:MODEL?base_url=http://127.0.0.1:8000/v1&tokenizer=smollm2-135m``. Options:
+
+- ``base_url``: one URL or several separated by ``|`` (replicas; each new session goes to the next one,
+  round robin, and stays there so that its prefix stays cached). Default $OPENAI_BASE_URL.
+- ``api_key_env``: the environment variable holding the API key (default OPENAI_API_KEY; none is fine).
+- ``tokenizer``: a bundled alias or transformers directory whose tokenizer matches the served model:
+  its chat template formats the prompt and it counts tokens. Without it the plain prompt format is
+  used and tokens are counted by the server's /tokenize endpoint, or estimated (4 characters a token).
+- ``chat=0|1``, ``timeout`` (seconds per request, default 120), ``retries`` (default 3), ``top_logprobs``
+  (default 20).
+
+Connection errors, timeouts, 429 and 5xx are retried with exponential backoff; then one error names the
+server. Entropies are over the top logprobs the server returns (a lower bound of the full entropy).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from reasoning.backends.prefix import Completion, PrefixSession, chat_turn_markers, entropy_from_top, render_prompt
+from reasoning.errors import BackendUnavailableError, ModelSpecError, SpecstepError
+from reasoning.prompts import Prompt
+from reasoning.specs import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+class ServerError(SpecstepError):
+    """The server answered, but not with what was asked (4xx, a missing field, an unsupported feature)."""
+
+
+def _float_option(spec: ModelSpec, key: str, default: float, lo: float) -> float:
+    value = spec.options.get(key)
+    if value is None:
+        return default
+    try:
+        out = float(value)
+    except ValueError:
+        raise ModelSpecError(f"model spec {str(spec)!r}: option {key} must be a number, got {value!r}") from None
+    if not out >= lo:
+        raise ModelSpecError(f"model spec {str(spec)!r}: option {key} must be >= {lo}, got {value!r}")
+    return out
+
+
+class OpenAIBackend:
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        o = spec.options
+        base = o.get("base_url") or os.environ.get("OPENAI_BASE_URL")
+        if not base:
+            raise ModelSpecError(f"model spec {str(spec)!r} names no server: add ?base_url=http://HOST:PORT/v1 "
+                                 "or set OPENAI_BASE_URL")
+        self.urls = [u.strip().rstrip("/") for u in base.split("|") if u.strip()]
+        for u in self.urls:
+            if not u.startswith(("http://", "https://")):
+                raise ModelSpecError(f"model spec {str(spec)!r}: base_url {u!r} is not an http(s) URL")
+        self._next_url = itertools.cycle(range(len(self.urls)))
+        self.api_key = os.environ.get(o.get("api_key_env", "OPENAI_API_KEY"), "")
+        self.timeout = _float_option(spec, "timeout", 120.0, 0.001)
+        self.retries = int(_float_option(spec, "retries", 3, 0))
+        self.top_k = int(_float_option(spec, "top_logprobs", 20, 1))
+        self.tokenizer = None
+        if o.get("tokenizer"):
+            from transformers import AutoTokenizer
+
+            from reasoning.backends.hf import transformers_dir
+
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(str(transformers_dir(o["tokenizer"])))
+            except (OSError, ValueError) as e:
+                raise ModelSpecError(f"model spec {str(spec)!r}: cannot load tokenizer {o['tokenizer']!r}: "
+                                     f"{str(e).splitlines()[0]}") from None
+        chat_opt = o.get("chat")
+        has_template = bool(getattr(self.tokenizer, "chat_template", None))
+        self.chat = (chat_opt not in ("0", "false")) if chat_opt else has_template
+        if self.chat and not has_template:
+            raise ModelSpecError(f"model spec {str(spec)!r}: chat=1 needs ?tokenizer=... with a chat template")
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.requests = 0
+        self.retried = 0
+        self._tokenize_route: str | None = None
+        self._servers: dict[str, str] = {}  # url -> owner of its model, as /models says
+
+    @property
+    def name(self) -> str:
+        return str(self.spec)
+
+    def load(self) -> int:
+        """Requests this process has in flight on the server(s)."""
+        return self.in_flight
+
+    # --- HTTP -----------------------------------------------------------------------------------
+    def _post(self, url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        last = ""
+        with self._lock:
+            self.in_flight += 1
+            self.requests += 1
+        try:
+            for attempt in range(self.retries + 1):
+                if attempt:
+                    self.retried += 1
+                    time.sleep(min(8.0, 0.25 * 2 ** (attempt - 1)))
+                req = urllib.request.Request(url + path, data=data, headers=headers, method="POST")
+                try:
+                    with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                        return json.loads(resp.read())
+                except urllib.error.HTTPError as e:
+                    detail = _error_message(e)
+                    if e.code == 429 or e.code >= 500:
+                        last = f"HTTP {e.code}: {detail}"
+                        continue
+                    raise ServerError(f"{url}{path}: HTTP {e.code}: {detail}") from None
+                except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+                    last = str(getattr(e, "reason", e))
+                    continue
+                except json.JSONDecodeError:
+                    raise ServerError(f"{url}{path}: the server's answer is not JSON") from None
+            raise BackendUnavailableError(f"server {url} is unavailable after {self.retries + 1} tries: {last}")
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _completion(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        out = self._post(url, "/completions", {"model": self.spec.model, **body})
+        try:
+            return out["choices"][0] | {"usage": out.get("usage") or {}}
+        except (KeyError, IndexError, TypeError):
+            raise ServerError(f"{url}/completions: answer has no choices") from None
+
+    # --- text and tokens ------------------------------------------------------------------------
+    def render(self, prompt: Prompt) -> str:
+        return render_prompt(prompt, self.tokenizer, self.chat)
+
+    def turn_markers(self) -> tuple[str, str] | None:
+        return chat_turn_markers(self.tokenizer) if self.chat else None
+
+    def count_tokens(self, text: str) -> int:
+        if not text:
+            return 0
+        if self.tokenizer is not None:
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        root = self.urls[0].rsplit("/v1", 1)[0]
+        routes = [self._tokenize_route] if self._tokenize_route else ["/tokenize", "/extras/tokenize"]
+        for route in routes:
+            if route == "none":
+                break
+            body = {"model": self.spec.model, "prompt": text, "add_special_tokens": False} if route == "/tokenize" \
+                else {"input": text}
+            try:
+                out = self._post(root, route, body)
+                self._tokenize_route = route
+                return int(out.get("count", len(out.get("tokens", []))))
+            except (ServerError, ValueError, TypeError, AttributeError):  # no such endpoint here
+                continue
+        if self._tokenize_route != "none":
+            log.warning("%s: no tokenizer and no /tokenize endpoint; estimating 4 characters a token", self.name)
+            self._tokenize_route = "none"
+        return max(1, math.ceil(len(text) / 4))
+
+    def open_session(self, prompt: Prompt) -> OpenAISession:
+        text = self.render(prompt)
+        with self._lock:
+            url = self.urls[next(self._next_url)]
+        return OpenAISession(self, url, text, self.count_tokens(text))
+
+    # --- the three calls a session makes ---------------------------------------------------------
+    def complete(self, url: str, prompt: str, *, max_tokens: int, stop: Sequence[str], temperature: float,
+                 seed: int | None, ignore_eos: bool) -> Completion:
+        body: dict[str, Any] = {"prompt": prompt, "max_tokens": max(1, max_tokens), "temperature": temperature,
+                                "logprobs": self.top_k, "stop": list(stop) or None}
+        if seed is not None:
+            body["seed"] = seed
+        if ignore_eos:
+            body["ignore_eos"] = True  # vLLM's extension
+        ch = self._completion(url, body)
+        text = ch.get("text") or ""
+        lp = ch.get("logprobs") or {}
+        tokens = lp.get("tokens") or []
+        lps = [x if x is not None else -math.inf for x in (lp.get("token_logprobs") or [])]
+        tops = lp.get("top_logprobs") or []
+        ents = [entropy_from_top(sorted((t or {}).values(), reverse=True)[: self.top_k]) for t in tops]
+        finish = ch.get("finish_reason") or "stop"
+        matched = None
+        if finish == "stop":
+            reason = ch.get("stop_reason", ch.get("matched_stop"))
+            if isinstance(reason, str) and reason in stop:
+                matched = reason
+            elif reason is None and ("stop_reason" in ch or "matched_stop" in ch):
+                finish = "eos"
+            else:  # the server does not say which
+                matched = self._guess_stop(text, stop)
+                finish = "stop" if matched else "eos"
+        elif finish != "length":
+            finish = "length"
+        if matched is not None and not text.endswith(matched):
+            text += matched
+        if self.tokenizer is not None or not tokens:
+            n = self.count_tokens(text)
+        else:
+            n = len(tokens) + (self.count_tokens(matched) if matched and tokens[-1:] != [matched] else 0)
+        return Completion(text, n, lps, ents, finish, matched)
+
+    @staticmethod
+    def _guess_stop(text: str, stop: Sequence[str]) -> str | None:
+        """For servers that do not say why they stopped (llama-cpp-python's): an empty text is an end of
+        sequence, any other text ended at the first stop string. An end of sequence after text is thus
+        taken for a step delimiter, and the solution ends one (empty) step later."""
+        return stop[0] if stop and text else None
+
+    def continuation_logprobs(self, url: str, prompt: str, continuation: str) -> tuple[list[int], list[float]]:
+        if self._echo_broken(url):
+            raise ServerError(f"{url}: llama-cpp-python's server returns wrong prompt logprobs (echo), so "
+                              f"{self.name} cannot score text there; use a vLLM server or the llamacpp: backend")
+        body = {"prompt": prompt + continuation, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1}
+        ch = self._completion(url, body)
+        lp = ch.get("logprobs") or {}
+        tokens, values = lp.get("tokens"), lp.get("token_logprobs")
+        n_prompt = (ch.get("usage") or {}).get("prompt_tokens")
+        if not tokens or values is None or not n_prompt or len(tokens) < n_prompt:
+            raise ServerError(f"{url}: the server returns no prompt logprobs (echo with logprobs), so "
+                              f"{self.name} cannot score text; use a vLLM server or another engine for this judge")
+        # the continuation is the prompt's last tokens: walk back until their text covers it
+        i, covered = n_prompt, 0
+        while i > 0 and covered < len(continuation):
+            i -= 1
+            covered += len(tokens[i])
+        picked = range(i, n_prompt)
+        return list(picked), [values[j] if values[j] is not None else -math.inf for j in picked]
+
+    def _echo_broken(self, url: str) -> bool:
+        """llama-cpp-python's server (it owns its models as "me") computes echo logprobs wrongly."""
+        if url not in self._servers:
+            try:
+                req = urllib.request.Request(url + "/models", headers={"Authorization": f"Bearer {self.api_key}"}
+                                             if self.api_key else {})
+                with urllib.request.urlopen(req, timeout=min(self.timeout, 10.0)) as resp:
+                    data = json.loads(resp.read()).get("data") or [{}]
+                self._servers[url] = data[0].get("owned_by", "")
+            except (OSError, ValueError, AttributeError):
+                self._servers[url] = ""
+        return self._servers[url] == "me"
+
+    def candidate_logprobs(self, url: str, prompt: str, candidates: Sequence[str]) -> dict[str, float]:
+        body = {"prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": self.top_k}
+        ch = self._completion(url, body)
+        tops = (ch.get("logprobs") or {}).get("top_logprobs") or []
+        if not tops or not tops[0]:
+            raise ServerError(f"{url}: the server returned no top logprobs, which the judge needs")
+        top = tops[0]
+        floor = min(top.values())  # candidates outside the top k get at most this
+        return {c: top.get(c, floor) for c in candidates}
+
+
+def _error_message(e: urllib.error.HTTPError) -> str:
+    try:
+        body = json.loads(e.read() or b"{}")
+        msg = body.get("error", body.get("detail", body))
+        if isinstance(msg, dict):
+            msg = msg.get("message", msg)
+        return str(msg)[:300]
+    except (ValueError, OSError):
+        return e.reason or "error"
+
+
+class OpenAISession(PrefixSession):
+    """A `PrefixSession` pinned to one server URL."""
+
+    def __init__(self, backend: OpenAIBackend, url: str, prompt_text: str, n_prompt: int):
+        super().__init__(_Pinned(backend, url), prompt_text, n_prompt)
+        self.url = url
+
+
+class _Pinned:
+    """The backend's calls with the session's URL filled in."""
+
+    def __init__(self, backend: OpenAIBackend, url: str):
+        self.b, self.url = backend, url
+
+    def count_tokens(self, text: str) -> int:
+        return self.b.count_tokens(text)
+
+    def complete(self, prompt: str, **kw: Any) -> Completion:
+        return self.b.complete(self.url, prompt, **kw)
+
+    def continuation_logprobs(self, prompt: str, continuation: str) -> tuple[list[int], list[float]]:
+        return self.b.continuation_logprobs(self.url, prompt, continuation)
+
+    def candidate_logprobs(self, prompt: str, candidates: Sequence[str]) -> dict[str, float]:
+        return self.b.candidate_logprobs(self.url, prompt, candidates)

@@ -1,0 +1,139 @@
+"""Sessions for engines that keep no per-session state but cache prompt prefixes (vLLM, OpenAI-compatible
+servers): every call sends the whole context, and the engine's prefix cache makes the repeated part cheap.
+
+A session is a list of text pieces with their token counts; `rollback` pops pieces back to a length
+the session had before (the controller and judges only roll back to marks they read off `n_tokens`).
+Input tokens are counted as in the transformers backend: the tokens the engine has not yet seen from
+this session; the engine's own cache statistics say how many it actually recomputed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from reasoning.backends.base import Generation, Scored, Usage
+from reasoning.prompts import Prompt
+
+
+@dataclass(slots=True)
+class Completion:
+    """One generation from an engine. `text` ends with the stop string when one matched."""
+
+    text: str
+    n_tokens: int  # tokens of `text` (the stop string's included)
+    logprobs: list[float]
+    entropies: list[float]
+    finish_reason: str  # "stop" | "length" | "eos"
+    stop: str | None
+    token_ids: list[int] = field(default_factory=list)
+
+
+class PrefixEngine(Protocol):
+    """What a stateless engine offers a `PrefixSession`; `prompt` is the full context as text."""
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str], temperature: float,
+                 seed: int | None, ignore_eos: bool) -> Completion: ...
+
+    def continuation_logprobs(self, prompt: str, continuation: str) -> tuple[list[int], list[float]]: ...
+
+    def candidate_logprobs(self, prompt: str, candidates: Sequence[str]) -> dict[str, float]: ...
+
+
+def entropy_from_top(logprobs: Sequence[float]) -> float:
+    """Entropy of the top-k part of a distribution (a lower bound of the full entropy)."""
+    return -sum(math.exp(lp) * lp for lp in logprobs if lp > -math.inf)
+
+
+class PrefixSession:
+    def __init__(self, engine: PrefixEngine, prompt_text: str, n_prompt: int):
+        self.engine = engine
+        self.prompt_text = prompt_text
+        self.n_prompt = n_prompt
+        self.pieces: list[tuple[str, int]] = []
+        self._seen = 0  # tokens of this session the engine has processed
+
+    @property
+    def n_tokens(self) -> int:
+        return self.n_prompt + sum(n for _, n in self.pieces)
+
+    @property
+    def text(self) -> str:
+        return "".join(t for t, _ in self.pieces)
+
+    def context(self) -> str:
+        return self.prompt_text + self.text
+
+    def _fed(self) -> int:
+        return max(0, self.n_tokens - self._seen)
+
+    def append(self, text: str) -> Usage:
+        t0 = time.perf_counter()
+        if text:
+            self.pieces.append((text, self.engine.count_tokens(text)))
+        return Usage(seconds=time.perf_counter() - t0)
+
+    def generate(self, *, max_tokens: int, stop: Sequence[str] = (), temperature: float = 0.0,
+                 seed: int | None = None, ignore_eos: bool = False) -> Generation:
+        t0 = time.perf_counter()
+        fed = self._fed()
+        c = self.engine.complete(self.context(), max_tokens=max_tokens, stop=list(stop), temperature=temperature,
+                                 seed=seed, ignore_eos=ignore_eos)
+        if c.text:
+            self.pieces.append((c.text, c.n_tokens))
+        self._seen = self.n_tokens
+        ids = c.token_ids if len(c.token_ids) == c.n_tokens else list(range(c.n_tokens))
+        sampled = len(c.logprobs) + (c.finish_reason == "eos")
+        usage = Usage(input_tokens=fed, output_tokens=sampled, seconds=time.perf_counter() - t0)
+        return Generation(c.text, ids, c.logprobs, c.entropies, c.finish_reason, c.stop, usage)
+
+    def score(self, text: str) -> Scored:
+        t0 = time.perf_counter()
+        if not text:
+            return Scored([], [], Usage(seconds=time.perf_counter() - t0))
+        fed_before = self._fed()
+        ids, lps = self.engine.continuation_logprobs(self.context(), text)
+        self.pieces.append((text, len(ids)))
+        self._seen = self.n_tokens
+        return Scored(ids, lps, Usage(input_tokens=fed_before + len(ids), seconds=time.perf_counter() - t0))
+
+    def next_token_logprobs(self, candidates: Sequence[str]) -> tuple[dict[str, float], Usage]:
+        t0 = time.perf_counter()
+        fed = self._fed()
+        out = self.engine.candidate_logprobs(self.context(), candidates)
+        self._seen = self.n_tokens
+        return out, Usage(input_tokens=fed, seconds=time.perf_counter() - t0)
+
+    def rollback(self, n_tokens: int) -> None:
+        if not self.n_prompt <= n_tokens <= self.n_tokens:
+            raise ValueError(f"cannot roll back to {n_tokens} tokens: session has {self.n_tokens}")
+        while self.n_tokens > n_tokens:
+            self.pieces.pop()
+        if self.n_tokens != n_tokens:
+            raise ValueError(f"cannot roll back to {n_tokens} tokens: not a length this session had "
+                             f"(it has {self.n_tokens} after dropping whole pieces)")
+        self._seen = min(self._seen, n_tokens)
+
+    def close(self) -> None:
+        self.pieces.clear()
+
+
+def render_prompt(prompt: Prompt, tokenizer, chat: bool) -> str:
+    """A prompt as text: the tokenizer's chat template when `chat`, else the plain Question/Answer form."""
+    if chat:
+        return tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True) + \
+            prompt.prefix
+    return prompt.plain()
+
+
+def chat_turn_markers(tokenizer) -> tuple[str, str]:
+    msgs = [{"role": "user", "content": "\x01"}, {"role": "assistant", "content": "\x02"},
+            {"role": "user", "content": "\x03"}]
+    t = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    a, u = t.index("\x02") + 1, t.index("\x03")
+    return t[a:u], t[u + 1:]

@@ -1,0 +1,107 @@
+"""Real servers the tests start on 127.0.0.1, and a small proxy in front of them that can fail on purpose."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, log: Path, seconds: float = 120.0) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"server at {url} did not start in {seconds:.0f}s: {log.read_text()[-2000:]}")
+
+
+def start_llama_server(gguf: Path, alias: str, log: Path, n_ctx: int = 4096) -> tuple[subprocess.Popen, str]:
+    """llama-cpp-python's OpenAI-compatible server on a free loopback port; returns (process, base URL)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
+           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--logits_all", "true",
+           "--n_threads", "2"]
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    wait_for(base + "/models", proc, log)
+    return proc, base
+
+
+class Proxy:
+    """Forwards POSTs to `upstream`; `plan` is a list of actions for the next requests: an HTTP status to
+    answer with instead, or ("sleep", seconds) before forwarding. Records the headers it saw."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream.rstrip("/")
+        self.plan: list = []
+        self.seen: list[dict[str, str]] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _forward(self, method: str):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) if method == "POST" else None
+                proxy.seen.append(dict(self.headers))
+                action = proxy.plan.pop(0) if proxy.plan else None
+                if isinstance(action, int):
+                    data = json.dumps({"error": {"message": f"planned failure {action}"}}).encode()
+                    self.send_response(action)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                if isinstance(action, tuple) and action[0] == "sleep":
+                    time.sleep(action[1])
+                path = self.path[3:] if self.path.startswith("/v1") else self.path
+                req = urllib.request.Request(proxy.upstream + path, data=body, method=method,
+                                             headers={"Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(req, timeout=120) as r:
+                        data, status = r.read(), r.status
+                except urllib.error.HTTPError as e:
+                    data, status = e.read(), e.code
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up (timeout)
+                    pass
+
+            def do_POST(self):
+                self._forward("POST")
+
+            def do_GET(self):
+                self._forward("GET")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

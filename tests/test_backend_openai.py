@@ -1,0 +1,190 @@
+"""The OpenAI-compatible backend against a real server (llama-cpp-python's, bundled SmolLM2) on 127.0.0.1."""
+
+import math
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from reasoning.prompts import Prompt
+
+from .conftest import QUESTION
+from .servers import Proxy, free_port, start_llama_server
+
+pytestmark = pytest.mark.slow
+
+if "llamacpp" not in os.environ.get("SPECSTEP_REQUIRE_ENGINES", ""):
+    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not installed (setup.sh does)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from reasoning.backends.llamacpp import gguf_path
+    from reasoning.specs import parse_spec
+
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    proc, base = start_llama_server(gguf_path(parse_spec("llamacpp:smollm2-135m")), "smol", log)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def proxy(server):
+    p = Proxy(server)
+    yield p
+    p.close()
+
+
+def backend(base: str, **opts):
+    from reasoning.backends.openai import OpenAIBackend
+    from reasoning.specs import parse_spec
+
+    query = "&".join(f"{k}={v}" for k, v in {"base_url": base, "tokenizer": "smollm2-135m", **opts}.items())
+    return OpenAIBackend(parse_spec(f"openai:smol?{query}"))
+
+
+def test_steps_stop_strings_logprobs_and_usage(server, smol):
+    b = backend(server)
+    assert b.chat and b.render(Prompt.math(QUESTION)) == smol.render(Prompt.math(QUESTION))
+    s = b.open_session(Prompt.math(QUESTION))
+    assert s.n_tokens == smol.open_session(Prompt.math(QUESTION)).n_tokens
+    g = s.generate(max_tokens=60, stop=["\n\n"])
+    assert g.finish_reason == "stop" and g.stop == "\n\n" and g.text.endswith("\n\n") and s.text == g.text
+    assert len(g.token_ids) == smol.count_tokens(g.text)
+    assert len(g.logprobs) == len(g.entropies) > 0 and all(lp <= 0 for lp in g.logprobs)
+    assert all(e >= 0 for e in g.entropies)
+    assert g.usage.input_tokens == s.n_tokens - len(g.token_ids)  # first call: the whole prompt is new
+    mark = s.n_tokens
+    g2 = s.generate(max_tokens=8)
+    assert g2.finish_reason == "length" and g2.usage.input_tokens == 0 and g2.usage.output_tokens == 8
+    s.rollback(mark)
+    assert s.text == g.text
+
+
+def test_judge_distribution_matches_the_same_model_on_llama_cpp(server):
+    from reasoning.backends import load_backend
+
+    b = backend(server)
+    local = load_backend("llamacpp:smollm2-135m")
+    digits = [str(d) for d in range(10)]
+    got = {}
+    for eng in (b, local):
+        s = eng.open_session(Prompt.math(QUESTION))
+        s.append("She has 5 + 7 = 12 balloons, and 12 - 3 = 9 are left. The answer is ")
+        got[eng], _ = s.next_token_logprobs(digits)
+    assert math.fsum(math.exp(v) for v in got[b].values()) <= 1 + 1e-6
+    assert max(got[b], key=got[b].get) == max(got[local], key=got[local].get)
+    top = sorted(got[local], key=got[local].get, reverse=True)[:3]
+    for d in top:  # the likely digits agree (same weights, prefill batching differs)
+        assert got[b][d] == pytest.approx(got[local][d], abs=0.3)
+
+
+def test_scoring_is_refused_with_one_clear_error_on_this_server(server):
+    from reasoning.backends.openai import ServerError
+
+    s = backend(server).open_session(Prompt.math(QUESTION))
+    with pytest.raises(ServerError, match="wrong prompt logprobs"):
+        s.score("The answer is 9.")
+
+
+def test_a_full_solve_with_the_specreason_judge(server):
+    from reasoning.api import Solver
+
+    spec = f"openai:smol?base_url={server}&tokenizer=smollm2-135m"
+    sol = Solver(spec, spec, router="specreason", threshold=0.5, max_steps=3, step_tokens=40).solve(QUESTION)
+    c = sol.costs
+    drafted = sum(1 for st in sol.steps if st.decision is not None)
+    assert drafted >= 1 and c.draft.calls == drafted and c.judge.calls == drafted
+    assert c.discarded.calls == sum(1 for st in sol.steps if st.decision == "escalate")
+    assert sol.answer is not None
+
+
+def test_without_a_tokenizer_the_plain_format_and_server_token_counts_are_used(server):
+    b = backend(server, tokenizer="")
+    assert not b.chat
+    s = b.open_session(Prompt.math(QUESTION))
+    assert s.n_tokens > 100  # counted by the server's tokenize endpoint
+    assert b.count_tokens("Hello world") == 2
+    g = s.generate(max_tokens=40, stop=["\n\n"])
+    assert g.text
+
+
+def test_5xx_and_429_are_retried_then_succeed(proxy):
+    b = backend(proxy.url)
+    s = b.open_session(Prompt.math(QUESTION))
+    proxy.plan = [503, 500, 429]
+    g = s.generate(max_tokens=4)
+    assert len(g.token_ids) == 4 and b.retried == 3
+
+
+def test_client_errors_are_not_retried(proxy):
+    from reasoning.backends.openai import ServerError
+
+    b = backend(proxy.url)
+    proxy.plan = [400]
+    with pytest.raises(ServerError, match="HTTP 400: planned failure 400"):
+        b.open_session(Prompt.math(QUESTION)).generate(max_tokens=4)
+    assert b.retried == 0
+
+
+def test_a_server_that_stays_down_gives_one_error_after_bounded_retries():
+    from reasoning.errors import BackendUnavailableError
+
+    b = backend(f"http://127.0.0.1:{free_port()}/v1", retries=2)
+    t0 = time.perf_counter()
+    with pytest.raises(BackendUnavailableError, match=r"unavailable after 3 tries: .*refused"):
+        b.open_session(Prompt.math(QUESTION)).generate(max_tokens=4)
+    assert time.perf_counter() - t0 < 5  # backoff 0.25 + 0.5 s
+
+
+def test_a_slow_server_times_out_and_is_retried(proxy):
+    b = backend(proxy.url, timeout=1, retries=1)
+    proxy.plan = [("sleep", 3)]
+    g = b.open_session(Prompt.math(QUESTION)).generate(max_tokens=3)
+    assert len(g.token_ids) == 3 and b.retried == 1
+
+
+def test_api_key_from_the_environment_is_sent(proxy, monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sk-test-123")
+    b = backend(proxy.url, api_key_env="MY_KEY")
+    b.open_session(Prompt.math(QUESTION)).generate(max_tokens=2)
+    assert proxy.seen[-1].get("Authorization") == "Bearer sk-test-123"
+
+
+def test_replicas_take_sessions_round_robin_and_keep_them(server, proxy):
+    b = backend(f"{server}|{proxy.url}")
+    sessions = [b.open_session(Prompt.math(QUESTION)) for _ in range(4)]
+    assert [s.url for s in sessions] == [server, proxy.url, server, proxy.url]
+    n = len(proxy.seen)
+    sessions[1].generate(max_tokens=2)
+    sessions[1].generate(max_tokens=2)
+    sessions[0].generate(max_tokens=2)
+    assert len(proxy.seen) == n + 2  # session 1 stays on its replica, session 0 never goes there
+
+
+def test_bad_specs_are_one_line_errors(monkeypatch):
+    from reasoning.backends.openai import OpenAIBackend
+    from reasoning.errors import ModelSpecError
+    from reasoning.specs import parse_spec
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(ModelSpecError, match="names no server"):
+        OpenAIBackend(parse_spec("openai:m"))
+    with pytest.raises(ModelSpecError, match="not an http"):
+        OpenAIBackend(parse_spec("openai:m?base_url=ftp://x"))
+    with pytest.raises(ModelSpecError, match="timeout must be a number"):
+        OpenAIBackend(parse_spec("openai:m?base_url=http://127.0.0.1:1/v1&timeout=soon"))
+    with pytest.raises(ModelSpecError, match="chat=1 needs"):
+        OpenAIBackend(parse_spec("openai:m?base_url=http://127.0.0.1:1/v1&chat=1"))
+
+
+def test_cli_reports_an_unreachable_server_in_one_line():
+    port = free_port()
+    r = subprocess.run([sys.executable, "-m", "reasoning.cli", "solve", "What is 1+1?", "--router", "draft-only",
+                        "--draft", f"openai:m?base_url=http://127.0.0.1:{port}/v1&retries=0"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "unavailable after 1 tries" in r.stderr
