@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
 from reasoning.backends import load_backend
+from reasoning.batching import LOCKSTEP, run_threads
 from reasoning.controller import Controller, Limits
 from reasoning.errors import ConfigError
 from reasoning.specs import ModelSpec, parse_spec
@@ -64,7 +65,32 @@ class Solver:
             raise ConfigError("the question is empty")
         lim = _limits({**self.limits.model_dump(), **limits}) if limits else self.limits
         controller = Controller(self.draft, self.target, self.router, lim, self.config(lim))
-        return controller.run(problem, on_step=on_step)
+        with LOCKSTEP.worker():  # solves running side by side batch their engine calls
+            return controller.run(problem, on_step=on_step)
+
+    def solve_many(self, problems: Sequence[str | Problem], batch_size: int = 8,
+                   on_solution: Callable[[int, Solution], None] | None = None, **limits: Any) -> list[Solution]:
+        """Solve problems side by side, `batch_size` at a time. On engines that batch (vLLM) each round is
+        one batched draft call, one batched judge call and one batched target call for the escalated
+        steps; other engines run the problems concurrently (OpenAI-compatible servers batch them
+        themselves) or in turn (transformers, llama.cpp). Results come back in order; the first
+        problem that failed raises its error after all others finished."""
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        items = list(enumerate(problems))
+
+        def one(item: tuple[int, str | Problem]) -> Solution:
+            i, problem = item
+            sol = self.solve(problem, **limits)
+            if on_solution is not None:
+                on_solution(i, sol)
+            return sol
+
+        results = run_threads(one, items, batch_size)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return results
 
 
 def solve(question: str | Problem, draft: str | ModelSpec = DEFAULT_DRAFT,
@@ -76,3 +102,10 @@ def solve(question: str | Problem, draft: str | ModelSpec = DEFAULT_DRAFT,
     `limits` are the fields of `Limits`: max_steps, max_tokens, step_tokens, delimiter,
     temperature, seed, few_shot, think, stop_on_answer, force_answer."""
     return Solver(draft, target, router, threshold, **limits).solve(question, on_step=on_step)
+
+
+def solve_many(problems: Sequence[str | Problem], draft: str | ModelSpec = DEFAULT_DRAFT,
+               target: str | ModelSpec = DEFAULT_TARGET, router: str | Router = DEFAULT_ROUTER,
+               threshold: float | None = None, batch_size: int = 8, **limits: Any) -> list[Solution]:
+    """Solve many questions side by side (see `Solver.solve_many`)."""
+    return Solver(draft, target, router, threshold, **limits).solve_many(problems, batch_size=batch_size)

