@@ -3,9 +3,10 @@
 Each solve registers its thread as a worker (`Solver.solve` does). An engine that batches (vLLM) sends
 every call through `Lockstep.call`: the call waits until every registered worker is waiting on some
 engine call (or `max_wait` passed), and the last one to arrive runs all waiting calls, one batched
-engine call per engine. So a round of `solve_many` is one batched draft call, one batched judge call,
-and one batched target call for the steps that were escalated, as in RSD's batched stepping; and the
-requests that a server handles at the same time are batched the same way.
+engine call per engine; a worker blocked in an unbatched engine (`elsewhere`) counts as waiting.
+A round of `solve_many` is one batched draft call, one batched judge call, and one batched target call
+for the steps that were escalated, as in RSD's batched stepping; the requests that a server handles at
+the same time are batched the same way.
 
 A thread that is not a worker (or a lone worker) runs its call at once. `queued(engine)` is the
 number of calls waiting for an engine, the load signal of load-aware routing.
@@ -13,12 +14,15 @@ number of calls waiting for an engine, the load signal of load-aware routing.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 
 class BatchEngine(Protocol):
@@ -37,24 +41,31 @@ class _Call:
 
 
 class Lockstep:
-    def __init__(self, max_wait: float = 0.05):
+    def __init__(self, max_wait: float = 0.25):
         self.max_wait = max_wait
         self._cv = threading.Condition()
         self._local = threading.local()
         self._workers = 0
         self._waiting = 0
         self._flushing = False
+        self._last_flush = 0.0
         self._pending: dict[BatchEngine, list[_Call]] = {}
         self._in_flight: dict[BatchEngine, int] = {}
         self.batches = 0  # engine calls made (for tests and benchmarks)
         self.batched_requests = 0
 
+    def reserve(self, n: int) -> None:
+        """Count `n` workers before their threads start (each then enters `worker(reserved=True)`), so
+        that the first round waits for all of them."""
+        with self._cv:
+            self._workers += n
+
     @contextmanager
-    def worker(self) -> Iterator[None]:
+    def worker(self, reserved: bool = False) -> Iterator[None]:
         """Register the calling thread as a worker for the duration of the block (re-entrant)."""
         depth = getattr(self._local, "depth", 0)
         self._local.depth = depth + 1
-        if depth == 0:
+        if depth == 0 and not reserved:
             with self._cv:
                 self._workers += 1
         try:
@@ -65,6 +76,22 @@ class Lockstep:
                 with self._cv:
                     self._workers -= 1
                     self._cv.notify_all()
+
+    @contextmanager
+    def elsewhere(self) -> Iterator[None]:
+        """A worker blocked on something other than a batched call (another engine's lock, an HTTP
+        request) counts as waiting, so that the others need not wait `max_wait` for it."""
+        if not getattr(self._local, "depth", 0):
+            yield
+            return
+        with self._cv:
+            self._waiting += 1
+            self._cv.notify_all()
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._waiting -= 1
 
     def queued(self, engine: BatchEngine) -> int:
         """Calls waiting for or running on `engine` now."""
@@ -77,26 +104,27 @@ class Lockstep:
         c = _Call(request)
         with self._cv:
             self._pending.setdefault(engine, []).append(c)
-            self._waiting += 1
+            self._waiting += 1  # workers with a call not yet answered
             self._cv.notify_all()
-            try:
-                while not c.done:
-                    ready = self._waiting >= self._workers or time.perf_counter() - c.t0 >= self.max_wait
-                    if ready and not self._flushing and not c.taken:
-                        work = self._take()
-                        self._cv.release()
-                        try:
-                            self._flush(work)
-                        finally:
-                            self._cv.acquire()
-                            self._flushing = False
-                            for eng, calls in work:
-                                self._in_flight[eng] -= len(calls)
-                            self._cv.notify_all()
-                        continue
-                    self._cv.wait(timeout=self.max_wait / 4)
-            finally:
-                self._waiting -= 1
+            while not c.done:
+                # max_wait counts from the call or the end of the last batch, whichever is later, so
+                # that calls made during a long batch wait for the workers that batch releases
+                since = time.perf_counter() - max(c.t0, self._last_flush)
+                ready = self._waiting >= self._workers or since >= self.max_wait
+                if ready and not self._flushing and not c.taken:
+                    work = self._take()
+                    self._cv.release()
+                    try:
+                        self._flush(work)
+                    finally:
+                        self._cv.acquire()
+                        self._flushing = False
+                        self._last_flush = time.perf_counter()
+                        for eng, calls in work:
+                            self._in_flight[eng] -= len(calls)
+                        self._cv.notify_all()
+                    continue
+                self._cv.wait(timeout=self.max_wait / 4)
         if isinstance(c.result, BaseException):
             raise c.result
         return c.result
@@ -113,15 +141,19 @@ class Lockstep:
 
     def _flush(self, work: list[tuple[BatchEngine, list[_Call]]]) -> None:
         for eng, calls in work:
+            t0 = time.perf_counter()
             try:
                 results = eng.run_batch([c.request for c in calls])
             except Exception as e:  # noqa: BLE001 - handed to every caller of the batch
                 results = [e] * len(calls)
+            log.debug("batch of %d calls on %s: %.3fs", len(calls), getattr(eng, "name", eng),
+                      time.perf_counter() - t0)
             self.batches += 1
             self.batched_requests += len(calls)
             with self._cv:
                 for c, r in zip(calls, results):
                     c.result, c.done = r, True
+                self._waiting -= len(calls)
                 self._cv.notify_all()
 
     def _run_direct(self, engine: BatchEngine, request: Any) -> Any:
@@ -143,16 +175,30 @@ LOCKSTEP = Lockstep()
 
 
 def run_threads(fn: Callable[[Any], Any], items: Sequence[Any], width: int) -> list[Any]:
-    """fn(item) for every item, `width` at a time, each in a worker thread of LOCKSTEP; results in order.
+    """fn(item) for every item, `width` threads at a time, each a worker of LOCKSTEP; results in order.
     An exception is returned in place of its item's result."""
-    from concurrent.futures import ThreadPoolExecutor
+    items = list(items)
+    results: list[Any] = [None] * len(items)
+    todo = iter(range(len(items)))
+    take = threading.Lock()
+    n = max(1, min(width, len(items)))
 
-    def one(item: Any) -> Any:
-        with LOCKSTEP.worker():
-            try:
-                return fn(item)
-            except Exception as e:  # noqa: BLE001 - reported per item
-                return e
+    def loop() -> None:
+        with LOCKSTEP.worker(reserved=True):
+            while True:
+                with take:
+                    i = next(todo, None)
+                if i is None:
+                    return
+                try:
+                    results[i] = fn(items[i])
+                except Exception as e:  # noqa: BLE001 - reported per item
+                    results[i] = e
 
-    with ThreadPoolExecutor(max_workers=max(1, width), thread_name_prefix="specstep") as pool:
-        return list(pool.map(one, items))
+    LOCKSTEP.reserve(n)
+    threads = [threading.Thread(target=loop, name=f"specstep-{k}", daemon=True) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results

@@ -252,6 +252,7 @@ class Controller:
                     draft_tokens=len(draft_gen.token_ids) if draft_gen is not None else 0,
                     draft_stats=draft_gen.stats() if draft_gen is not None else None,
                     score=decision.score, target_score=decision.target_score,
+                    threshold=decision.threshold, target_load=ctx.target_load,
                     decision=("escalate" if decision.escalate else "keep") if draft_gen is not None else None,
                     wasted_escalation=decision.wasted, costs=c,
                 )

@@ -98,6 +98,8 @@ class Step(_Record):
     score: float | None = None  # the router's score of the draft step
     target_score: float | None = None  # the target step's score, where the router judged it too
     decision: Literal["keep", "escalate"] | None = None
+    threshold: float | None = None  # the router's threshold for this step (load-aware routing moves it)
+    target_load: int | None = None  # target calls queued or running when the step was routed
     wasted_escalation: bool | None = None
     costs: Costs = Field(default_factory=Costs)
 

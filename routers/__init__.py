@@ -32,11 +32,23 @@ def make_router(name: str, threshold: float | None = None, **options: Any) -> Ro
     if cls is None:
         raise ConfigError(f"unknown router {name!r}: choose one of {', '.join(sorted(ROUTERS))}")
     accepted = inspect.signature(cls.__init__).parameters
+    load = {k: options.pop(k) for k in ("load_slope", "load_free") if k in options}
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        takes = ", ".join(p for p in accepted if p not in ("self", "threshold")) or "none"
+        takes = ", ".join([*(p for p in accepted if p not in ("self", "threshold")), *LOAD_OPTIONS]) or "none"
         raise ConfigError(f"router {name!r} has no option {', '.join(unknown)} (options: {takes})")
-    return cls(threshold, **options)
+    router = cls(threshold, **options)
+    if load:
+        try:
+            slope, free = float(load.get("load_slope", 0)), int(load.get("load_free", 0))
+        except (TypeError, ValueError):
+            raise ConfigError(f"router {name!r}: load_slope must be a number and load_free an integer, "
+                              f"got {load}") from None
+        router.set_load_aware(slope, free)
+    return router
+
+
+LOAD_OPTIONS = ("load_slope", "load_free")
 
 
 __all__ = ["ROUTERS", "BaseRouter", "Decision", "RouteContext", "Router", "make_router"]

@@ -31,6 +31,7 @@ class RouteContext:
     controller: Controller
     step_cap: int = 256
     reported: list[tuple[Stage, Usage]] = field(default_factory=list)
+    target_load: int | None = None  # set by load-aware routers: target calls queued or running
 
     def report(self, stage: Stage | str, usage: Usage) -> None:
         """Judges and routers call this for every model call they make. Stage "trial:draft" or
@@ -48,6 +49,7 @@ class Decision:
     target: Generation | None = None
     target_score: float | None = None
     wasted: bool | None = None  # escalated although the target's step was not judged better
+    threshold: float | None = None  # the threshold in effect (load-aware routing moves it)
 
 
 @runtime_checkable
@@ -61,8 +63,22 @@ class Router(Protocol):
     def review(self, ctx: RouteContext, decision: Decision, target: Generation) -> None: ...
 
 
+def target_load(ctx: RouteContext) -> int:
+    """Calls waiting for or running on the target engine now (0 for engines that cannot tell)."""
+    backend = ctx.controller.target_backend
+    load = getattr(backend, "load", None)
+    return int(load()) if callable(load) else 0
+
+
 class BaseRouter:
-    """Score, then escalate when score > threshold (routers may override `decide`)."""
+    """Score, then escalate when score > threshold (routers with `escalate_above = False` escalate
+    when score < threshold).
+
+    Load-aware routing (SmartSpec's lesson: under load, escalations cost the most): with
+    ``load_slope`` > 0, every target call beyond ``load_free`` that is queued or running when a step
+    is routed moves the threshold by ``load_slope`` towards keeping the draft's step, so that
+    escalations are shed first. `make_router` accepts both options for every router with a threshold.
+    """
 
     name = "base"
     reviews = False  # True: `review` is called on escalated steps
@@ -70,6 +86,9 @@ class BaseRouter:
     needs_target = True
     threshold_range: tuple[float, float] | None = (0.0, 1.0)
     default_threshold: float | None = None
+    escalate_above = True
+    load_slope = 0.0
+    load_free = 0
 
     def __init__(self, threshold: float | None = None, **options: Any):
         if options:
@@ -88,12 +107,29 @@ class BaseRouter:
     def score(self, ctx: RouteContext) -> float:
         raise NotImplementedError
 
-    def decide(self, score: float) -> bool:
-        return score > self.threshold
+    def set_load_aware(self, slope: float, free: int = 0) -> None:
+        if self.threshold is None:
+            raise ConfigError(f"router {self.name!r} has no threshold, so it cannot be load-aware")
+        if not (slope >= 0 and math.isfinite(slope)) or free < 0:
+            raise ConfigError(f"load_slope must be a finite number >= 0 and load_free >= 0, got {slope}, {free}")
+        self.load_slope, self.load_free = float(slope), int(free)
+
+    def effective_threshold(self, ctx: RouteContext) -> float:
+        """The threshold for this step: raised (or, for `escalate_above = False`, lowered) under load."""
+        if not self.load_slope:
+            return self.threshold
+        ctx.target_load = target_load(ctx)
+        shift = self.load_slope * max(0, ctx.target_load - self.load_free)
+        return self.threshold + shift if self.escalate_above else self.threshold - shift
+
+    def decide(self, score: float, threshold: float | None = None) -> bool:
+        tau = self.threshold if threshold is None else threshold
+        return score > tau if self.escalate_above else score < tau
 
     def route(self, ctx: RouteContext) -> Decision:
+        tau = self.effective_threshold(ctx)
         s = self.score(ctx)
-        return Decision(escalate=self.decide(s), score=s)
+        return Decision(escalate=self.decide(s, tau), score=s, threshold=tau)
 
     def review(self, ctx: RouteContext, decision: Decision, target: Generation) -> None:
         """Called after an escalated step was written by the target (before it is appended); a router

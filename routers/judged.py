@@ -28,6 +28,7 @@ class JudgedRouter(BaseRouter):
     an escalation, also judge the target's step, to record whether the escalation was wasted)."""
 
     default_judge = "specreason"
+    escalate_above = False
 
     def __init__(self, threshold: float | None = None, judge: str | Judge | None = None,
                  judge_options: dict[str, Any] | None = None, audit: bool | str = False):
@@ -37,9 +38,6 @@ class JudgedRouter(BaseRouter):
 
     def score(self, ctx: RouteContext) -> float:
         return self.judge.score(ctx, ctx.draft_text)
-
-    def decide(self, score: float) -> bool:
-        return score < self.threshold
 
     def review(self, ctx: RouteContext, decision: Decision, target: Generation) -> None:
         text = ctx.controller.segmenter.cut(target).text

@@ -17,6 +17,7 @@ class OracleRouter(JudgedRouter):
     threshold_range = (-1.0, 1.0)
     default_threshold = 0.0
     default_judge = "specreason"
+    escalate_above = True
 
     def __init__(self, threshold: float | None = None, judge: str | Judge | None = None,
                  judge_options: dict[str, Any] | None = None):
@@ -24,11 +25,12 @@ class OracleRouter(JudgedRouter):
 
     def route(self, ctx: RouteContext) -> Decision:
         c = ctx.controller
+        tau = self.effective_threshold(ctx)
         draft_score = self.judge.score(ctx, ctx.draft_text)
         target, mark = c.generate_step("target", ctx)
         ctx.report("target", target.usage)
         c.target.session.rollback(mark)  # the controller appends the step if it is kept
         target_score = self.judge.score(ctx, c.segmenter.cut(target).text)
-        escalate = (target_score - draft_score) > self.threshold
+        escalate = (target_score - draft_score) > tau
         return Decision(escalate=escalate, score=draft_score, target=target, target_score=target_score,
-                        wasted=(target_score <= draft_score) if escalate else None)
+                        wasted=(target_score <= draft_score) if escalate else None, threshold=tau)

@@ -1,7 +1,7 @@
 import hashlib
 import random
 
-from routers.base import BaseRouter, Decision, RouteContext
+from routers.base import BaseRouter, RouteContext
 
 
 class RandomRouter(BaseRouter):
@@ -10,6 +10,7 @@ class RandomRouter(BaseRouter):
 
     name = "random"
     default_threshold = 0.5
+    escalate_above = False
 
     def __init__(self, threshold: float | None = None, seed: int = 0):
         super().__init__(threshold)
@@ -19,9 +20,3 @@ class RandomRouter(BaseRouter):
         key = f"{self.seed}|{ctx.problem.id}|{ctx.problem.question}|{ctx.step_index}".encode()
         return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big")).random()
 
-    def decide(self, score: float) -> bool:
-        return score < self.threshold
-
-    def route(self, ctx: RouteContext) -> Decision:
-        u = self.score(ctx)
-        return Decision(escalate=self.decide(u), score=u)

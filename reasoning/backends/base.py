@@ -8,7 +8,9 @@ cache, so the cost of a step does not grow with the length of the solution.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -62,6 +64,28 @@ class Scored:
     token_ids: list[int]
     logprobs: list[float]
     usage: Usage = field(default_factory=Usage)
+
+
+class Turns:
+    """A lock that sessions of one model take turns on, and how many want it now (the load signal)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = threading.Lock()
+        self.waiting = 0
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        from reasoning.batching import LOCKSTEP
+
+        with self._count:
+            self.waiting += 1
+        try:
+            with LOCKSTEP.elsewhere(), self._lock:
+                yield
+        finally:
+            with self._count:
+                self.waiting -= 1
 
 
 @runtime_checkable

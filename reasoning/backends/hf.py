@@ -13,14 +13,13 @@ import inspect
 import logging
 import os
 import shutil
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from reasoning.backends.base import Generation, Scored, Usage
+from reasoning.backends.base import Generation, Scored, Turns, Usage
 from reasoning.errors import ModelSpecError
 from reasoning.prompts import Prompt
 from reasoning.specs import ModelSpec, alias_gguf, assemble_gemma, cache_dir
@@ -137,12 +136,16 @@ class HFBackend:
         self.eos_ids = {int(e) for e in eos if e is not None}
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self.lock = threading.Lock()
+        self.turns = Turns()  # forward passes of all sessions take turns
         log.info("loaded %s in %.1fs (chat=%s)", spec, time.perf_counter() - t0, self.chat)
 
     @property
     def name(self) -> str:
         return str(self.spec)
+
+    def load(self) -> int:
+        """Sessions waiting for or running a forward pass now."""
+        return self.turns.waiting
 
     def render(self, prompt: Prompt) -> str:
         if self.chat:
@@ -218,7 +221,7 @@ class HFSession:
     def _model_forward(self, ids: list[int], all_logits: bool) -> torch.Tensor:
         """Run `ids` after the first `_kv_len` tokens; logits [len(ids) or 1, vocab]."""
         b = self.backend
-        with b.lock:
+        with b.turns.turn():
             out = b.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=0 if all_logits else 1,
                           **{b._cache_kw: self._cache})
         return out.logits[0]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reasoning.backends.base import Turns
 from reasoning.backends.hf import HFSession
 from reasoning.backends.prefix import chat_turn_markers
 from reasoning.errors import BackendUnavailableError, ModelSpecError
@@ -94,7 +94,7 @@ class LlamaCppBackend:
         self._lib = llama_cpp
         self.n_vocab = self.llm.n_vocab()
         self.n_ctx = self.llm.n_ctx()
-        self.lock = threading.Lock()
+        self.turns = Turns()  # forward passes of all sessions take turns
         meta = self.llm.metadata
         source = meta.get("tokenizer.chat_template")
         chat_opt = spec.options.get("chat")
@@ -117,6 +117,9 @@ class LlamaCppBackend:
     @property
     def name(self) -> str:
         return str(self.spec)
+
+    def load(self) -> int:
+        return self.turns.waiting
 
     def render(self, prompt: Prompt) -> str:
         if self.chat:
@@ -190,7 +193,7 @@ class LlamaCppSession(HFSession):
 
     def _model_forward(self, ids: list[int], all_logits: bool) -> torch.Tensor:
         b = self.backend
-        with b.lock:
+        with b.turns.turn():
             logits, refed = b.run(self.ids[: self._kv_len], ids, all_logits)
         self.refed += refed
         return torch.from_numpy(logits)

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reasoning.backends.prefix import Completion, PrefixSession, chat_turn_markers, entropy_from_top, render_prompt
+from reasoning.batching import LOCKSTEP
 from reasoning.errors import BackendUnavailableError, ModelSpecError, SpecstepError
 from reasoning.prompts import Prompt
 from reasoning.specs import ModelSpec
@@ -124,7 +125,7 @@ class OpenAIBackend:
                     time.sleep(min(8.0, 0.25 * 2 ** (attempt - 1)))
                 req = urllib.request.Request(url + path, data=data, headers=headers, method="POST")
                 try:
-                    with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    with LOCKSTEP.elsewhere(), urllib.request.urlopen(req, timeout=self.timeout) as resp:
                         return json.loads(resp.read())
                 except urllib.error.HTTPError as e:
                     detail = _error_message(e)

@@ -117,6 +117,10 @@ class VLLMBackend:
     def name(self) -> str:
         return str(self.spec)
 
+    def load(self) -> int:
+        """Calls waiting for or running on this engine now."""
+        return LOCKSTEP.queued(self)
+
     def render(self, prompt: Prompt) -> str:
         return render_prompt(prompt, self.tokenizer, self.chat)
 
