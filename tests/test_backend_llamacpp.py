@@ -1,7 +1,5 @@
 """The llama.cpp backend on the real bundled GGUF files."""
 
-import os
-
 import pytest
 
 from reasoning.prompts import Prompt
@@ -10,8 +8,6 @@ from .conftest import QUESTION
 
 pytestmark = pytest.mark.slow
 
-if "llamacpp" not in os.environ.get("SPECSTEP_REQUIRE_ENGINES", ""):
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (setup.sh installs it)")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """The OpenAI-compatible backend against a real server (llama-cpp-python's, bundled SmolLM2) on 127.0.0.1."""
 
 import math
-import os
 import subprocess
 import sys
 import time
@@ -15,8 +14,6 @@ from .servers import Proxy, free_port, start_llama_server
 
 pytestmark = pytest.mark.slow
 
-if "llamacpp" not in os.environ.get("SPECSTEP_REQUIRE_ENGINES", ""):
-    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not installed (setup.sh does)")
 
 
 @pytest.fixture(scope="module")

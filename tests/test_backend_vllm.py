@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 if "vllm" not in os.environ.get("SPECSTEP_REQUIRE_ENGINES", ""):
     pytest.importorskip("vllm", reason="vLLM is not installed in this environment (see setup-vllm.sh)")
 
-SPEC = "vllm:smollm2-135m?kv_cache_gb=1&max_model_len=2048"
+SPEC = "vllm:smollm2-135m?kv_cache_gb=1&max_model_len=2048&dtype=float32"
 PROBLEMS = [
     "Tom has 4 apples and buys 5 more. How many apples does he have?",
     "A box holds 6 eggs. How many eggs are in 3 boxes?",
