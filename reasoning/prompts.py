@@ -1,9 +1,11 @@
 """Prompts: a math instruction, optional few-shot examples, and two renderings: a chat template for
-instruction-tuned models, a plain "Question/Answer" format for base models."""
+instruction-tuned models, a plain "Question/Answer" format for base models. A prompt may carry images
+(for vision-language models); they go in the last user turn."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 MATH_SYSTEM = (
     "Solve the math problem step by step. Write each step as one short paragraph and separate "
@@ -39,6 +41,12 @@ class Prompt:
     system: str = MATH_SYSTEM
     examples: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     prefix: str = ""  # text the assistant's answer starts with (for example "<think>\n")
+    # PIL images, already loaded and checked (reasoning.images.load_images); left out of the hash
+    images: tuple = field(default=(), hash=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.images, tuple):
+            object.__setattr__(self, "images", tuple(self.images))
 
     @classmethod
     def math(cls, question: str, few_shot: int = 2, system: str = MATH_SYSTEM, prefix: str = "") -> Prompt:
@@ -48,14 +56,24 @@ class Prompt:
             raise ConfigError(f"few_shot must be between 0 and {len(FEW_SHOT)}, got {few_shot}")
         return cls(question.strip(), system, tuple(FEW_SHOT[:few_shot]), prefix)
 
-    def messages(self) -> list[dict[str, str]]:
-        msgs = [{"role": "system", "content": self.system}] if self.system else []
+    def messages(self) -> list[dict[str, Any]]:
+        """Chat messages; with images the last user turn is content parts: the images, then the question."""
+        msgs: list[dict[str, Any]] = [{"role": "system", "content": self.system}] if self.system else []
         for q, a in self.examples:
             msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-        msgs.append({"role": "user", "content": self.question})
+        if self.images:
+            parts = [{"type": "image"} for _ in self.images] + [{"type": "text", "text": self.question}]
+            msgs.append({"role": "user", "content": parts})
+        else:
+            msgs.append({"role": "user", "content": self.question})
         return msgs
 
-    def plain(self) -> str:
+    def plain(self, model: str | None = None) -> str:
+        if self.images:
+            from reasoning.errors import ConfigError
+
+            who = f"model {model}" if model else "this model"
+            raise ConfigError(f"{who} has no chat template; images need a vision-language model")
         parts = [self.system + "\n\n"] if self.system else []
         for q, a in self.examples:
             parts.append(f"Question: {q}\nAnswer:\n{a}\n\n")

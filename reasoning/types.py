@@ -23,7 +23,7 @@ class _Record(BaseModel):
 
 
 class Problem(_Record):
-    """One question to solve. `images` are file paths, URLs or base64 data the caller provides."""
+    """One question to solve. `images`: file paths or data:image/...;base64 URLs (not fetched: no http)."""
 
     question: str
     id: str = ""

@@ -22,9 +22,16 @@ def load_backend(spec: str | ModelSpec) -> Backend:
     with _LOCK:
         if key not in _LOADED:
             if spec.engine == "hf":
-                from reasoning.backends.hf import HFBackend
+                from reasoning.backends.hf_vision import wants_vision
 
-                _LOADED[key] = HFBackend(spec)
+                if wants_vision(spec):  # vision-language model directory, or ?vision=1
+                    from reasoning.backends.hf_vision import HFVisionBackend
+
+                    _LOADED[key] = HFVisionBackend(spec)
+                else:
+                    from reasoning.backends.hf import HFBackend
+
+                    _LOADED[key] = HFBackend(spec)
             elif spec.engine == "llamacpp":
                 from reasoning.backends.llamacpp import LlamaCppBackend
 

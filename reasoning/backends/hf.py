@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from reasoning.backends.base import Generation, Scored, Turns, Usage
-from reasoning.errors import ModelSpecError
+from reasoning.errors import ConfigError, ModelSpecError
 from reasoning.prompts import Prompt
 from reasoning.specs import ModelSpec, alias_gguf, assemble_gemma, cache_dir
 
@@ -177,6 +177,8 @@ class HFBackend:
         return len(self.encode(text))
 
     def open_session(self, prompt: Prompt) -> HFSession:
+        if prompt.images:
+            raise ConfigError(f"{self.name} is a text model; images need a vision-language model")
         text = self.render(prompt)
         ids = self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
         return HFSession(self, ids)

@@ -23,7 +23,7 @@ import torch
 from reasoning.backends.base import Turns
 from reasoning.backends.hf import HFSession
 from reasoning.backends.prefix import chat_turn_markers
-from reasoning.errors import BackendUnavailableError, ModelSpecError
+from reasoning.errors import BackendUnavailableError, ConfigError, ModelSpecError
 from reasoning.prompts import Prompt
 from reasoning.specs import ModelSpec, alias_gguf, assemble_gemma, parse_spec
 
@@ -139,6 +139,8 @@ class LlamaCppBackend:
         return len(self.encode(text))
 
     def open_session(self, prompt: Prompt) -> LlamaCppSession:
+        if prompt.images:
+            raise ConfigError(f"{self.name} is a text model; images need a vision-language model")
         ids = self.encode(self.render(prompt))
         if self.add_bos:
             ids = [self.llm.token_bos(), *ids]
