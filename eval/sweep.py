@@ -18,6 +18,18 @@ from reasoning.types import Problem, Solution
 log = logging.getLogger(__name__)
 
 RATE_POLICIES = {"random", "arbitrage"}  # policies that can be set by a target escalation rate
+# Speculative Verdict in text-only mode: `verdict_samples` samples of the draft are the experts, the
+# target is the verdict model (router options verdict_samples, verdict_m; defaults 5 and 3).
+VERDICT_POLICY = "verdict"
+
+
+def _verdict(cfg: SweepConfig):
+    from reasoning.verdict import Verdict
+
+    o = cfg.router_options
+    return Verdict([cfg.draft], cfg.target, m=int(o.get("verdict_m", 3)), samples=int(o.get("verdict_samples", 5)),
+                   seed=cfg.seed, few_shot=int(cfg.limits.get("few_shot", 2)),
+                   max_tokens=int(cfg.limits.get("max_tokens", 384)))
 
 
 class SweepConfig(BaseModel):
@@ -50,9 +62,12 @@ def plan(cfg: SweepConfig) -> list[tuple[str, float | None, float | None]]:
         raise ConfigError("no policies given: --policies takes a comma-separated list such as draft-only,target-only")
     runs: list[tuple[str, float | None, float | None]] = []
     for p in cfg.policies:
+        if p == VERDICT_POLICY:
+            runs.append((p, None, None))
+            continue
         cls = ROUTERS.get(p)
         if cls is None:
-            raise ConfigError(f"unknown policy {p!r}: choose from {', '.join(sorted(ROUTERS))}")
+            raise ConfigError(f"unknown policy {p!r}: choose from {', '.join(sorted([*ROUTERS, VERDICT_POLICY]))}")
         if cls.threshold_range is None:
             runs.append((p, None, None))
             continue
@@ -66,7 +81,8 @@ def plan(cfg: SweepConfig) -> list[tuple[str, float | None, float | None]]:
                 raise ConfigError(f"escalation rate {r} is out of range: use a number between 0 and 1")
             runs.append((p, r if p == "random" else None, r))
     for p, t, r in runs:  # fail on a bad threshold, rate or option before any model runs
-        make_router(p, t, **_options_for(p, cfg.router_options, r))
+        if p != VERDICT_POLICY:
+            make_router(p, t, **_options_for(p, cfg.router_options, r))
     return runs
 
 
@@ -141,8 +157,9 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, progress: bool = True) -> l
         for (policy, threshold, rate), problem in todo:
             ck = config_key(policy, threshold, rate)
             if ck not in solvers:
-                solvers[ck] = Solver(cfg.draft, cfg.target, policy, threshold,
-                                     router_options=_options_for(policy, cfg.router_options, rate), **cfg.limits)
+                solvers[ck] = _verdict(cfg) if policy == VERDICT_POLICY else Solver(
+                    cfg.draft, cfg.target, policy, threshold,
+                    router_options=_options_for(policy, cfg.router_options, rate), **cfg.limits)
             bar.update(task, description=f"{ck:>22s}")
             sol = solvers[ck].solve(problem)
             rec = _record(cfg, f"{problem.id}|{ck}", problem, policy, threshold, rate, sol)

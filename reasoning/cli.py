@@ -82,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the solution record as JSON")
     e = sub.add_parser("eval", help="run policies over a benchmark; write records, summary, curve and report")
     _data_args(e)
-    e.add_argument("--policies", required=True, help="comma-separated routers, e.g. draft-only,target-only,random")
+    e.add_argument("--policies", required=True, help="comma-separated routers, e.g. draft-only,target-only,random, "
+                   "and verdict (Speculative Verdict, text-only: samples of the draft, the target decides)")
     e.add_argument("--thresholds", default="", help="comma-separated thresholds for routers that take one")
     e.add_argument("--escalation-rates", default="", help="comma-separated target escalation rates (random, "
                    "arbitrage)")
@@ -111,6 +112,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="temperature of the target samples (0: the greedy step)")
     _run_args(c)
     sub.add_parser("models", help="list the bundled model aliases and spec forms")
+    w = sub.add_parser("verdict", help="Speculative Verdict: small experts answer, consensus picks, a large "
+                       "model decides")
+    w.add_argument("question")
+    w.add_argument("--image", action="append", default=[], metavar="FILE", help="image file (repeatable)")
+    w.add_argument("--experts", default=DEFAULT_DRAFT, help="comma-separated expert model specs "
+                   f"(default {DEFAULT_DRAFT}; one spec with --samples K draws K experts from it)")
+    w.add_argument("--samples", type=int, default=None, metavar="K", help="experts sampled from one model")
+    w.add_argument("--verdict-model", default=DEFAULT_TARGET, help=f"the large model (default {DEFAULT_TARGET})")
+    w.add_argument("-m", type=int, default=3, help="experts whose paths go to the verdict (default 3)")
+    w.add_argument("--temperature", type=float, default=None, help="experts' temperature (default 0, or 0.7 "
+                   "with --samples)")
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--max-tokens", type=int, default=384, help="token cap of an expert's answer")
+    w.add_argument("--path-tokens", type=int, default=256, help="token cap of a path in the verdict prompt")
+    w.add_argument("--few-shot", type=int, default=2, help="worked examples for text-only questions (0-3)")
+    w.add_argument("--json", action="store_true", help="print the whole record as JSON")
     v = sub.add_parser("serve", help="serve the draft+target pair as an OpenAI-compatible HTTP API")
     v.add_argument("--draft", default=DEFAULT_DRAFT, help=f"draft model spec (default {DEFAULT_DRAFT})")
     v.add_argument("--target", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
@@ -164,7 +181,7 @@ def _cmd_models() -> int:
     for a in ALIASES.values():
         print(f"{a.name:14s} {a.description}")
     print("\nOther forms: ./local_dir, file.gguf, hf:ID_OR_PATH, org/name (Hub, online only), "
-          "vllm:MODEL, openai:MODEL, llamacpp:MODEL (reserved)")
+          "llamacpp:ALIAS_OR_GGUF, vllm:ALIAS_OR_DIR, openai:MODEL?base_url=URL")
     return 0
 
 
@@ -231,6 +248,44 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     out.print(f"steps by draft: {by_author['draft']}, by target: {by_author['target']}; "
               f"draft acceptance: {acc['steps']:.0%} of steps, {acc['tokens']:.0%} of tokens")
     out.print("[dim]The bundled models are tiny (135M/270M) and weak at math: answers are often wrong.[/dim]")
+    return 0
+
+
+def _cmd_verdict(args: argparse.Namespace) -> int:
+    from reasoning.verdict import Verdict
+
+    if not args.question.strip():
+        raise SpecstepError("the question is empty")
+    images = []
+    if args.image:
+        from reasoning.images import load_images
+
+        images = args.image
+        load_images(images)  # bad images fail before any model loads
+    experts = [e.strip() for e in args.experts.split(",") if e.strip()]
+    if args.samples is None and len(experts) == 1:
+        args.samples = 5
+    if not args.verbose:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    v = Verdict(experts, args.verdict_model, m=args.m, samples=args.samples, temperature=args.temperature,
+                seed=args.seed, max_tokens=args.max_tokens, path_tokens=args.path_tokens, few_shot=args.few_shot)
+    r = v.run(args.question, images)
+    if args.json:
+        print(r.model_dump_json(indent=2))
+        return 0
+    for c in r.candidates:
+        score = r.consensus[c.expert]
+        mark = "*" if c.expert in r.selected else " "
+        print(f"{mark} expert {c.expert} ({c.spec}): answer {c.answer!r}, consensus "
+              f"{'-' if score is None else f'{score:.3f}'}, {c.tokens} tokens")
+    how = "the selected experts agree, no verdict needed" if r.verdict_skipped else f"from the {r.answer_source}"
+    print(f"Answer: {r.answer if r.answer is not None else '(none)'} ({how})")
+    for name, c in r.costs.model_dump().items():
+        print(f"  {name:10s} calls {c['calls']:3d}  input {c['input_tokens']:6d}  output {c['output_tokens']:5d}  "
+              f"{c['seconds']:.2f}s")
+    print(f"  wall       {r.wall_seconds:.2f}s")
     return 0
 
 
@@ -399,6 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_collect(args)
         if args.command == "serve":
             return _cmd_serve(args)
+        if args.command == "verdict":
+            return _cmd_verdict(args)
         return _cmd_solve(args)
     except SpecstepError as e:
         sys.stderr.write(f"specstep: error: {e}\n")
