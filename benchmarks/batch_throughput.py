@@ -48,7 +48,11 @@ def main() -> None:
     solver = Solver(args.draft, args.target, args.router, args.threshold, max_steps=4, step_tokens=48,
                     max_tokens=192)
     problems = generate(args.n, steps=args.steps, seed=1)
-    solver.solve(generate(1, steps=args.steps, seed=99)[0])  # warm-up (engine compile, caches)
+    # warm-up: vLLM compiles its graphs per batch shape the first time it sees one (tens of seconds on a
+    # CPU), so both modes run once on other problems before anything is timed
+    warm = generate(args.n, steps=args.steps, seed=99)
+    solver.solve(warm[0])
+    solver.solve_many(warm, batch_size=args.n)
     one_s, one = run(solver, problems, False, args.n)
     b0, r0 = LOCKSTEP.batches, LOCKSTEP.batched_requests
     many_s, many = run(solver, problems, True, args.n)

@@ -181,10 +181,93 @@ class OpenAIBackend:
         return max(1, math.ceil(len(text) / 4))
 
     def open_session(self, prompt: Prompt) -> OpenAISession:
-        text = self.render(prompt)
         with self._lock:
             url = self.urls[next(self._next_url)]
+        if prompt.images:  # images travel as content parts of /v1/chat/completions
+            text = "\n".join(m["content"] if isinstance(m["content"], str) else prompt.question
+                             for m in prompt.messages())
+            return OpenAISession(self, url, "", self.count_tokens(text), prompt)
+        text = self.render(prompt)
         return OpenAISession(self, url, text, self.count_tokens(text))
+
+    # --- images: chat completions with the answer so far as an assistant message to continue --------
+    # (vLLM's extensions continue_final_message / add_generation_prompt / prompt_logprobs)
+    def _chat(self, url: str, prompt: Prompt, assistant: str, body: dict[str, Any]) -> dict[str, Any]:
+        from reasoning.images import data_url
+
+        msgs = []
+        for m in prompt.messages():
+            if isinstance(m["content"], list):
+                it = iter(prompt.images)
+                content = [{"type": "image_url", "image_url": {"url": data_url(next(it))}} if p["type"] == "image"
+                           else p for p in m["content"]]
+                msgs.append({"role": m["role"], "content": content})
+            else:
+                msgs.append(m)
+        if assistant:
+            msgs.append({"role": "assistant", "content": assistant})
+        full = {"model": self.spec.model, "messages": msgs, "continue_final_message": bool(assistant),
+                "add_generation_prompt": not assistant, **body}
+        out = self._post(url, "/chat/completions", full)
+        try:
+            return out["choices"][0] | {"usage": out.get("usage") or {}, "prompt_logprobs": out.get("prompt_logprobs")}
+        except (KeyError, IndexError, TypeError):
+            raise ServerError(f"{url}/chat/completions: answer has no choices") from None
+
+    def chat_complete(self, url: str, prompt: Prompt, assistant: str, *, max_tokens: int, stop: Sequence[str],
+                      temperature: float, seed: int | None, ignore_eos: bool) -> Completion:
+        body: dict[str, Any] = {"max_tokens": max(1, max_tokens), "temperature": temperature, "logprobs": True,
+                                "top_logprobs": self.top_k, "stop": list(stop) or None}
+        if seed is not None:
+            body["seed"] = seed
+        if ignore_eos:
+            body["ignore_eos"] = True
+        ch = self._chat(url, prompt, assistant, body)
+        text = (ch.get("message") or {}).get("content") or ""
+        content = (ch.get("logprobs") or {}).get("content") or []
+        lps = [c.get("logprob", -math.inf) for c in content]
+        ents = [entropy_from_top([t["logprob"] for t in c.get("top_logprobs") or []]) for c in content]
+        finish = ch.get("finish_reason") or "stop"
+        matched = None
+        if finish == "stop":
+            reason = ch.get("stop_reason")
+            matched = reason if isinstance(reason, str) and reason in stop else None
+            finish = "stop" if matched else "eos"
+        elif finish != "length":
+            finish = "length"
+        if matched is not None and not text.endswith(matched):
+            text += matched
+        return Completion(text, self.count_tokens(text) if self.tokenizer is not None else len(content), lps,
+                          ents, finish, matched)
+
+    def chat_continuation_logprobs(self, url: str, prompt: Prompt, assistant: str,
+                                   continuation: str) -> tuple[list[int], list[float]]:
+        ch = self._chat(url, prompt, assistant + continuation,
+                        {"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0})
+        rows = ch.get("prompt_logprobs")
+        if not rows:
+            raise ServerError(f"{url}: the server returns no prompt logprobs for chat requests (vLLM's "
+                              f"prompt_logprobs), so {self.name} cannot score text about images")
+        picked, covered = [], 0
+        for row in reversed(rows):  # the continuation is the prompt's last tokens (nothing follows it)
+            if covered >= len(continuation) or not row:
+                break
+            tok, info = next(iter(row.items()))
+            picked.append((int(tok), info.get("logprob", -math.inf)))
+            covered += len(info.get("decoded_token") or "")
+        picked.reverse()
+        return [t for t, _ in picked], [v for _, v in picked]
+
+    def chat_candidate_logprobs(self, url: str, prompt: Prompt, assistant: str,
+                                candidates: Sequence[str]) -> dict[str, float]:
+        ch = self._chat(url, prompt, assistant, {"max_tokens": 1, "temperature": 0.0, "logprobs": True,
+                                                 "top_logprobs": self.top_k})
+        content = (ch.get("logprobs") or {}).get("content") or []
+        if not content or not content[0].get("top_logprobs"):
+            raise ServerError(f"{url}: the server returned no top logprobs, which the judge needs")
+        top = {t["token"]: t["logprob"] for t in content[0]["top_logprobs"]}
+        floor = min(top.values())
+        return {c: top.get(c, floor) for c in candidates}
 
     # --- the three calls a session makes ---------------------------------------------------------
     def complete(self, url: str, prompt: str, *, max_tokens: int, stop: Sequence[str], temperature: float,
@@ -286,27 +369,35 @@ def _error_message(e: urllib.error.HTTPError) -> str:
 
 
 class OpenAISession(PrefixSession):
-    """A `PrefixSession` pinned to one server URL."""
+    """A `PrefixSession` pinned to one server URL; with images, its calls go to /v1/chat/completions."""
 
-    def __init__(self, backend: OpenAIBackend, url: str, prompt_text: str, n_prompt: int):
-        super().__init__(_Pinned(backend, url), prompt_text, n_prompt)
+    def __init__(self, backend: OpenAIBackend, url: str, prompt_text: str, n_prompt: int,
+                 prompt: Prompt | None = None):
+        super().__init__(_Pinned(backend, url, prompt), prompt_text, n_prompt, prompt.images if prompt else ())
         self.url = url
 
 
 class _Pinned:
-    """The backend's calls with the session's URL filled in."""
+    """The backend's calls with the session's URL (and, with images, its chat prompt) filled in."""
 
-    def __init__(self, backend: OpenAIBackend, url: str):
-        self.b, self.url = backend, url
+    def __init__(self, backend: OpenAIBackend, url: str, prompt: Prompt | None):
+        self.b, self.url, self.prompt = backend, url, prompt
 
     def count_tokens(self, text: str) -> int:
         return self.b.count_tokens(text)
 
-    def complete(self, prompt: str, **kw: Any) -> Completion:
+    def complete(self, prompt: str, images: tuple = (), **kw: Any) -> Completion:
+        if self.prompt is not None:
+            return self.b.chat_complete(self.url, self.prompt, prompt, **kw)
         return self.b.complete(self.url, prompt, **kw)
 
-    def continuation_logprobs(self, prompt: str, continuation: str) -> tuple[list[int], list[float]]:
+    def continuation_logprobs(self, prompt: str, continuation: str,
+                              images: tuple = ()) -> tuple[list[int], list[float]]:
+        if self.prompt is not None:
+            return self.b.chat_continuation_logprobs(self.url, self.prompt, prompt, continuation)
         return self.b.continuation_logprobs(self.url, prompt, continuation)
 
-    def candidate_logprobs(self, prompt: str, candidates: Sequence[str]) -> dict[str, float]:
+    def candidate_logprobs(self, prompt: str, candidates: Sequence[str], images: tuple = ()) -> dict[str, float]:
+        if self.prompt is not None:
+            return self.b.chat_candidate_logprobs(self.url, self.prompt, prompt, candidates)
         return self.b.candidate_logprobs(self.url, prompt, candidates)

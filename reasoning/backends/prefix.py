@@ -33,16 +33,18 @@ class Completion:
 
 
 class PrefixEngine(Protocol):
-    """What a stateless engine offers a `PrefixSession`; `prompt` is the full context as text."""
+    """What a stateless engine offers a `PrefixSession`; `prompt` is the full context as text, `images`
+    the prompt's images (PIL), sent with every call."""
 
     def count_tokens(self, text: str) -> int: ...
 
     def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str], temperature: float,
-                 seed: int | None, ignore_eos: bool) -> Completion: ...
+                 seed: int | None, ignore_eos: bool, images: tuple = ()) -> Completion: ...
 
-    def continuation_logprobs(self, prompt: str, continuation: str) -> tuple[list[int], list[float]]: ...
+    def continuation_logprobs(self, prompt: str, continuation: str,
+                              images: tuple = ()) -> tuple[list[int], list[float]]: ...
 
-    def candidate_logprobs(self, prompt: str, candidates: Sequence[str]) -> dict[str, float]: ...
+    def candidate_logprobs(self, prompt: str, candidates: Sequence[str], images: tuple = ()) -> dict[str, float]: ...
 
 
 def entropy_from_top(logprobs: Sequence[float]) -> float:
@@ -51,10 +53,11 @@ def entropy_from_top(logprobs: Sequence[float]) -> float:
 
 
 class PrefixSession:
-    def __init__(self, engine: PrefixEngine, prompt_text: str, n_prompt: int):
+    def __init__(self, engine: PrefixEngine, prompt_text: str, n_prompt: int, images: tuple = ()):
         self.engine = engine
         self.prompt_text = prompt_text
         self.n_prompt = n_prompt
+        self.images = tuple(images)
         self.pieces: list[tuple[str, int]] = []
         self._seen = 0  # tokens of this session the engine has processed
 
@@ -83,7 +86,7 @@ class PrefixSession:
         t0 = time.perf_counter()
         fed = self._fed()
         c = self.engine.complete(self.context(), max_tokens=max_tokens, stop=list(stop), temperature=temperature,
-                                 seed=seed, ignore_eos=ignore_eos)
+                                 seed=seed, ignore_eos=ignore_eos, images=self.images)
         if c.text:
             self.pieces.append((c.text, c.n_tokens))
         self._seen = self.n_tokens
@@ -97,7 +100,7 @@ class PrefixSession:
         if not text:
             return Scored([], [], Usage(seconds=time.perf_counter() - t0))
         fed_before = self._fed()
-        ids, lps = self.engine.continuation_logprobs(self.context(), text)
+        ids, lps = self.engine.continuation_logprobs(self.context(), text, images=self.images)
         self.pieces.append((text, len(ids)))
         self._seen = self.n_tokens
         return Scored(ids, lps, Usage(input_tokens=fed_before + len(ids), seconds=time.perf_counter() - t0))
@@ -105,7 +108,7 @@ class PrefixSession:
     def next_token_logprobs(self, candidates: Sequence[str]) -> tuple[dict[str, float], Usage]:
         t0 = time.perf_counter()
         fed = self._fed()
-        out = self.engine.candidate_logprobs(self.context(), candidates)
+        out = self.engine.candidate_logprobs(self.context(), candidates, images=self.images)
         self._seen = self.n_tokens
         return out, Usage(input_tokens=fed, seconds=time.perf_counter() - t0)
 

@@ -135,7 +135,8 @@ class VLLMBackend:
 
     def open_session(self, prompt: Prompt) -> PrefixSession:
         text = self.render(prompt)
-        return PrefixSession(self, text, len(self._context_ids(text)))
+        # with images, vLLM expands each image placeholder into the image's tokens: n_prompt undercounts
+        return PrefixSession(self, text, len(self._context_ids(text)), prompt.images)
 
     def _context_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
@@ -145,8 +146,11 @@ class VLLMBackend:
         from vllm import SamplingParams, TokensPrompt
 
         prompts, params = [], []
-        for kind, ids, arg in requests:
-            prompts.append(TokensPrompt(prompt_token_ids=ids))
+        for kind, ids, arg, images in requests:
+            if images:
+                prompts.append(TokensPrompt(prompt_token_ids=ids, multi_modal_data={"image": list(images)}))
+            else:
+                prompts.append(TokensPrompt(prompt_token_ids=ids))
             if kind == "generate":
                 params.append(arg)
             elif kind == "score":
@@ -160,18 +164,18 @@ class VLLMBackend:
             self.cached_tokens += o.num_cached_tokens or 0
         return outs
 
-    def _call(self, kind: str, ids: list[int], arg: Any = None):
-        request = (kind, ids, arg)
+    def _call(self, kind: str, ids: list[int], arg: Any = None, images: tuple = ()):
+        request = (kind, ids, arg, tuple(images))
         return LOCKSTEP.call(self, request) if self.lockstep else self.run_batch([request])[0]
 
     def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str], temperature: float,
-                 seed: int | None, ignore_eos: bool) -> Completion:
+                 seed: int | None, ignore_eos: bool, images: tuple = ()) -> Completion:
         from vllm import SamplingParams
 
         sp = SamplingParams(max_tokens=max(1, max_tokens), temperature=temperature, seed=seed, stop=list(stop),
                             include_stop_str_in_output=True, ignore_eos=ignore_eos, logprobs=self.top_k,
                             skip_special_tokens=False)
-        out = self._call("generate", self._context_ids(prompt), sp).outputs[0]
+        out = self._call("generate", self._context_ids(prompt), sp, images).outputs[0]
         ids = list(out.token_ids)
         lps, ents = [], []
         for tok, top in zip(ids, out.logprobs or []):
@@ -190,20 +194,21 @@ class VLLMBackend:
             text = self.tokenizer.decode(ids, skip_special_tokens=False)
         return Completion(text, len(ids), lps, ents, finish, matched, ids)
 
-    def continuation_logprobs(self, prompt: str, continuation: str) -> tuple[list[int], list[float]]:
+    def continuation_logprobs(self, prompt: str, continuation: str,
+                              images: tuple = ()) -> tuple[list[int], list[float]]:
         cont = self.encode(continuation)
-        out = self._call("score", self._context_ids(prompt) + cont)
+        out = self._call("score", self._context_ids(prompt) + cont, None, images)
         rows = out.prompt_logprobs[-len(cont):]
         return cont, [row[t].logprob for t, row in zip(cont, rows)]
 
-    def candidate_logprobs(self, prompt: str, candidates: Sequence[str]) -> dict[str, float]:
+    def candidate_logprobs(self, prompt: str, candidates: Sequence[str], images: tuple = ()) -> dict[str, float]:
         ids = []
         for c in candidates:
             enc = self.encode(c)
             if len(enc) != 1:
                 raise ValueError(f"candidate {c!r} is {len(enc)} tokens for {self.name}, not one")
             ids.append(enc[0])
-        top = self._call("next", self._context_ids(prompt)).outputs[0].logprobs[0]
+        top = self._call("next", self._context_ids(prompt), None, images).outputs[0].logprobs[0]
         floor = min(v.logprob for v in top.values())  # candidates outside the top k get at most this
         return {c: (top[i].logprob if i in top else floor) for c, i in zip(candidates, ids)}
 
