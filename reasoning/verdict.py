@@ -75,6 +75,9 @@ class VerdictResult(_Record):
     experts: list[str]
     verdict_model: str
     m: int
+    temperature: float = 0.0
+    seed: int = 0
+    few_shot: int = 0
     candidates: list[Candidate]
     answers: list[str]  # distinct candidate answers (first spelling of each)
     nll: list[list[float | None]]  # nll[j][k]: expert j's NLL of answers[k] (None: expert j gave no answer)
@@ -108,7 +111,10 @@ class VerdictResult(_Record):
         return Solution(problem=problem, steps=[step], answer=self.answer, answer_rule=self.answer_source,
                         stop_reason="answer", costs=c, wall_seconds=self.wall_seconds,
                         config=SolveConfig(draft=",".join(self.experts), target=self.verdict_model,
-                                           router="verdict", threshold=None))
+                                           router="verdict", threshold=None, max_steps=1,
+                                           max_tokens=sum(c.tokens for c in self.candidates), step_tokens=0,
+                                           delimiter="", few_shot=self.few_shot, temperature=self.temperature,
+                                           seed=self.seed))
 
 
 def _consensus(nll: list[list[float | None]], own: list[int | None]) -> list[float | None]:
@@ -276,7 +282,8 @@ class Verdict:
                 answer, source = picked[0].answer, "consensus"
         return VerdictResult(
             question=problem.question, images=refs, experts=[str(s) for s in self.specs],
-            verdict_model=str(self.verdict_spec), m=self.m, candidates=candidates, answers=answers, nll=nll,
+            verdict_model=str(self.verdict_spec), m=self.m, temperature=self.temperature, seed=self.seed,
+            few_shot=self.few_shot, candidates=candidates, answers=answers, nll=nll,
             consensus=consensus, selected=chosen, shown_order=order, verdict_skipped=agree,
             verdict_text=verdict_text, answer=answer, answer_source=source, costs=costs,
             wall_seconds=time.perf_counter() - t_start)

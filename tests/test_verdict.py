@@ -101,3 +101,19 @@ def test_cli_rejects_a_bad_image_before_loading_models(tmp_path):
     r = subprocess.run([sys.executable, "-m", "reasoning.cli", "verdict", "What is shown?", "--image", str(bad)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "notes.png" in r.stderr
+
+
+@pytest.mark.slow
+def test_eval_runs_verdict_as_a_policy(tmp_path):
+    from eval.sweep import SweepConfig, run_sweep
+
+    cfg = SweepConfig(dataset="synthetic", limit=2, synthetic_steps=1, policies=["verdict", "draft-only"],
+                      router_options={"verdict_samples": 2, "verdict_m": 2}, limits={"max_tokens": 64})
+    records = run_sweep(cfg, tmp_path / "out", progress=False)
+    v = [r for r in records if r.policy == "verdict"]
+    assert len(v) == 2 and len(records) == 4
+    for r in v:
+        assert r.costs.draft.calls == 2  # two sampled experts
+        assert r.solution.config.router == "verdict" and r.answer == r.solution.answer
+    again = run_sweep(cfg, tmp_path / "out", progress=False)  # resumes: nothing runs twice
+    assert [r.key for r in again] == [r.key for r in records]
