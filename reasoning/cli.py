@@ -52,8 +52,25 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--few-shot", type=int, default=2)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _policy_args(p: argparse.ArgumentParser) -> None:
+    """Models, router and judge of solve and serve."""
     from reasoning.api import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET
+
+    p.add_argument("--draft", default=DEFAULT_DRAFT, help=f"draft model spec (default {DEFAULT_DRAFT})")
+    p.add_argument("--target", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
+    p.add_argument("--router", default=DEFAULT_ROUTER, help=f"routing policy (default {DEFAULT_ROUTER})")
+    p.add_argument("--threshold", type=_threshold, default=None, help="the router's threshold tau")
+    p.add_argument("--escalation-rate", default=None, metavar="R",
+                   help="escalate about R (0-1) of the steps: tau from the router file's calibration (arbitrage)")
+    p.add_argument("--router-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="router option, repeatable (e.g. model=DIR for arbitrage, audit=true, load_slope=0.1)")
+    p.add_argument("--judge", default=None, help="judge for judged routers: specreason, prm, rollout")
+    p.add_argument("--judge-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="judge option, repeatable (e.g. model=DIR style=value for prm)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from reasoning.api import DEFAULT_DRAFT, DEFAULT_TARGET
 
     p = _Parser(prog="specstep", description="Step-level speculative reasoning.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress of the library")
@@ -61,17 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("solve", help="solve one question step by step")
     s.add_argument("question", help="the question (use --example for a built-in one)", nargs="?")
     s.add_argument("--example", action="store_true", help=f"solve: {EXAMPLE}")
-    s.add_argument("--draft", default=DEFAULT_DRAFT, help=f"draft model spec (default {DEFAULT_DRAFT})")
-    s.add_argument("--target", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
-    s.add_argument("--router", default=DEFAULT_ROUTER, help=f"routing policy (default {DEFAULT_ROUTER})")
-    s.add_argument("--threshold", type=_threshold, default=None, help="the router's threshold tau")
-    s.add_argument("--escalation-rate", default=None, metavar="R",
-                   help="escalate about R (0-1) of the steps: tau from the router file's calibration (arbitrage)")
-    s.add_argument("--router-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="router option, repeatable (e.g. model=DIR for arbitrage, audit=true)")
-    s.add_argument("--judge", default=None, help="judge for judged routers: specreason, prm, rollout")
-    s.add_argument("--judge-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="judge option, repeatable (e.g. model=DIR style=value for prm)")
+    _policy_args(s)
     s.add_argument("--max-steps", type=int, default=24)
     s.add_argument("--max-tokens", type=int, default=1024, help="token budget of the solution")
     s.add_argument("--step-tokens", type=int, default=256, help="token cap of one step")
@@ -129,15 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--few-shot", type=int, default=2, help="worked examples for text-only questions (0-3)")
     w.add_argument("--json", action="store_true", help="print the whole record as JSON")
     v = sub.add_parser("serve", help="serve the draft+target pair as an OpenAI-compatible HTTP API")
-    v.add_argument("--draft", default=DEFAULT_DRAFT, help=f"draft model spec (default {DEFAULT_DRAFT})")
-    v.add_argument("--target", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
-    v.add_argument("--router", default=DEFAULT_ROUTER, help=f"routing policy (default {DEFAULT_ROUTER})")
-    v.add_argument("--threshold", type=_threshold, default=None, help="the router's threshold tau")
-    v.add_argument("--escalation-rate", default=None, metavar="R",
-                   help="escalate about R (0-1) of the steps: tau from the router file's calibration (arbitrage)")
-    v.add_argument("--router-opt", action="append", default=[], metavar="KEY=VALUE", help="router option, repeatable")
-    v.add_argument("--judge", default=None, help="judge for judged routers: specreason, prm, rollout")
-    v.add_argument("--judge-opt", action="append", default=[], metavar="KEY=VALUE", help="judge option, repeatable")
+    _policy_args(v)
     v.add_argument("--max-steps", type=int, default=24)
     v.add_argument("--max-tokens", type=int, default=1024, help="token budget of a solution (requests may lower it)")
     v.add_argument("--step-tokens", type=int, default=256, help="token cap of one step")

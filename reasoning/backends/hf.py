@@ -118,14 +118,18 @@ class HFBackend:
                     where = "directory" if p.is_dir() else "Hugging Face Hub id (offline?)"
                     raise ModelSpecError(f"cannot load model {spec.model!r} as a {where}: "
                                          f"{str(e).splitlines()[0]}") from None
-        dtype = spec.options.get("dtype")
+        self._setup(model, tok, alias.chat if alias is not None else bool(getattr(tok, "chat_template", None)))
+        log.info("loaded %s in %.1fs (chat=%s)", spec, time.perf_counter() - t0, self.chat)
+
+    def _setup(self, model, tok, has_chat: bool) -> None:
+        """What every transformers backend sets after loading: dtype, chat mode, end tokens, the lock."""
+        dtype = self.spec.options.get("dtype")
         if dtype:
             model = model.to(getattr(torch, dtype))
         model.eval()
         self.model, self.tokenizer = model, tok
-        chat_opt = spec.options.get("chat")
-        self.chat = (chat_opt not in ("0", "false")) if chat_opt else (
-            alias.chat if alias is not None else bool(getattr(tok, "chat_template", None)))
+        chat_opt = self.spec.options.get("chat")
+        self.chat = (chat_opt not in ("0", "false")) if chat_opt else has_chat
         eos = {tok.eos_token_id}
         gen_eos = getattr(model.generation_config, "eos_token_id", None)
         eos |= set(gen_eos) if isinstance(gen_eos, list) else {gen_eos}
@@ -137,7 +141,6 @@ class HFBackend:
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.turns = Turns()  # forward passes of all sessions take turns
-        log.info("loaded %s in %.1fs (chat=%s)", spec, time.perf_counter() - t0, self.chat)
 
     @property
     def name(self) -> str:

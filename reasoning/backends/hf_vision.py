@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 
-from reasoning.backends.base import Turns
 from reasoning.backends.hf import HFBackend, HFSession
 from reasoning.errors import ConfigError, ModelSpecError
 from reasoning.prompts import Prompt
@@ -144,29 +143,14 @@ class HFVisionBackend(HFBackend):
             where = "directory" if p.is_dir() else "Hugging Face Hub id (offline?)"
             raise ModelSpecError(f"cannot load vision-language model {spec.model!r} as a {where}: "
                                  f"{(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
-        dtype = spec.options.get("dtype")
-        if dtype:
-            model = model.to(getattr(torch, dtype))
-        model.eval()
-        self.model, self.processor = model, processor
-        self.tokenizer = tok = processor.tokenizer
+        self.processor = processor
+        tok = processor.tokenizer
         self._template_owner = processor if getattr(processor, "chat_template", None) else tok
-        chat_opt = spec.options.get("chat")
-        self.chat = (chat_opt not in ("0", "false")) if chat_opt else bool(
-            getattr(self._template_owner, "chat_template", None))
-        eos = {tok.eos_token_id}
-        gen_eos = getattr(model.generation_config, "eos_token_id", None)
-        eos |= set(gen_eos) if isinstance(gen_eos, list) else {gen_eos}
-        for t in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>"):
-            tid = tok.convert_tokens_to_ids(t)
-            if isinstance(tid, int) and tid != tok.unk_token_id and t in tok.get_vocab():
-                eos.add(tid)
-        self.eos_ids = {int(e) for e in eos if e is not None}
-        self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self._setup(model, tok, bool(getattr(self._template_owner, "chat_template", None)))
+        model = self.model
         inner = getattr(model, "model", model)
         self._rope_index = getattr(inner, "get_rope_index", None)  # multimodal RoPE (Qwen2-VL and kin)
         self.image_token_id = getattr(processor, "image_token_id", None)
-        self.turns = Turns()
         log.info("loaded %s in %.1fs (vision, chat=%s)", spec, time.perf_counter() - t0, self.chat)
 
     def _apply_template(self, messages: list[dict[str, Any]]) -> str:
