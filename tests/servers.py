@@ -46,6 +46,22 @@ def start_llama_server(gguf: Path, alias: str, log: Path, n_ctx: int = 4096) -> 
     return proc, base
 
 
+def start_vllm_server(model_dir: Path, name: str, log: Path, max_len: int = 2048) -> tuple[subprocess.Popen, str]:
+    """`vllm serve` (vLLM's OpenAI-compatible server) on a free loopback port; returns (process, base URL)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+           "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port), "--max-model-len", str(max_len),
+           "--enable-prefix-caching", "--kv-cache-memory-bytes", str(1 << 30), "--dtype", "float32"]
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_for(base + "/models", proc, log, seconds=600)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, base
+
+
 class Proxy:
     """Forwards POSTs to `upstream`; `plan` is a list of actions for the next requests: an HTTP status to
     answer with instead, or ("sleep", seconds) before forwarding. Records the headers it saw."""

@@ -111,28 +111,16 @@ def test_bad_options_are_one_line_errors():
 
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):
-    """`vllm serve` (vLLM's OpenAI-compatible server) on a free loopback port, bundled SmolLM2."""
-    import subprocess
-    import sys
-
+    """`vllm serve` with the bundled SmolLM2."""
     from reasoning.backends.hf import transformers_dir
 
-    from .servers import free_port, wait_for
+    from .servers import start_vllm_server
 
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    port = free_port()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
-           str(transformers_dir("smollm2-135m")), "--served-model-name", "smol", "--host", "127.0.0.1",
-           "--port", str(port), "--max-model-len", "2048", "--enable-prefix-caching",
-           "--kv-cache-memory-bytes", str(1 << 30), "--dtype", "float32"]
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        wait_for(base + "/models", proc, log, seconds=600)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    proc, base = start_vllm_server(transformers_dir("smollm2-135m"), "smol", log)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=60)
 
 
 def test_openai_backend_on_vllms_server_scores_and_reports_stops(vllm_server, vb):

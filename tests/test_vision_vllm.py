@@ -3,15 +3,13 @@ the tests build. Runs where vLLM is installed (`.ci/run` runs it in `.venv-vllm`
 
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
 from reasoning.prompts import Prompt
 
-from .servers import free_port, wait_for
+from .servers import start_vllm_server
 from .tiny_idefics3 import build_idefics3
 
 pytestmark = pytest.mark.slow
@@ -57,18 +55,10 @@ def test_images_reach_the_model_and_sessions_roll_back(vvlm):
 @pytest.fixture(scope="module")
 def vlm_server(vlm_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("vllm-vlm") / "server.log"
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(vlm_dir),
-                             "--served-model-name", "tiny-vlm", "--host", "127.0.0.1", "--port", str(port),
-                             "--max-model-len", "1024", "--kv-cache-memory-bytes", str(1 << 30), "--dtype", "float32"],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        wait_for(base + "/models", proc, log, seconds=600)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    proc, base = start_vllm_server(vlm_dir, "tiny-vlm", log, max_len=1024)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=60)
 
 
 def test_openai_backend_sends_images_as_image_url_parts(vlm_server, vvlm, vlm_dir):
