@@ -58,6 +58,20 @@ class ModelSpec:
     def __str__(self) -> str:
         return self.raw or f"{self.engine}:{self.model}"
 
+    def number(self, key: str, default: float, lo: float, integer: bool = False) -> float:
+        """A numeric option (`?key=value`), at least `lo`; `default` when it is not given."""
+        value = self.options.get(key)
+        if value is None:
+            return default
+        try:
+            out = int(value) if integer else float(value)
+        except ValueError:
+            kind = "an integer" if integer else "a number"
+            raise ModelSpecError(f"model spec {str(self)!r}: option {key} must be {kind}, got {value!r}") from None
+        if not out >= lo:
+            raise ModelSpecError(f"model spec {str(self)!r}: option {key} must be >= {lo}, got {value!r}")
+        return out
+
 
 def parse_spec(text: str) -> ModelSpec:
     """Parse a spec string; raise ModelSpecError naming the input when it cannot be understood."""

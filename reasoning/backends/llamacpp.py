@@ -30,19 +30,6 @@ from reasoning.specs import ModelSpec, alias_gguf, assemble_gemma, parse_spec
 log = logging.getLogger(__name__)
 
 
-def _int_option(spec: ModelSpec, key: str, default: int) -> int:
-    value = spec.options.get(key)
-    if value is None:
-        return default
-    try:
-        out = int(value)
-    except ValueError:
-        raise ModelSpecError(f"model spec {str(spec)!r}: option {key} must be an integer, got {value!r}") from None
-    if out < 1:
-        raise ModelSpecError(f"model spec {str(spec)!r}: option {key} must be >= 1, got {out}")
-    return out
-
-
 def gguf_path(spec: ModelSpec) -> Path:
     """The GGUF file a llama.cpp spec names: a bundled alias or a local file."""
     inner = parse_spec(spec.model)
@@ -84,10 +71,10 @@ class LlamaCppBackend:
         self.spec = spec
         path = gguf_path(spec)
         t0 = time.perf_counter()
-        threads = _int_option(spec, "threads", os.cpu_count() or 1)
+        threads = int(spec.number("threads", os.cpu_count() or 1, 1, integer=True))
+        n_ctx, n_batch = (int(spec.number(k, d, 1, integer=True)) for k, d in (("n_ctx", 4096), ("n_batch", 512)))
         try:
-            self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=_int_option(spec, "n_ctx", 4096),
-                                       n_batch=_int_option(spec, "n_batch", 512), n_threads=threads,
+            self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_batch, n_threads=threads,
                                        n_threads_batch=threads, logits_all=False, verbose=False)
         except (ValueError, RuntimeError) as e:
             raise ModelSpecError(f"llama.cpp cannot load {path}: {e}") from None

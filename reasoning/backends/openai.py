@@ -47,19 +47,6 @@ class ServerError(SpecstepError):
     """The server answered, but not with what was asked (4xx, a missing field, an unsupported feature)."""
 
 
-def _float_option(spec: ModelSpec, key: str, default: float, lo: float) -> float:
-    value = spec.options.get(key)
-    if value is None:
-        return default
-    try:
-        out = float(value)
-    except ValueError:
-        raise ModelSpecError(f"model spec {str(spec)!r}: option {key} must be a number, got {value!r}") from None
-    if not out >= lo:
-        raise ModelSpecError(f"model spec {str(spec)!r}: option {key} must be >= {lo}, got {value!r}")
-    return out
-
-
 class OpenAIBackend:
     def __init__(self, spec: ModelSpec):
         self.spec = spec
@@ -74,9 +61,9 @@ class OpenAIBackend:
                 raise ModelSpecError(f"model spec {str(spec)!r}: base_url {u!r} is not an http(s) URL")
         self._next_url = itertools.cycle(range(len(self.urls)))
         self.api_key = os.environ.get(o.get("api_key_env", "OPENAI_API_KEY"), "")
-        self.timeout = _float_option(spec, "timeout", 120.0, 0.001)
-        self.retries = int(_float_option(spec, "retries", 3, 0))
-        self.top_k = int(_float_option(spec, "top_logprobs", 20, 1))
+        self.timeout = spec.number("timeout", 120.0, 0.001)
+        self.retries = int(spec.number("retries", 3, 0))
+        self.top_k = int(spec.number("top_logprobs", 20, 1))
         self.tokenizer = None
         if o.get("tokenizer"):
             from transformers import AutoTokenizer
