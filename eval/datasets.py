@@ -260,7 +260,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, limit: int | Non
                  seed: int | None = None, **synthetic_options: Any) -> list[Problem]:
     """Problems of benchmark ``name`` (see :data:`DATASETS`, or ``synthetic``).
 
-    ``limit`` keeps the first N problems in file order; ``seed`` and ``synthetic_options`` (``steps``)
+    ``limit`` keeps the first N problems in file order; ``seed`` and ``synthetic_options`` (``steps``, ``split``)
     apply to ``synthetic`` only, which makes ``limit`` problems (20 by default). Files are never
     shuffled, so the same call always gives the same problems.
     """
@@ -273,11 +273,12 @@ def load_dataset(name: str, data_dir: str | Path | None = None, limit: int | Non
     if key == SYNTHETIC:
         from eval.synthetic import generate
 
-        unknown = sorted(set(synthetic_options) - {"steps"})
+        unknown = sorted(set(synthetic_options) - {"steps", "split"})
         if unknown:
-            raise ConfigError(f"unknown option(s) for the synthetic dataset: {', '.join(unknown)}; it takes steps")
+            raise ConfigError(f"unknown option(s) for the synthetic dataset: {', '.join(unknown)}; it takes steps "
+                              "and split")
         return generate(limit or SYNTHETIC_DEFAULT_N, steps=synthetic_options.get("steps", 2),
-                        seed=0 if seed is None else seed)
+                        seed=0 if seed is None else seed, split=synthetic_options.get("split", "test"))
     if synthetic_options:
         raise ConfigError(f"option(s) {', '.join(sorted(synthetic_options))} apply only to the synthetic dataset")
 

@@ -1,4 +1,4 @@
-"""curve.png: accuracy against mean latency (left) and against target-token share (right)."""
+"""curve.png: accuracy against mean latency (left), estimated FLOPs (middle) and target-token share (right)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ def plot_curve(points: list[Point], path: Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     for ax, xkey, xlabel in ((axes[0], "mean_latency", "mean latency per problem (s)"),
-                             (axes[1], "target_token_share", "target-token share")):
+                             (axes[1], "mean_flops", "estimated FLOPs per problem"),
+                             (axes[2], "target_token_share", "target-token share")):
         for policy in sorted({p.policy for p in points}):
             pts = sorted((p for p in points if p.policy == policy), key=lambda p: getattr(p, xkey))
             xs = [getattr(p, xkey) for p in pts]

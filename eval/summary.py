@@ -10,6 +10,11 @@ from collections import defaultdict
 from pydantic import BaseModel
 
 from eval.records import EvalRecord, config_key
+from reasoning.types import STAGES
+
+
+def _share(part: float, whole: float) -> float:
+    return part / whole if whole > 0 else 0.0
 
 
 class Point(BaseModel):
@@ -29,6 +34,10 @@ class Point(BaseModel):
     wasted_escalations: int
     format_failures: int  # no answer could be extracted
     seconds: dict[str, float]  # mean seconds per problem and stage
+    mean_flops: float = 0.0  # estimated FLOPs per problem (2 x parameters x tokens, every stage)
+    flops: dict[str, float] = {}  # mean FLOPs per problem and stage
+    wasted_draft_tokens: float = 0.0  # mean draft tokens per problem thrown away
+    judge_share: float = 0.0  # judge seconds over all stage seconds
     pareto: bool = False
 
 
@@ -69,7 +78,11 @@ def summarize(records: list[EvalRecord]) -> list[Point]:
             escalation_rate=sum(r.escalation_rate for r in rs) / n,
             wasted_escalations=sum(r.wasted_escalations for r in rs),
             format_failures=sum(r.extracted is None for r in rs),
-            seconds={s: sum(r.costs.stage(s).seconds for r in rs) / n for s in ("draft", "judge", "router", "target")},
+            seconds={s: sum(r.costs.stage(s).seconds for r in rs) / n for s in STAGES},
+            mean_flops=sum(r.costs.flops for r in rs) / n,
+            flops={s: sum(r.costs.stage(s).flops for r in rs) / n for s in STAGES},
+            wasted_draft_tokens=sum(r.costs.discarded.tokens for r in rs) / n,
+            judge_share=_share(sum(r.costs.judge.seconds for r in rs), sum(r.costs.seconds for r in rs)),
         ))
     points.sort(key=lambda p: (p.policy, p.threshold if p.threshold is not None else -1.0, p.config))
     for p in pareto(points):
@@ -87,17 +100,17 @@ def pareto(points: list[Point]) -> list[Point]:
     return front
 
 
-def latency_at_accuracy(points: list[Point], goal: float) -> float | None:
-    """Lowest mean latency at which the policy's curve (points by latency, linear between them)
-    reaches `goal` accuracy; None when it never does."""
-    pts = sorted(points, key=lambda p: p.mean_latency)
+def latency_at_accuracy(points: list[Point], goal: float, cost: str = "mean_latency") -> float | None:
+    """Lowest mean cost (`cost`: mean_latency or mean_flops) at which the policy's curve (points by
+    cost, linear between them) reaches `goal` accuracy; None when it never does."""
+    pts = sorted(points, key=lambda p: getattr(p, cost))
     prev = None
     for p in pts:
         if p.accuracy >= goal:
             if prev is None or prev.accuracy >= goal:
-                return p.mean_latency
+                return getattr(p, cost)
             f = (goal - prev.accuracy) / (p.accuracy - prev.accuracy)
-            return prev.mean_latency + f * (p.mean_latency - prev.mean_latency)
+            return getattr(prev, cost) + f * (getattr(p, cost) - getattr(prev, cost))
         prev = p
     return None
 

@@ -7,7 +7,7 @@ import inspect
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,17 +19,20 @@ log = logging.getLogger(__name__)
 
 RATE_POLICIES = {"random", "arbitrage"}  # policies that can be set by a target escalation rate
 # Speculative Verdict in text-only mode: `verdict_samples` samples of the draft are the experts, the
-# target is the verdict model (router options verdict_samples, verdict_m; defaults 5 and 3).
+# target is the verdict model (router options verdict_samples, verdict_m, verdict_skip; defaults 5, 3 and
+# false: the verdict is called even when the selected experts agree, as in the paper).
 VERDICT_POLICY = "verdict"
 
 
 def _verdict(cfg: SweepConfig):
     from reasoning.verdict import Verdict
+    from routers.judged import as_bool
 
     o = cfg.router_options
     return Verdict([cfg.draft], cfg.target, m=int(o.get("verdict_m", 3)), samples=int(o.get("verdict_samples", 5)),
-                   seed=cfg.seed, few_shot=int(cfg.limits.get("few_shot", 2)),
-                   max_tokens=int(cfg.limits.get("max_tokens", 384)))
+                   seed=cfg.seed, few_shot=2 if cfg.limits.get("few_shot") is None else int(cfg.limits["few_shot"]),
+                   max_tokens=int(cfg.limits.get("max_tokens", 384)),
+                   skip_on_agreement=as_bool(o.get("verdict_skip", False), "router option verdict_skip"))
 
 
 class SweepConfig(BaseModel):
@@ -40,6 +43,7 @@ class SweepConfig(BaseModel):
     limit: int | None = Field(None, ge=1)
     seed: int = 0
     synthetic_steps: int = Field(2, ge=1, le=8)
+    synthetic_split: Literal["train", "val", "test"] = "test"
     draft: str = "smollm2-135m"
     target: str = "gemma3-270m"
     policies: list[str]
@@ -50,8 +54,8 @@ class SweepConfig(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """What must match to resume into the same output folder (policies may be added)."""
-        return self.model_dump(include={"dataset", "data_dir", "limit", "seed", "synthetic_steps", "draft",
-                                        "target", "limits"})
+        return self.model_dump(include={"dataset", "data_dir", "limit", "seed", "synthetic_steps", "synthetic_split",
+                                        "draft", "target", "limits"})
 
 
 def plan(cfg: SweepConfig) -> list[tuple[str, float | None, float | None]]:
@@ -101,7 +105,7 @@ def _record(cfg: SweepConfig, key: str, problem: Problem, policy: str, threshold
     from eval.grading import grade
 
     fmt = problem.meta.get("answer_format")
-    g = grade(sol.text, problem.gold or "", fmt if isinstance(fmt, str) else None)
+    g = grade(sol.answer_text, problem.gold or "", fmt if isinstance(fmt, str) else None)
     steps = [s for s in sol.steps if s.kind != "forced_answer"]
     tokens = sum(s.tokens for s in steps)
     by_target = [s for s in steps if s.author == "target"]
@@ -124,9 +128,11 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, progress: bool = True) -> l
 
     out = Path(out_dir)
     runs = plan(cfg)
-    problems = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed,
-                            steps=cfg.synthetic_steps) if cfg.dataset == "synthetic" else load_dataset(
-        cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit)
+    if cfg.dataset == "synthetic":
+        problems = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed,
+                                steps=cfg.synthetic_steps, split=cfg.synthetic_split)
+    else:
+        problems = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit)
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"dataset {cfg.dataset!r} has duplicate problem ids; records could not be told apart")

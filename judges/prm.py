@@ -8,8 +8,9 @@ Two head styles, chosen by `PRMSpec.style`:
   `AutoModelForTokenClassification` (num_labels=2); checkpoints with their own modelling code (Qwen's
   `Qwen2ForProcessRewardModel`) load through `AutoModel` with `trust_remote_code=true`.
 * "value" (Skywork-o1-Open-PRM-like): a scalar value head (`AutoModelForTokenClassification` with
-  num_labels=1). Steps are joined with the separator ("\\n\\n" by default) and the step's score is
-  sigmoid(value at the last token of the step).
+  num_labels=1). Every step, the last one included, is followed by the separator ("\\n\\n" by
+  default) and the step's score is sigmoid(value at that separator), as RSD's own code reads it (its
+  tau of 0.7 was tuned on that reading).
 
 The input is laid out as: a head (the question), then the steps in order, the judged step last.
 
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from reasoning.backends.base import Usage
+from reasoning.backends.base import count_params, usage
 from reasoning.errors import ConfigError, ModelSpecError
 
 if TYPE_CHECKING:
@@ -241,13 +242,8 @@ class PRMJudge:
     def _layout(self, head: list[int], steps: list[list[int]]) -> tuple[list[int], list[int]]:
         """Token ids of head + steps, and the position whose head output scores each step."""
         ids, positions = list(head), []
-        for i, step in enumerate(steps):
-            if self.spec.style == "value":
-                if i:
-                    ids += self.separator_ids
-                ids += step
-            else:
-                ids += step + self.separator_ids
+        for step in steps:  # both styles read the score at the separator after each step
+            ids += step + self.separator_ids
             positions.append(len(ids) - 1)
         return ids, positions
 
@@ -293,7 +289,9 @@ class PRMJudge:
     def _pass(self, ids: list[int], positions: list[int], ctx: RouteContext | None, t0: float) -> list[float]:
         scores = self._run(ids, positions)
         if ctx is not None:
-            ctx.report("judge", Usage(input_tokens=len(ids), output_tokens=0, seconds=time.perf_counter() - t0))
+            if not hasattr(self, "_params"):
+                self._params = count_params(self.model)
+            ctx.report("judge", usage(self._params, len(ids), seconds=time.perf_counter() - t0))
         return scores
 
     def score_steps(self, question: str, steps: list[str], ctx: RouteContext | None = None) -> list[float]:

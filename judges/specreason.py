@@ -41,14 +41,28 @@ def judge_on_session(session: Session, backend: Backend, step_text: str = "",
     session.append(judge_suffix(backend, step_text))
     try:
         logprobs, usage = session.next_token_logprobs(DIGITS)
+        probs = [math.exp(logprobs[d]) for d in DIGITS]
+        if mode == "greedy":
+            score = greedy_score(probs, session, usage)
+        else:
+            score = sum(i * p for i, p in enumerate(probs)) / sum(probs) / 9
     finally:
         session.rollback(mark)
-    probs = [math.exp(logprobs[d]) for d in DIGITS]
-    if mode == "greedy":  # the original SpecReason reads the argmax digit
-        score = max(range(10), key=lambda i: probs[i]) / 9
-    else:
-        score = sum(i * p for i, p in enumerate(probs)) / sum(probs) / 9
-    return score, Usage(input_tokens=usage.input_tokens, seconds=time.perf_counter() - t0)
+    return score, Usage(input_tokens=usage.input_tokens, seconds=time.perf_counter() - t0, flops=usage.flops)
+
+
+def greedy_score(probs: list[float], session: Session | None = None, usage: Usage | None = None) -> float:
+    """The original SpecReason's reading: the argmax over the whole vocabulary, scored digit / 9, or 0
+    when the most likely token is not a digit. When the best digit beats all the non-digit mass together
+    it is the argmax; otherwise the session is asked for its top token (usage gets that call's cost)."""
+    best = max(range(10), key=lambda i: probs[i])
+    if probs[best] >= 1.0 - sum(probs) or session is None:
+        return best / 9
+    token, _, extra = session.next_token_top()
+    if usage is not None:
+        usage.input_tokens += extra.input_tokens
+        usage.flops += extra.flops
+    return int(token) / 9 if token in DIGITS else 0.0
 
 
 class SpecReasonJudge:
@@ -64,7 +78,7 @@ class SpecReasonJudge:
     def score(self, ctx: RouteContext, step_text: str) -> float:
         c = ctx.controller
         backend = c.target_backend if self.model == "target" else c.draft_backend
-        if ctx.draft is not None and step_text == ctx.draft_text:
+        if ctx.draft is not None and step_text == ctx.draft_text and not ctx.reviewing:
             # The draft's step goes into the session on trial: if it is kept, the model has read it
             # already. Its share of the forward pass is charged to that model if the step is kept,
             # to the judge if it is rejected (the controller settles "trial:" reports).
@@ -73,9 +87,8 @@ class SpecReasonJudge:
             own = backend.count_tokens(judge_suffix(backend))
             step_tokens = max(0, usage.input_tokens - own)
             share = step_tokens / usage.input_tokens if usage.input_tokens else 0.0
-            ctx.report(f"trial:{self.model}", Usage(input_tokens=step_tokens, seconds=usage.seconds * share))
-            ctx.report("judge", Usage(input_tokens=usage.input_tokens - step_tokens,
-                                      seconds=usage.seconds * (1 - share)))
+            ctx.report(f"trial:{self.model}", usage.part(share, step_tokens))
+            ctx.report("judge", usage.part(1 - share, usage.input_tokens - step_tokens))
         else:
             session = c.target_session() if self.model == "target" else c.draft_session()
             score, usage = judge_on_session(session, backend, step_text, self.mode)

@@ -12,7 +12,7 @@ from reasoning.backends import load_backend
 from reasoning.batching import LOCKSTEP, run_threads
 from reasoning.controller import Controller, Limits
 from reasoning.errors import ConfigError
-from reasoning.specs import ModelSpec, parse_spec
+from reasoning.specs import ModelSpec, default_few_shot, parse_spec
 from reasoning.types import Problem, Solution, SolveConfig, Step
 from routers import Router, make_router
 
@@ -32,6 +32,20 @@ def _limits(kw: dict[str, Any]) -> Limits:
         raise ConfigError(f"bad value for {name}: {err['msg']}") from None
 
 
+def check_question(question: str) -> None:
+    """Refuse a question no model can read, with one line: empty, NUL characters, or not valid UTF-8
+    (for example bytes that argv could not decode, kept as surrogates)."""
+    if not isinstance(question, str) or not question.strip():
+        raise ConfigError("the question is empty")
+    if "\x00" in question:
+        raise ConfigError(f"the question contains a NUL character (at position {question.index(chr(0))})")
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ConfigError(f"the question is not valid UTF-8 (undecodable byte at position {e.start}); "
+                          "pass text in UTF-8") from None
+
+
 class Solver:
     """Holds the loaded draft and target models and a router; `solve()` runs one problem.
 
@@ -40,10 +54,16 @@ class Solver:
     def __init__(self, draft: str | ModelSpec = DEFAULT_DRAFT, target: str | ModelSpec = DEFAULT_TARGET,
                  router: str | Router = DEFAULT_ROUTER, threshold: float | None = None,
                  router_options: dict[str, Any] | None = None, **limits: Any):
-        self.limits = _limits(limits)
         self.draft_spec = parse_spec(draft) if isinstance(draft, str) else draft
         self.target_spec = parse_spec(target) if isinstance(target, str) else target
-        self.router = make_router(router, threshold, **(router_options or {})) if isinstance(router, str) else router
+        if limits.get("few_shot") is None:
+            limits["few_shot"] = default_few_shot(self.target_spec, self.draft_spec)
+        self.limits = _limits(limits)
+        router_options = dict(router_options or {})
+        if router == "arbitrage" and "model" not in router_options and any(
+                s.alias is not None and s.alias.base is not None for s in (self.draft_spec, self.target_spec)):
+            router_options["model"] = "testbed"  # the router shipped for the testbed pair
+        self.router = make_router(router, threshold, **router_options) if isinstance(router, str) else router
         if hasattr(self.router, "bind"):
             self.router.bind(self)
         self.draft = load_backend(self.draft_spec) if self.router.needs_draft else None
@@ -61,8 +81,9 @@ class Solver:
               **limits: Any) -> Solution:
         if isinstance(problem, str):
             problem = Problem(question=problem)
-        if not problem.question.strip():
-            raise ConfigError("the question is empty")
+        check_question(problem.question)
+        if limits.get("few_shot", 0) is None:
+            limits.pop("few_shot")
         lim = _limits({**self.limits.model_dump(), **limits}) if limits else self.limits
         controller = Controller(self.draft, self.target, self.router, lim, self.config(lim))
         with LOCKSTEP.worker():  # solves running side by side batch their engine calls

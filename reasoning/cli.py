@@ -15,6 +15,26 @@ EXAMPLE = ("Lily has 5 red balloons and 7 blue balloons. She gives 3 balloons to
            "How many balloons does she have left?")
 
 
+# With the testbed pair, --example is this held-out problem of the synthetic test split (3 steps).
+TESTBED_EXAMPLE = 0
+
+
+def example_question(draft: str, target: str) -> str:
+    """The built-in example: a held-out testbed problem for the testbed pair, else a word problem."""
+    from reasoning.specs import parse_spec
+
+    try:
+        testbed = any(parse_spec(s).alias is not None and parse_spec(s).alias.base is not None
+                      for s in (draft, target))
+    except SpecstepError:
+        testbed = False
+    if not testbed:
+        return EXAMPLE
+    from eval.synthetic import generate
+
+    return generate(TESTBED_EXAMPLE + 1, steps=3, seed=0, split="test")[TESTBED_EXAMPLE].question
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
         sys.stderr.write(f"specstep: error: {message}\n")
@@ -46,10 +66,13 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=DEFAULT_TARGET)
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic set (and of sampling)")
     p.add_argument("--steps", type=int, default=2, help="steps per synthetic problem (difficulty, 1-8)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test",
+                   help="split of the synthetic set (default test; collect router traces on train)")
     p.add_argument("--max-steps", type=int, default=16)
     p.add_argument("--max-tokens", type=int, default=768)
     p.add_argument("--step-tokens", type=int, default=128)
-    p.add_argument("--few-shot", type=int, default=2)
+    p.add_argument("--few-shot", type=int, default=None, help="worked examples in the prompt (0-3; default 2, "
+                   "0 for the testbed models)")
 
 
 def _policy_args(p: argparse.ArgumentParser) -> None:
@@ -77,12 +100,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     s = sub.add_parser("solve", help="solve one question step by step")
     s.add_argument("question", help="the question (use --example for a built-in one)", nargs="?")
-    s.add_argument("--example", action="store_true", help=f"solve: {EXAMPLE}")
+    s.add_argument("--example", action="store_true", help=f"solve a built-in example (with the testbed pair, a "
+                   f"held-out testbed problem; else: {EXAMPLE})")
     _policy_args(s)
     s.add_argument("--max-steps", type=int, default=24)
     s.add_argument("--max-tokens", type=int, default=1024, help="token budget of the solution")
     s.add_argument("--step-tokens", type=int, default=256, help="token cap of one step")
-    s.add_argument("--few-shot", type=int, default=2, help="worked examples in the prompt (0-3)")
+    s.add_argument("--few-shot", type=int, default=None, help="worked examples in the prompt (0-3; default 2, "
+                   "0 for the testbed models)")
     s.add_argument("--temperature", type=float, default=0.0)
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--think", action="store_true", help="open the answer with <think> (reasoning models)")
@@ -119,6 +144,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="temperature of the target samples (0: the greedy step)")
     _run_args(c)
     sub.add_parser("models", help="list the bundled model aliases and spec forms")
+    tb = sub.add_parser("testbed", help="the testbed pair (testbed-draft, testbed-target)")
+    tb_sub = tb.add_subparsers(dest="testbed_command", required=True, parser_class=_Parser)
+    tt = tb_sub.add_parser("train", help="train both testbed adapters from scratch (seeded; about 45 minutes on 2 "
+                           "CPU cores)")
+    tt.add_argument("--out", default=None, metavar="DIR", help="where to write target/ and draft/ "
+                    "(default: the package's reasoning/data/testbed)")
+    tt.add_argument("--only", choices=("target", "draft"), default=None, help="train one of the two")
+    tt.add_argument("--seed", type=int, default=0)
+    tt.add_argument("--target-steps", type=int, default=None, help="optimizer steps of the target")
+    tt.add_argument("--draft-steps", type=int, default=None, help="optimizer steps of the draft")
+    tt.add_argument("--batch", type=int, default=None, help="examples per optimizer step")
     w = sub.add_parser("verdict", help="Speculative Verdict: small experts answer, consensus picks, a large "
                        "model decides")
     w.add_argument("question")
@@ -140,7 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--max-steps", type=int, default=24)
     v.add_argument("--max-tokens", type=int, default=1024, help="token budget of a solution (requests may lower it)")
     v.add_argument("--step-tokens", type=int, default=256, help="token cap of one step")
-    v.add_argument("--few-shot", type=int, default=2, help="worked examples in the prompt (0-3)")
+    v.add_argument("--few-shot", type=int, default=None, help="worked examples in the prompt (0-3; default 2, "
+                   "0 for the testbed models)")
     v.add_argument("--think", action="store_true", help="open the answer with <think> (reasoning models)")
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     v.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
@@ -198,9 +235,12 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     from reasoning.api import Solver
     from reasoning.types import STAGES, Step
 
-    question = EXAMPLE if args.example and not args.question else args.question
+    question = example_question(args.draft, args.target) if args.example and not args.question else args.question
     if question is None or not question.strip():
         raise SpecstepError("the question is empty: give a question, or --example")
+    from reasoning.api import check_question
+
+    check_question(question)  # before anything prints it or loads a model
     out = Console(highlight=False)
     err = Console(stderr=True)
     if not args.verbose:
@@ -234,19 +274,24 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     out.print(f"\n[bold]Answer:[/bold] {sol.answer if sol.answer is not None else '(none)'}"
               f"  [dim](stop: {sol.stop_reason}{', forced' if sol.forced_answer else ''})[/dim]")
     t = Table(title="cost per stage")
-    for col in ("stage", "calls", "input tok", "output tok", "seconds"):
+    for col in ("stage", "calls", "input tok", "output tok", "seconds", "GFLOPs (est.)"):
         t.add_column(col, justify="right" if col != "stage" else "left")
     for name in (*STAGES, "discarded"):
         c = sol.costs.stage(name) if name != "discarded" else sol.costs.discarded
         t.add_row(name if name != "discarded" else "(draft thrown away)", str(c.calls),
-                  str(c.input_tokens), str(c.output_tokens), f"{c.seconds:.2f}")
-    t.add_row("total wall", "", "", "", f"{sol.wall_seconds:.2f}")
+                  str(c.input_tokens), str(c.output_tokens), f"{c.seconds:.2f}", f"{c.flops / 1e9:.1f}")
+    t.add_row("total wall", "", "", "", f"{sol.wall_seconds:.2f}", f"{sol.costs.flops / 1e9:.1f}")
     out.print(t)
     acc = sol.acceptance()
     by_author = {a: sum(1 for s in sol.steps if s.author == a) for a in ("draft", "target")}
     out.print(f"steps by draft: {by_author['draft']}, by target: {by_author['target']}; "
               f"draft acceptance: {acc['steps']:.0%} of steps, {acc['tokens']:.0%} of tokens")
-    out.print("[dim]The bundled models are tiny (135M/270M) and weak at math: answers are often wrong.[/dim]")
+    if "testbed" in f"{args.draft} {args.target}":
+        out.print("[dim]The testbed pair: tiny models fine-tuned on a synthetic arithmetic task. They show the method "
+                  "working; their numbers are not the method's quality on real models.[/dim]")
+    else:
+        out.print("[dim]The bundled models are tiny (135M/270M) and weak at math: answers are often wrong. "
+                  "For a pair that shows the method, use --draft testbed-draft --target testbed-target.[/dim]")
     return 0
 
 
@@ -354,7 +399,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     cfg = SweepConfig(
         dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, seed=args.seed,
-        synthetic_steps=args.steps, draft=args.draft, target=args.target, policies=policies,
+        synthetic_steps=args.steps, synthetic_split=args.split, draft=args.draft, target=args.target,
+        policies=policies,
         thresholds=_floats(args.thresholds, "--thresholds"),
         escalation_rates=_floats(args.escalation_rates, "--escalation-rates"),
         router_options=router_options(args),
@@ -420,7 +466,8 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         raise SpecstepError(f"--limit must be at least 1, got {args.limit}")
     cfg = make_config(
         dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, seed=args.seed, synthetic_steps=args.steps,
-        draft=args.draft, target=args.target, judge=args.judge, judge_options=_pairs(args.judge_opt, "--judge-opt"),
+        synthetic_split=args.split, draft=args.draft, target=args.target, judge=args.judge,
+        judge_options=_pairs(args.judge_opt, "--judge-opt"),
         target_samples=args.target_samples, temperature=args.temperature, max_steps=args.max_steps,
         max_tokens=args.max_tokens, step_tokens=args.step_tokens, few_shot=args.few_shot,
     )
@@ -432,6 +479,25 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     out = Console(highlight=False)
     out.print(f"{s.n_records} step records of {s.n_problems} problems in {s.traces} ({s.n_new_records} new; "
               f"{s.n_skipped} problems were already done); label=True for {100 * s.label_share:.1f}% of steps")
+    return 0
+
+
+def _cmd_testbed(args: argparse.Namespace) -> int:
+    from training.testbed import TestbedConfig, train_testbed
+
+    cfg = TestbedConfig(seed=args.seed)
+    for key in ("target_steps", "draft_steps", "batch"):
+        value = getattr(args, key)
+        if value is not None:
+            if value < 1:
+                raise SpecstepError(f"--{key.replace('_', '-')} must be at least 1, got {value}")
+            setattr(cfg, key, value)
+    if args.out is not None:
+        cfg.out = args.out
+    report = train_testbed(cfg, only=args.only)
+    for what, info in report.items():
+        print(f"{what}: {info['steps']} steps in {info['seconds']:.0f}s, final loss {info['final_loss']:.3f}, "
+              f"adapter sha256 {info['sha256'][:12]} in {cfg.out}/{what}")
     return 0
 
 
@@ -455,6 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_serve(args)
         if args.command == "verdict":
             return _cmd_verdict(args)
+        if args.command == "testbed":
+            return _cmd_testbed(args)
         return _cmd_solve(args)
     except SpecstepError as e:
         sys.stderr.write(f"specstep: error: {e}\n")

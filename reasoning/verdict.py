@@ -3,19 +3,21 @@ large verdict model reads their reasoning and decides.
 
 1. Candidates: every expert writes one reasoning path ending in ``\\boxed{ANSWER}``; its answer is
    taken from that same output (one generation per expert).
-2. Consensus: every expert j scores every distinct candidate answer a as the assistant's reply, over
-   the answer's tokens only: NLL_j(a) = mean negative log-likelihood of a's tokens after the prompt
-   (image + question) and the lead "The final answer is \\boxed{". The prompt is encoded once per
-   scorer (the expert's own session, rolled back) and reused for every candidate. The consensus score
-   of candidate i is sum_j |NLL_j(a_i) - NLL_j(a_j)| over the experts j that gave an answer; lower is
-   better. Identical answers share a score (the sum does not depend on who gave the answer: the term of
-   an expert whose own answer is a_i is zero).
+2. Consensus: every expert j scores every distinct candidate answer a as the assistant's reply:
+   NLL_j(a) = mean negative log-likelihood of the tokens of a + "}" after the prompt (image + question)
+   and the lead "The final answer is \\boxed{" (the closing brace keeps "1" from scoring as a prefix of
+   "12"). The prompt is encoded once per scorer (the expert's own session, rolled back) and reused for
+   every candidate. The consensus score of candidate i is sum_j |NLL_j(a_i) - NLL_j(a_j)| over the
+   experts j that gave an answer; lower is better. Identical answers share a score (the sum does not
+   depend on who gave the answer: the term of an expert whose own answer is a_i is zero).
 3. Selection, with a deterministic tie rule: the m experts with the lowest score; ties go to the answer
    more experts gave, then to the expert listed first. Experts without an answer are never selected.
-4. Verdict: when all selected experts agree (answers_match), their answer is final and the verdict
-   model is not called. Otherwise the verdict model gets the image, the question and the selected
-   paths, anonymised ("Solution 1..m"), shuffled with a seeded RNG, each capped at `path_tokens`, and
-   answers in ``\\boxed{}``. If its output has no boxed answer, the consensus winner's answer is used.
+4. Verdict: the verdict model gets the image, the question and the selected paths, anonymised
+   ("Solution 1..m"), shuffled with a seeded RNG, each capped at `path_tokens` (its head and tail, so the
+   boxed answer survives) and followed by "Proposed answer: X", and answers in ``\\boxed{}``. If its
+   output has no boxed answer, the consensus winner's answer is used. As in the paper, the verdict is
+   called even when the selected experts agree (a minority-correct path can still win); with
+   `skip_on_agreement=True` their shared answer is final and the verdict model is not called.
 
 Every stage's tokens and seconds are accounted: candidates, scoring, verdict. Text-only mode (math) is
 the same with text experts, or several samples of one model (`samples=k`, temperature > 0).
@@ -33,7 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasoning.answers import answers_match, extract_answer, last_boxed
-from reasoning.backends import Backend, load_backend
+from reasoning.backends import Backend, Session, load_backend
 from reasoning.errors import ConfigError
 from reasoning.prompts import FEW_SHOT, MATH_SYSTEM, PLAIN_STOPS, Prompt
 from reasoning.specs import ModelSpec, parse_spec
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 ANSWER_LEAD = "The final answer is \\boxed{"
 IMAGE_SYSTEM = ("Answer the question about the image. Reason step by step, then give the final answer in the "
                 "form \\boxed{ANSWER}.")
+CAP_MARKER = "\n[...]\n"  # between the head and the tail of a capped path
 VERDICT_INSTRUCTION = (
     "Below are {m} solutions to this question from different solvers. They may disagree. Check their "
     "reasoning, decide which final answer is correct (or work it out yourself), and give the final answer "
@@ -78,6 +81,7 @@ class VerdictResult(_Record):
     temperature: float = 0.0
     seed: int = 0
     few_shot: int = 0
+    skip_on_agreement: bool = False  # the setting; verdict_skipped: whether it applied to this question
     candidates: list[Candidate]
     answers: list[str]  # distinct candidate answers (first spelling of each)
     nll: list[list[float | None]]  # nll[j][k]: expert j's NLL of answers[k] (None: expert j gave no answer)
@@ -136,13 +140,38 @@ def select(consensus: list[float | None], own: list[int | None], m: int) -> list
     return ranked[:m]
 
 
-def _cap(backend: Backend, text: str, tokens: int) -> str:
-    """`text` cut to at most `tokens` tokens of `backend` (at a character boundary)."""
+def _answer_nll(session: Session, answer: str) -> tuple[float, int]:
+    """(mean NLL, input tokens fed) of `answer` and its closing brace, after the session's text; the
+    brace makes "1" pay for the chance of going on to "12". The caller rolls the session back."""
+    sc = session.score(answer + "}")
+    return (-math.fsum(sc.logprobs) / len(sc.logprobs) if sc.logprobs else 0.0), sc.usage.input_tokens
+
+
+def _keep(backend: Backend, text: str, tokens: int, tail: bool = False) -> str:
+    """The start (or the end) of `text`, at most `tokens` tokens of `backend`, cut at a character."""
     n = backend.count_tokens(text)
     while n > tokens and text:
-        text = text[: max(0, int(len(text) * tokens / n) - 1)]
+        keep = max(0, int(len(text) * tokens / n) - 1)
+        text = (text[len(text) - keep:] if keep else "") if tail else text[:keep]
         n = backend.count_tokens(text)
     return text
+
+
+def _cap(backend: Backend, text: str, tokens: int) -> str:
+    """`text` in at most `tokens` tokens of `backend`: if longer, its first third and last two thirds of
+    the budget joined by CAP_MARKER, so the final answer at the end survives."""
+    if backend.count_tokens(text) <= tokens:
+        return text
+    room = tokens - backend.count_tokens(CAP_MARKER)
+    if room < 3:
+        return _keep(backend, text, tokens, tail=True)
+    head = _keep(backend, text, room // 3)
+    tail_budget = room - room // 3
+    while True:  # tokens at the joins may merge differently: shrink the tail until the whole fits
+        out = head + CAP_MARKER + _keep(backend, text[len(head):], tail_budget, tail=True)
+        if backend.count_tokens(out) <= tokens or tail_budget == 0:
+            return out
+        tail_budget -= 1
 
 
 class Verdict:
@@ -151,7 +180,7 @@ class Verdict:
     def __init__(self, experts: Sequence[str | ModelSpec], verdict_model: str | ModelSpec, m: int = 3,
                  samples: int | None = None, temperature: float | None = None, seed: int = 0,
                  max_tokens: int = 384, verdict_tokens: int = 256, path_tokens: int = 256,
-                 few_shot: int = 2):
+                 few_shot: int = 2, skip_on_agreement: bool = False):
         specs = [parse_spec(e) if isinstance(e, str) else e for e in experts]
         if not specs:
             raise ConfigError("verdict needs at least one expert model")
@@ -174,6 +203,7 @@ class Verdict:
         if not 0 <= few_shot <= len(FEW_SHOT):
             raise ConfigError(f"few_shot must be between 0 and {len(FEW_SHOT)}, got {few_shot}")
         self.specs, self.m, self.seed, self.temperature = specs, m, seed, temperature
+        self.skip_on_agreement = skip_on_agreement
         self.max_tokens, self.verdict_tokens, self.path_tokens, self.few_shot = (
             max_tokens, verdict_tokens, path_tokens, few_shot)
         self.verdict_spec = parse_spec(verdict_model) if isinstance(verdict_model, str) else verdict_model
@@ -242,9 +272,9 @@ class Verdict:
             row: list[float | None] = []
             fed = 0
             for a in answers:
-                sc = s.score(a)
-                fed += sc.usage.input_tokens
-                row.append(-math.fsum(sc.logprobs) / len(sc.logprobs) if sc.logprobs else 0.0)
+                value, n = _answer_nll(s, a)
+                row.append(value)
+                fed += n
                 s.rollback(mark)
             costs.scoring.add(StageCost(calls=len(answers), input_tokens=fed, seconds=time.perf_counter() - t0))
             nll.append(row)
@@ -253,20 +283,22 @@ class Verdict:
         consensus = _consensus(nll, own) if len(answers) >= 2 else [None if k is None else 0.0 for k in own]
         chosen = select(consensus, own, self.m)
 
-        # 3. verdict, unless the selected experts agree
+        # 3. verdict (skipped when the selected experts agree, if asked)
         picked = [candidates[i] for i in chosen]
         agree = bool(picked) and all(answers_match(p.answer, picked[0].answer) for p in picked)
         order = list(chosen)
         random.Random(self.seed).shuffle(order)
         verdict_text, source = None, "none"
         answer = None
-        if agree:
+        skipped = agree and self.skip_on_agreement
+        if skipped:
             answer, source = picked[0].answer, "agreement"
         else:
             shown = order if order else list(range(min(self.m, len(candidates))))
             order = shown
             vb = self.verdict_backend
-            paths = "\n\n".join(f"Solution {n + 1}:\n{_cap(vb, candidates[i].text, self.path_tokens)}"
+            paths = "\n\n".join(f"Solution {n + 1}:\n{_cap(vb, candidates[i].text, self.path_tokens)}\n"
+                                f"Proposed answer: {candidates[i].answer or '(none)'}"
                                 for n, i in enumerate(shown))
             body = f"{problem.question}\n\n{VERDICT_INSTRUCTION.format(m=len(shown))}\n\n{paths}"
             vp = self._prompt(body, loaded, examples=False)
@@ -283,8 +315,8 @@ class Verdict:
         return VerdictResult(
             question=problem.question, images=refs, experts=[str(s) for s in self.specs],
             verdict_model=str(self.verdict_spec), m=self.m, temperature=self.temperature, seed=self.seed,
-            few_shot=self.few_shot, candidates=candidates, answers=answers, nll=nll,
-            consensus=consensus, selected=chosen, shown_order=order, verdict_skipped=agree,
+            few_shot=self.few_shot, skip_on_agreement=self.skip_on_agreement, candidates=candidates,
+            answers=answers, nll=nll, consensus=consensus, selected=chosen, shown_order=order, verdict_skipped=skipped,
             verdict_text=verdict_text, answer=answer, answer_source=source, costs=costs,
             wall_seconds=time.perf_counter() - t_start)
 
@@ -300,7 +332,7 @@ def verdict(question: str | Problem, images: Sequence[Any] = (), experts: Sequen
     """Speculative Verdict for one question (optionally about images); see the module docstring.
 
     `experts`: model specs (or one spec with `samples=k`); `verdict_model`: the large model's spec;
-    options: temperature, seed, max_tokens, verdict_tokens, path_tokens, few_shot."""
+    options: temperature, seed, max_tokens, verdict_tokens, path_tokens, few_shot, skip_on_agreement."""
     if samples is None and len(experts) == 1:
         samples = 5
     return Verdict(experts, verdict_model, m=m, samples=samples, **options).run(question, images)

@@ -14,6 +14,7 @@ Options (strings from the CLI are converted):
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,12 @@ from routers.arbitrage_model import LoadedRouter, load_router, tau_for_escalatio
 from routers.base import BaseRouter, RouteContext
 from training.features import features_from_context
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MODEL_DIR = Path(__file__).parent / "data" / "arbitrage-default"
+# Routers shipped with the package, by the name `model=NAME` takes: "default" was trained for the bundled
+# general pair (smollm2-135m -> gemma3-270m), "testbed" for testbed-draft -> testbed-target.
+SHIPPED = {"default": DEFAULT_MODEL_DIR, "testbed": Path(__file__).parent / "data" / "arbitrage-testbed"}
 
 
 def default_model_dir() -> Path | None:
@@ -33,7 +39,8 @@ def default_model_dir() -> Path | None:
 
 class ArbitrageRouter(BaseRouter):
     """Escalate when the learned P(target writes a better step) > tau (tau in [0, 1]); or give
-    escalation_rate to pick tau from the router file's score quantiles."""
+    escalation_rate to pick tau from the router file's score quantiles. `model` is a router directory
+    or the name of a shipped one ("default", "testbed"); without it, the one shipped for the models."""
 
     name = "arbitrage"
     threshold_range = (0.0, 1.0)
@@ -66,6 +73,8 @@ class ArbitrageRouter(BaseRouter):
             return found
         if not isinstance(model, (str, Path)):
             raise ConfigError(f"router {self.name!r} option model must be a directory path, got {model!r}")
+        if isinstance(model, str) and model.strip() in SHIPPED and not Path(model).exists():
+            return SHIPPED[model.strip()]
         return Path(model).expanduser()
 
     def _rate(self, value: Any) -> float | None:
@@ -84,4 +93,17 @@ class ArbitrageRouter(BaseRouter):
         return rate
 
     def score(self, ctx: RouteContext) -> float:
+        if not getattr(self, "_checked", False):
+            self._checked = True
+            self._warn_mismatch(ctx)
         return self.model.predict(features_from_context(ctx))
+
+    def _warn_mismatch(self, ctx: RouteContext) -> None:
+        """One warning when the solve's models or limits differ from those the router was trained with."""
+        want = self.model.meta.trained_with
+        cfg = ctx.controller.config
+        have = {"draft": cfg.draft, "target": cfg.target, "step_tokens": cfg.step_tokens, "max_tokens": cfg.max_tokens}
+        diff = [f"{k} {have[k]!r} (trained with {want[k]!r})" for k in have if k in want and want[k] != have[k]]
+        if diff:
+            log.warning("arbitrage router %s was trained on other traces: %s; its scores may not transfer",
+                        self.model_dir, ", ".join(diff))

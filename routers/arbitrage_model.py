@@ -79,6 +79,8 @@ class RouterMeta(_Strict):
     # q from 0 to 1, increasing; scores non-decreasing (for tau_for_escalation_rate)
     score_quantiles: list[Quantile]
     model_sha256: str | None = None
+    # what the traces were collected with: draft, target, judge (model specs) and step_tokens, max_tokens
+    trained_with: dict[str, str | int | None] = Field(default_factory=dict)
 
     @field_validator("score_quantiles")
     @classmethod
@@ -168,14 +170,15 @@ def tau_table(scores: Sequence[float], taus: Sequence[float] | None = None) -> l
 
 
 def new_meta(model_type: ModelType, scores: Sequence[float], *, metrics: dict[str, float] | None = None,
-             training_data_sha256: str | None = None, n_quantiles: int = 100) -> RouterMeta:
+             training_data_sha256: str | None = None, n_quantiles: int = 100,
+             trained_with: dict[str, str | int | None] | None = None) -> RouterMeta:
     """Metadata for a router trained now on this module's features; `scores` are the model's
     predictions on held-out steps (they give the tau table and the calibration quantiles)."""
     return RouterMeta(
         schema_version=ROUTER_SCHEMA_VERSION, model_type=model_type, feature_names=list(FEATURE_NAMES),
         feature_version=FEATURE_VERSION, library_versions=library_versions(model_type),
         training_data_sha256=training_data_sha256, metrics=dict(metrics or {}), tau_table=tau_table(scores),
-        score_quantiles=score_quantiles(scores, n_quantiles),
+        score_quantiles=score_quantiles(scores, n_quantiles), trained_with=dict(trained_with or {}),
     )
 
 

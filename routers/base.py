@@ -32,6 +32,7 @@ class RouteContext:
     step_cap: int = 256
     reported: list[tuple[Stage, Usage]] = field(default_factory=list)
     target_load: int | None = None  # set by load-aware routers: target calls queued or running
+    reviewing: bool = False  # set while the router reviews the target's step (the draft's is settled)
 
     def report(self, stage: Stage | str, usage: Usage) -> None:
         """Judges and routers call this for every model call they make. Stage "trial:draft" or
@@ -61,6 +62,20 @@ class Router(Protocol):
     def route(self, ctx: RouteContext) -> Decision: ...
 
     def review(self, ctx: RouteContext, decision: Decision, target: Generation) -> None: ...
+
+
+# Score differences this small are numerical noise, not a better step: a near-tie keeps the draft.
+TIE_TOLERANCE = 1e-3
+
+
+def same_step(a: str | None, b: str | None) -> bool:
+    """Whether two steps are the same text once whitespace is normalised."""
+    return a is not None and b is not None and " ".join(a.split()) == " ".join(b.split())
+
+
+def target_better(target_score: float, draft_score: float, tau: float = 0.0) -> bool:
+    """The oracle rule: the target's step beats the draft's by more than tau (and more than a tie)."""
+    return target_score - draft_score > tau + TIE_TOLERANCE
 
 
 def target_load(ctx: RouteContext) -> int:

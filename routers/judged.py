@@ -7,7 +7,7 @@ from typing import Any
 from judges import Judge, make_judge
 from reasoning.backends.base import Generation
 from reasoning.errors import ConfigError
-from routers.base import BaseRouter, Decision, RouteContext
+from routers.base import BaseRouter, Decision, RouteContext, same_step
 
 
 def as_bool(value: Any, what: str) -> bool:
@@ -41,5 +41,8 @@ class JudgedRouter(BaseRouter):
 
     def review(self, ctx: RouteContext, decision: Decision, target: Generation) -> None:
         text = ctx.controller.segmenter.cut(target).text
-        decision.target_score = self.judge.score(ctx, text)
+        if same_step(text, ctx.draft_text):  # the target wrote the draft's step again: a tie, no judge call
+            decision.target_score = decision.score
+        else:
+            decision.target_score = self.judge.score(ctx, text)
         decision.wasted = decision.target_score <= decision.score

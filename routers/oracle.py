@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from judges import Judge
-from routers.base import Decision, RouteContext
+from routers.base import Decision, RouteContext, same_step, target_better
 from routers.judged import JudgedRouter
 
 
@@ -30,7 +30,9 @@ class OracleRouter(JudgedRouter):
         target, mark = c.generate_step("target", ctx)
         ctx.report("target", target.usage)
         c.target.session.rollback(mark)  # the controller appends the step if it is kept
-        target_score = self.judge.score(ctx, c.segmenter.cut(target).text)
-        escalate = (target_score - draft_score) > tau
+        text = c.segmenter.cut(target).text
+        # the same step written twice is a tie by definition: no second judge call, keep the draft
+        target_score = draft_score if same_step(text, ctx.draft_text) else self.judge.score(ctx, text)
+        escalate = target_better(target_score, draft_score, tau)
         return Decision(escalate=escalate, score=draft_score, target=target, target_score=target_score,
                         wasted=(target_score <= draft_score) if escalate else None, threshold=tau)

@@ -245,7 +245,7 @@ def test_synthetic_gold_answers_are_exact_and_never_negative():
             assert all(v.denominator == 1 and v > 0 for v in intermediates)
             assert p.gold == str(int(value))
             assert p.meta == {"benchmark": "synthetic", "answer_format": "integer", "steps": steps,
-                              "expression": p.meta["expression"]}
+                              "expression": p.meta["expression"], "split": "test"}
             assert p.question.endswith("have now?")
 
 

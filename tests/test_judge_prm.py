@@ -99,16 +99,17 @@ def test_classification_score_is_softmax_at_each_separator(prm_dirs):
     assert other.score_steps(QUESTION, STEPS) == pytest.approx([1 - e for e in expected], abs=1e-6)
 
 
-def test_value_score_is_sigmoid_at_last_token_of_each_step(prm_dirs):
+def test_value_score_is_sigmoid_at_the_separator_after_each_step(prm_dirs):
     judge = PRMJudge(model=str(prm_dirs["value"]), style="value")
     tok = judge.tokenizer
     assert not judge.chat
     ids, positions = judge.build_inputs(QUESTION, STEPS)
     assert positions[-1] == len(ids) - 1
-    for k, p in enumerate(positions):  # each position closes step k
-        assert tok.decode(ids[: p + 1]).endswith(STEPS[k])
-        assert not tok.decode(ids[: p]).endswith(STEPS[k])
-    assert tok.decode(ids).endswith("\n\n".join(STEPS))
+    sep = judge.separator_ids
+    for k, p in enumerate(positions):  # each position is the separator closing step k, the last one too
+        assert ids[p + 1 - len(sep): p + 1] == sep
+        assert tok.decode(ids[: p + 1 - len(sep)]).endswith(STEPS[k])
+    assert tok.decode(ids).endswith("\n\n".join(STEPS) + "\n\n")
     with torch.inference_mode():
         values = judge.model(input_ids=torch.tensor([ids])).logits[0, :, 0]
     expected = torch.sigmoid(values[positions]).tolist()

@@ -7,6 +7,7 @@ from judges.specreason import judge_on_session, judge_suffix
 from reasoning import ConfigError, Solver, solve
 from reasoning.prompts import Prompt
 from routers import ROUTERS, make_router
+from routers.base import TIE_TOLERANCE
 
 from .conftest import QUESTION
 
@@ -70,13 +71,14 @@ def test_oracle_pays_for_both_steps_and_its_counts_add_up():
     steps = [s for s in sol.steps if s.kind != "forced_answer"]
     esc = [s for s in steps if s.decision == "escalate"]
     assert sol.costs.draft.calls == len(steps)
-    assert sol.costs.judge.calls == 2 * len(steps)
+    ties = sum(s.target_score == s.score for s in steps)  # the same step from both: judged once
+    assert sol.costs.judge.calls == 2 * len(steps) - ties
     assert sol.costs.discarded.calls == len(esc)
     gen_calls = len(steps) + sum(1 for s in sol.steps if s.kind == "forced_answer")
     assert sol.costs.target.calls == gen_calls
     for s in steps:
         assert s.score is not None and s.target_score is not None
-        assert (s.decision == "escalate") == (s.target_score - s.score > 0.0)
+        assert (s.decision == "escalate") == (s.target_score - s.score > 0.0 + TIE_TOLERANCE)
         assert s.author == ("target" if s.decision == "escalate" else "draft")
         if s.decision == "escalate":
             assert s.wasted_escalation is False

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from reasoning import ConfigError
-from reasoning.verdict import ANSWER_LEAD, Verdict, _cap, _consensus, select
+from reasoning import ConfigError, Problem
+from reasoning.verdict import ANSWER_LEAD, CAP_MARKER, Verdict, _answer_nll, _cap, _consensus, select
 
 QUESTION = "Tom has 3 boxes with 4 apples in each box. He eats 2 apples. How many apples are left?"
 
@@ -43,56 +43,82 @@ def test_bad_settings_are_one_line_errors():
         Verdict(["smollm2-135m"], "gemma3-270m", samples=3, temperature=0)
 
 
+def test_paths_keep_their_head_and_their_boxed_answer_within_the_cap(gemma):
+    text = ("Step 1: the first box has 4 apples.\n" + "Every other box has 4 apples too, so we add 4 again.\n" * 30
+            + "So there are 12 apples, minus the 2 he eats. The answer is \\boxed{10}.")
+    assert gemma.count_tokens(text) > 200
+    for budget in (48, 100):
+        capped = _cap(gemma, text, budget)
+        assert gemma.count_tokens(capped) <= budget
+        head, tail = capped.split(CAP_MARKER)
+        assert text.startswith(head) and text.endswith(tail) and head.startswith("Step 1")
+        assert tail.endswith("\\boxed{10}.") and len(tail) > len(head)  # about 2/3 of the budget is the tail
+    assert _cap(gemma, "Short path: \\boxed{3}.", 48) == "Short path: \\boxed{3}."  # fits: unchanged
+
+
 @pytest.mark.slow
-def test_sampled_experts_consensus_and_verdict_on_real_models(smol):
-    v = Verdict(["smollm2-135m"], "gemma3-270m", samples=4, m=2, seed=1, max_tokens=80, verdict_tokens=64)
+def test_answers_are_scored_with_their_closing_brace(smol):
+    v = Verdict(["smollm2-135m"], "smollm2-135m", samples=2, m=2)
+    s = smol.open_session(v._prompt(QUESTION, ()))
+    s.append(ANSWER_LEAD)
+    mark = s.n_tokens
+    nll = {}
+    for a in ("1", "12"):
+        nll[a], fed = _answer_nll(s, a)
+        s.rollback(mark)
+        assert fed >= smol.count_tokens(a + "}")
+    one = s.score("1")  # the old score of "1": its own token only, not whether the answer ends there
+    s.rollback(mark)
+    assert nll["1"] != pytest.approx(-math.fsum(one.logprobs) / len(one.logprobs), abs=1e-4)
+    assert nll["1"] != pytest.approx(nll["12"], abs=1e-3)
+    fresh = smol.open_session(v._prompt(QUESTION, ()))  # the same value from a fresh session
+    fresh.append(ANSWER_LEAD)
+    sc = fresh.score("1}")
+    assert -math.fsum(sc.logprobs) / len(sc.logprobs) == pytest.approx(nll["1"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_disagreeing_sampled_experts_are_scored_and_judged(smol):
+    # with seed 0 the two samples (seeds 0 and 1, temperature 0.7) answer 36 and 10
+    v = Verdict(["smollm2-135m"], "gemma3-270m", samples=2, m=2, seed=0, max_tokens=80, verdict_tokens=32,
+                skip_on_agreement=True)  # they disagree: the verdict runs anyway
     r = v.run(QUESTION)
-    assert len(r.candidates) == 4 and r.costs.candidates.calls == 4
-    own = [next((k for k, a in enumerate(r.answers) if c.answer is not None and a == c.answer), None)
-           for c in r.candidates]
-    answering = [j for j, k in enumerate(own) if k is not None]
-    if len(r.answers) >= 2:
-        # every answering expert scored every distinct answer, reusing its encoded prompt
-        assert r.costs.scoring.calls == len(answering) * len(r.answers)
-        for j in answering:
-            assert all(x is not None and x >= 0 for x in r.nll[j])
-        assert r.consensus == pytest.approx(_consensus(r.nll, own))
-        # a scorer's value equals a fresh session scoring the same answer after the same prompt
-        j, k = answering[0], 0
-        s = smol.open_session(v._prompt(QUESTION, ()))
-        s.append(ANSWER_LEAD)
-        sc = s.score(r.answers[k])
-        assert -math.fsum(sc.logprobs) / len(sc.logprobs) == pytest.approx(r.nll[j][k], abs=1e-3)
-    ranked = [r.consensus[i] for i in r.selected]
-    assert ranked == sorted(ranked) and len(r.selected) == min(2, len(answering))
-    assert sorted(r.shown_order) == sorted(r.selected) or r.verdict_skipped
-    if r.verdict_skipped:
-        assert r.costs.verdict.calls == 0 and r.answer_source == "agreement"
-    else:
-        assert r.costs.verdict.calls == 1 and r.answer_source in ("verdict", "consensus")
+    assert len(r.candidates) == 2 and r.costs.candidates.calls == 2
+    assert all(c.answer is not None for c in r.candidates) and len(r.answers) == 2
+    own = [r.answers.index(c.answer) for c in r.candidates]
+    # every expert scored every distinct answer, reusing its encoded prompt
+    assert r.costs.scoring.calls == 4 and all(x is not None and x >= 0 for row in r.nll for x in row)
+    assert r.consensus == pytest.approx(_consensus(r.nll, own))
+    # a scorer's value equals a fresh session scoring the same continuation (answer and brace)
+    for j in range(2):
+        for k, a in enumerate(r.answers):
+            s = smol.open_session(v._prompt(QUESTION, ()))
+            s.append(ANSWER_LEAD)
+            sc = s.score(a + "}")
+            assert -math.fsum(sc.logprobs) / len(sc.logprobs) == pytest.approx(r.nll[j][k], abs=1e-3)
+    assert sorted(r.selected) == [0, 1] and sorted(r.shown_order) == [0, 1]
+    assert not r.verdict_skipped and r.skip_on_agreement and r.costs.verdict.calls == 1
+    assert r.answer_source in ("verdict", "consensus") and r.verdict_text is not None
     again = v.run(QUESTION)
     assert again.shown_order == r.shown_order and again.answer == r.answer  # seeded: reproducible
-    sol = r.to_solution(__import__("reasoning").Problem(question=QUESTION))
+    sol = r.to_solution(Problem(question=QUESTION))
     assert sol.costs.judge.calls == r.costs.scoring.calls and sol.answer == r.answer
 
 
 @pytest.mark.slow
-def test_agreeing_experts_skip_the_verdict(smol):
-    # two greedy copies of one model give the same path: consensus 0, no verdict call
-    v = Verdict(["smollm2-135m", "smollm2-135m"], "gemma3-270m", m=2, max_tokens=80)
+def test_agreeing_experts_get_a_verdict_unless_skipping_is_asked(smol):
+    # two greedy copies of one model give the same path and answer
+    v = Verdict(["smollm2-135m", "smollm2-135m"], "gemma3-270m", m=2, max_tokens=80, verdict_tokens=32)
+    assert not v.skip_on_agreement  # the paper's behaviour is the default
     r = v.run(QUESTION)
-    assert r.candidates[0].text == r.candidates[1].text
-    if r.candidates[0].answer is not None:
-        assert r.verdict_skipped and r.costs.verdict.calls == 0 and r.costs.verdict.seconds == 0
-        assert r.consensus == [0.0, 0.0] and r.answer == r.candidates[0].answer
-        assert r.costs.scoring.calls == 0  # one distinct answer: nothing to compare
-
-
-@pytest.mark.slow
-def test_paths_are_capped_in_tokens(gemma):
-    text = "The first box has 4 apples and so does every other box, " * 20
-    capped = _cap(gemma, text, 16)
-    assert gemma.count_tokens(capped) <= 16 and text.startswith(capped) and len(capped) > 20
+    assert r.candidates[0].text == r.candidates[1].text and r.candidates[0].answer is not None
+    assert r.consensus == [0.0, 0.0] and r.costs.scoring.calls == 0  # one distinct answer: nothing to compare
+    assert not r.skip_on_agreement and not r.verdict_skipped and r.costs.verdict.calls == 1
+    assert r.answer_source in ("verdict", "consensus") and r.verdict_text is not None
+    v.skip_on_agreement = True
+    r = v.run(QUESTION)
+    assert r.skip_on_agreement and r.verdict_skipped and r.costs.verdict.calls == 0 and r.costs.verdict.seconds == 0
+    assert r.answer == r.candidates[0].answer and r.answer_source == "agreement" and r.verdict_text is None
 
 
 def test_cli_rejects_a_bad_image_before_loading_models(tmp_path):
@@ -117,3 +143,15 @@ def test_eval_runs_verdict_as_a_policy(tmp_path):
         assert r.solution.config.router == "verdict" and r.answer == r.solution.answer
     again = run_sweep(cfg, tmp_path / "out", progress=False)  # resumes: nothing runs twice
     assert [r.key for r in again] == [r.key for r in records]
+
+
+@pytest.mark.slow
+def test_eval_verdict_policy_takes_the_skip_option(smol):
+    from eval.sweep import SweepConfig, _verdict
+
+    def made(**options):
+        return _verdict(SweepConfig(dataset="synthetic", policies=["verdict"], router_options=options))
+
+    assert made().skip_on_agreement is False and made(verdict_skip="true").skip_on_agreement is True
+    with pytest.raises(ConfigError, match="verdict_skip must be true or false"):
+        made(verdict_skip="maybe")

@@ -45,7 +45,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -54,7 +54,7 @@ from reasoning.backends.base import Generation
 from reasoning.errors import ConfigError
 from reasoning.specs import parse_spec
 from reasoning.types import Problem
-from routers.base import Decision, RouteContext
+from routers.base import Decision, RouteContext, same_step, target_better
 from routers.oracle import OracleRouter
 from training.features import FEATURE_NAMES, FEATURE_VERSION, features_from_context
 from training.traces import TargetSample, TraceRecord
@@ -76,6 +76,7 @@ class CollectConfig(BaseModel):
     limit: int | None = Field(None, ge=1)
     seed: int = 0  # the synthetic set's seed, and the base of the target samples' seeds
     synthetic_steps: int = Field(2, ge=1, le=8)
+    synthetic_split: Literal["train", "val", "test"] = "test"
     draft: str = "smollm2-135m"
     target: str = "gemma3-270m"
     judge: str = "specreason"
@@ -85,15 +86,15 @@ class CollectConfig(BaseModel):
     max_steps: int = Field(16, ge=1)
     max_tokens: int = Field(768, ge=1)
     step_tokens: int = Field(128, ge=1)
-    few_shot: int = Field(2, ge=0, le=3)
+    few_shot: int | None = Field(None, ge=0, le=3)  # None: the models' default (see Solver)
 
     def identity(self) -> dict[str, Any]:
         """What must match to resume into the same folder (synthetic_steps only for the synthetic set)."""
-        exclude = None if self.dataset.strip().lower() == "synthetic" else {"synthetic_steps"}
+        exclude = None if self.dataset.strip().lower() == "synthetic" else {"synthetic_steps", "synthetic_split"}
         return json.loads(self.model_dump_json(exclude=exclude))
 
 
-_FLAGS = {"synthetic_steps": "--steps", "judge_options": "--judge-opt"}
+_FLAGS = {"synthetic_steps": "--steps", "synthetic_split": "--split", "judge_options": "--judge-opt"}
 
 
 def make_config(**values: Any) -> CollectConfig:
@@ -196,7 +197,9 @@ class CollectingOracle(OracleRouter):
         target_s = 0.0
         for k in range(self.k):
             gen = self._target_step(ctx, k)
-            score, js = self._judge(ctx, c.segmenter.cut(gen).text)
+            text = c.segmenter.cut(gen).text
+            # the draft's own step again: advantage exactly 0, no judge call (float noise is no label)
+            score, js = (draft_score, 0.0) if same_step(text, ctx.draft_text) else self._judge(ctx, text)
             judge_s += js
             target_s += gen.usage.seconds
             gens.append(gen)
@@ -204,7 +207,7 @@ class CollectingOracle(OracleRouter):
                                         seconds=gen.usage.seconds))
         target_score = sum(s.score for s in samples) / len(samples)
         advantage = target_score - draft_score
-        label = advantage > self.threshold
+        label = target_better(target_score, draft_score, self.threshold)
         trace = StepTrace(
             step_index=ctx.step_index, history=history, draft_text=ctx.draft_text,
             draft_tokens=len(ctx.draft.token_ids), draft_score=draft_score, targets=samples,
@@ -368,7 +371,7 @@ def _problems(cfg: CollectConfig) -> list[Problem]:
 
     if cfg.dataset.strip().lower() == "synthetic":
         problems = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed,
-                                steps=cfg.synthetic_steps)
+                                steps=cfg.synthetic_steps, split=cfg.synthetic_split)
     else:
         problems = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit)
     ids = [p.id for p in problems]

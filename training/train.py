@@ -27,6 +27,7 @@ byte-identical router files.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,8 @@ from routers.arbitrage_model import (
 )
 from training.features import FEATURE_NAMES, FEATURE_VERSION
 from training.traces import TRACE_SCHEMA_VERSION, TraceRecord
+
+log = logging.getLogger(__name__)
 
 TRACES_FILE = "traces.jsonl"
 MIN_RECORDS = 20  # fewer steps than this cannot give a router or a meaningful held-out measurement
@@ -371,6 +374,18 @@ def _counts(labels: np.ndarray) -> ClassCounts:
     return ClassCounts(positive=n_pos, negative=int(labels.size) - n_pos)
 
 
+def _trained_with(folder: Path) -> dict[str, str | int | None]:
+    """The models and limits the traces were collected with (from the collect folder's collect.json)."""
+    try:
+        cfg = json.loads((folder / "collect.json").read_text())
+    except (OSError, ValueError):
+        log.warning("no collect.json beside the traces: the router will not record its models and limits")
+        return {}
+    cfg = cfg.get("identity", {}) if isinstance(cfg, dict) else {}
+    keys = ("draft", "target", "judge", "step_tokens", "max_tokens", "dataset")
+    return {k: cfg.get(k) for k in keys if isinstance(cfg.get(k), (str, int)) or cfg.get(k) is None}
+
+
 def train_router(traces_dir: str | Path, out_dir: str | Path, model: str = "lightgbm", seed: int = 0,
                  test_fraction: float = 0.25, balance: bool = True) -> TrainReport:
     """Train an Arbitrage router on `traces_dir/traces.jsonl` and save it to `out_dir` (see the
@@ -436,7 +451,8 @@ def train_router(traces_dir: str | Path, out_dir: str | Path, model: str = "ligh
     }
     sha = file_sha256(path)
     meta_metrics = {k: float(v) for k, v in {**metrics, **counts}.items() if v is not None}
-    meta = new_meta(model, test_scores, metrics=meta_metrics, training_data_sha256=sha)  # type: ignore[arg-type]
+    meta = new_meta(model, test_scores, metrics=meta_metrics, training_data_sha256=sha,  # type: ignore[arg-type]
+                    trained_with=_trained_with(path.parent))
     try:
         saved = save_router(out, meta, fitted)
     except OSError as e:

@@ -26,10 +26,46 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
+    flops: float = 0.0  # estimated: 2 x parameters x tokens processed (input and output)
 
     def cost(self) -> StageCost:
         return StageCost(calls=1, input_tokens=self.input_tokens, output_tokens=self.output_tokens,
-                         seconds=self.seconds)
+                         seconds=self.seconds, flops=self.flops)
+
+    def part(self, share: float, input_tokens: int) -> Usage:
+        """A share of this call (seconds and FLOPs pro rata) with `input_tokens` of its input."""
+        return Usage(input_tokens=input_tokens, seconds=self.seconds * share, flops=self.flops * share)
+
+
+def usage(params: int, input_tokens: int = 0, output_tokens: int = 0, seconds: float = 0.0) -> Usage:
+    """A call's usage with FLOPs estimated as 2 x `params` x tokens processed."""
+    return Usage(input_tokens, output_tokens, seconds, 2.0 * params * (input_tokens + output_tokens))
+
+
+def params_in_dir(path) -> int:
+    """Parameters stored in a transformers directory's safetensors files (headers only; 0 if none)."""
+    import json
+    import struct
+    from pathlib import Path
+
+    total = 0
+    for f in Path(path).glob("*.safetensors"):
+        with f.open("rb") as fh:
+            n = struct.unpack("<Q", fh.read(8))[0]
+            header = json.loads(fh.read(n))
+        for name, t in header.items():
+            if name != "__metadata__":
+                total += math.prod(t["shape"])
+    return total
+
+
+def count_params(model) -> int:
+    """Parameters a forward pass multiplies by: all of them, less an untied input embedding (a lookup)."""
+    total = sum(p.numel() for p in model.parameters())
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if emb is not None and head is not None and emb.weight.data_ptr() != head.weight.data_ptr():
+        total -= emb.weight.numel()
+    return int(total)
 
 
 @dataclass(slots=True)
@@ -116,6 +152,10 @@ class Session(Protocol):
 
     def next_token_logprobs(self, candidates: Sequence[str]) -> tuple[dict[str, float], Usage]:
         """Log-probability that the next token is each candidate (each must be a single token)."""
+        ...
+
+    def next_token_top(self) -> tuple[str, float, Usage]:
+        """The most likely next token over the whole vocabulary, and its log-probability."""
         ...
 
     def rollback(self, n_tokens: int) -> None:

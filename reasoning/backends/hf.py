@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from reasoning.backends.base import Generation, Scored, Turns, Usage
+from reasoning.backends.base import Generation, Scored, Turns, Usage, count_params, usage
 from reasoning.errors import ConfigError, ModelSpecError
 from reasoning.prompts import Prompt
-from reasoning.specs import ModelSpec, alias_gguf, assemble_gemma, cache_dir
+from reasoning.specs import ModelSpec, alias_gguf, assemble_gemma, cache_dir, check_gguf
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ def _convert_gguf(path: Path, key: str, ensure_file=None, keep: bool = True):
         return cached, None, None
     if ensure_file is not None:
         path = ensure_file(path)
+    check_gguf(path)
     log.warning("converting %s for transformers (once; cached in %s)", path.name, cached)
     tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -81,6 +82,8 @@ def transformers_dir(model: str) -> Path:
     from reasoning.specs import parse_spec
 
     spec = parse_spec(model)
+    if spec.alias is not None and spec.alias.base is not None:
+        return testbed_dir(spec)
     if spec.alias is not None:
         path, key = alias_gguf(spec.alias)
         return _convert_gguf(path, key, assemble_gemma if spec.alias.name == "gemma3-270m" else None,
@@ -89,6 +92,17 @@ def transformers_dir(model: str) -> Path:
     if p.is_file() and p.suffix == ".gguf":
         return _convert_gguf(p, _file_key(p), keep=False)[0]
     return p if p.is_dir() else Path(spec.model)
+
+
+def testbed_dir(spec: ModelSpec) -> Path:
+    """The merged transformers copy of a testbed alias (base weights + shipped adapter), built once."""
+    from reasoning import testbed
+
+    folder = testbed.adapter_dir(spec.alias.name, spec.options.get("adapter"))
+    manifest = testbed.read_manifest(folder)
+    if manifest.base == spec.alias.name:
+        raise ModelSpecError(f"testbed adapter {folder} names its own alias as its base")
+    return testbed.build(spec.alias.name, folder, manifest, transformers_dir(manifest.base), cache_dir())
 
 
 class HFBackend:
@@ -101,7 +115,10 @@ class HFBackend:
         self.spec = spec
         alias = spec.alias
         t0 = time.perf_counter()
-        if alias is not None:
+        if alias is not None and alias.base is not None:
+            cached = testbed_dir(spec)
+            model, tok = AutoModelForCausalLM.from_pretrained(cached), AutoTokenizer.from_pretrained(cached)
+        elif alias is not None:
             path, key = alias_gguf(alias)
             model, tok = _load_gguf(path, key, assemble_gemma if alias.name == "gemma3-270m" else None)
         else:
@@ -141,10 +158,17 @@ class HFBackend:
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.turns = Turns()  # forward passes of all sessions take turns
+        self.n_params = count_params(model)
 
     @property
     def name(self) -> str:
         return str(self.spec)
+
+    @property
+    def context_length(self) -> int | None:
+        """Tokens the model's positions cover (None when its config does not say)."""
+        n = getattr(self.model.config, "max_position_embeddings", None)
+        return int(n) if n else None
 
     def load(self) -> int:
         """Sessions waiting for or running a forward pass now."""
@@ -339,8 +363,8 @@ class HFSession:
             self.ids.extend(rest)
             out += rest
             text = text[:cut]
-        usage = Usage(input_tokens=fed + self._take_refed(), output_tokens=sampled, seconds=time.perf_counter() - t0)
-        return Generation(text, out, lps, ents, finish, matched, usage)
+        usage_ = usage(b.n_params, fed + self._take_refed(), sampled, time.perf_counter() - t0)
+        return Generation(text, out, lps, ents, finish, matched, usage_)
 
     @torch.inference_mode()
     def score(self, text: str) -> Scored:
@@ -357,7 +381,7 @@ class HFSession:
         pred = logits[len(pending) - 1: len(pending) - 1 + len(new)] if pending else torch.cat(
             [first[None], logits[: len(new) - 1]])
         lp = torch.log_softmax(pred, dim=-1).gather(1, torch.tensor(new)[:, None])[:, 0]
-        return Scored(new, lp.tolist(), Usage(input_tokens=len(pending) + len(new) + self._take_refed(),
+        return Scored(new, lp.tolist(), usage(self.backend.n_params, len(pending) + len(new) + self._take_refed(),
                                               seconds=time.perf_counter() - t0))
 
     @torch.inference_mode()
@@ -372,7 +396,16 @@ class HFSession:
         logits, fed = self._next_logits()
         logp = torch.log_softmax(logits, dim=-1)
         return ({c: float(logp[i]) for c, i in zip(candidates, ids)},
-                Usage(input_tokens=fed + self._take_refed(), seconds=time.perf_counter() - t0))
+                usage(self.backend.n_params, fed + self._take_refed(), seconds=time.perf_counter() - t0))
+
+    @torch.inference_mode()
+    def next_token_top(self) -> tuple[str, float, Usage]:
+        t0 = time.perf_counter()
+        logits, fed = self._next_logits()
+        logp = torch.log_softmax(logits, dim=-1)
+        i = int(torch.argmax(logp))
+        return (self.backend.decode([i]), float(logp[i]),
+                usage(self.backend.n_params, fed + self._take_refed(), seconds=time.perf_counter() - t0))
 
     def rollback(self, n_tokens: int) -> None:
         if not 0 < n_tokens <= len(self.ids):

@@ -25,7 +25,7 @@ from reasoning.backends.hf import HFSession
 from reasoning.backends.prefix import chat_turn_markers
 from reasoning.errors import BackendUnavailableError, ConfigError, ModelSpecError
 from reasoning.prompts import Prompt
-from reasoning.specs import ModelSpec, alias_gguf, assemble_gemma, parse_spec
+from reasoning.specs import ModelSpec, alias_gguf, assemble_gemma, check_gguf, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def gguf_path(spec: ModelSpec) -> Path:
     path = Path(inner.model)
     if not (path.is_file() and path.suffix == ".gguf"):
         raise ModelSpecError(f"model spec {str(spec)!r}: llama.cpp needs a .gguf file or a bundled alias")
-    return path
+    return check_gguf(path)
 
 
 class _Template:
@@ -81,7 +81,9 @@ class LlamaCppBackend:
         self._lib = llama_cpp
         self.n_vocab = self.llm.n_vocab()
         self.n_ctx = self.llm.n_ctx()
+        self.context_length = self.n_ctx
         self.turns = Turns()  # forward passes of all sessions take turns
+        self.n_params = int(self.llm._model.n_params())
         meta = self.llm.metadata
         source = meta.get("tokenizer.chat_template")
         chat_opt = spec.options.get("chat")

@@ -50,6 +50,7 @@ class ServerError(SpecstepError):
 class OpenAIBackend:
     def __init__(self, spec: ModelSpec):
         self.spec = spec
+        self.n_params = int(spec.number("params", 0, 0))  # for FLOPs estimates; the server does not tell
         o = spec.options
         base = o.get("base_url") or os.environ.get("OPENAI_BASE_URL")
         if not base:
@@ -245,14 +246,18 @@ class OpenAIBackend:
         picked.reverse()
         return [t for t, _ in picked], [v for _, v in picked]
 
-    def chat_candidate_logprobs(self, url: str, prompt: Prompt, assistant: str,
-                                candidates: Sequence[str]) -> dict[str, float]:
+    def chat_top_logprobs(self, url: str, prompt: Prompt, assistant: str) -> dict[str, float]:
+        """The top-k next tokens after the assistant's partial message, with their log-probabilities."""
         ch = self._chat(url, prompt, assistant, {"max_tokens": 1, "temperature": 0.0, "logprobs": True,
                                                  "top_logprobs": self.top_k})
         content = (ch.get("logprobs") or {}).get("content") or []
         if not content or not content[0].get("top_logprobs"):
             raise ServerError(f"{url}: the server returned no top logprobs, which the judge needs")
-        top = {t["token"]: t["logprob"] for t in content[0]["top_logprobs"]}
+        return {t["token"]: t["logprob"] for t in content[0]["top_logprobs"]}
+
+    def chat_candidate_logprobs(self, url: str, prompt: Prompt, assistant: str,
+                                candidates: Sequence[str]) -> dict[str, float]:
+        top = self.chat_top_logprobs(url, prompt, assistant)
         floor = min(top.values())
         return {c: top.get(c, floor) for c in candidates}
 
@@ -343,6 +348,14 @@ class OpenAIBackend:
         floor = min(top.values())  # candidates outside the top k get at most this
         return {c: top.get(c, floor) for c in candidates}
 
+    def top_token(self, url: str, prompt: str) -> tuple[str, float]:
+        body = {"prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": 1}
+        tops = (self._completion(url, body).get("logprobs") or {}).get("top_logprobs") or []
+        if not tops or not tops[0]:
+            raise ServerError(f"{url}: the server returned no top logprobs, which the judge needs")
+        token = max(tops[0], key=tops[0].get)
+        return token, tops[0][token]
+
 
 def _error_message(e: urllib.error.HTTPError) -> str:
     try:
@@ -388,3 +401,10 @@ class _Pinned:
         if self.prompt is not None:
             return self.b.chat_candidate_logprobs(self.url, self.prompt, prompt, candidates)
         return self.b.candidate_logprobs(self.url, prompt, candidates)
+
+    def top_token(self, prompt: str, images: tuple = ()) -> tuple[str, float]:
+        if self.prompt is not None:
+            top = self.b.chat_top_logprobs(self.url, self.prompt, prompt)
+            token = max(top, key=top.get)
+            return token, top[token]
+        return self.b.top_token(self.url, prompt)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from reasoning.backends.base import Generation, Scored, Usage
+from reasoning.backends.base import Generation, Scored, Usage, usage
 from reasoning.prompts import Prompt
 
 
@@ -46,6 +46,8 @@ class PrefixEngine(Protocol):
 
     def candidate_logprobs(self, prompt: str, candidates: Sequence[str], images: tuple = ()) -> dict[str, float]: ...
 
+    def top_token(self, prompt: str, images: tuple = ()) -> tuple[str, float]: ...
+
 
 def entropy_from_top(logprobs: Sequence[float]) -> float:
     """Entropy of the top-k part of a distribution (a lower bound of the full entropy)."""
@@ -72,6 +74,11 @@ class PrefixSession:
     def context(self) -> str:
         return self.prompt_text + self.text
 
+    @property
+    def _params(self) -> int:
+        """The engine's parameter count for FLOPs estimates (0 when unknown)."""
+        return int(getattr(self.engine, "n_params", 0) or 0)
+
     def _fed(self) -> int:
         return max(0, self.n_tokens - self._seen)
 
@@ -92,8 +99,8 @@ class PrefixSession:
         self._seen = self.n_tokens
         ids = c.token_ids if len(c.token_ids) == c.n_tokens else list(range(c.n_tokens))
         sampled = len(c.logprobs) + (c.finish_reason == "eos")
-        usage = Usage(input_tokens=fed, output_tokens=sampled, seconds=time.perf_counter() - t0)
-        return Generation(c.text, ids, c.logprobs, c.entropies, c.finish_reason, c.stop, usage)
+        return Generation(c.text, ids, c.logprobs, c.entropies, c.finish_reason, c.stop,
+                          usage(self._params, fed, sampled, time.perf_counter() - t0))
 
     def score(self, text: str) -> Scored:
         t0 = time.perf_counter()
@@ -103,14 +110,21 @@ class PrefixSession:
         ids, lps = self.engine.continuation_logprobs(self.context(), text, images=self.images)
         self.pieces.append((text, len(ids)))
         self._seen = self.n_tokens
-        return Scored(ids, lps, Usage(input_tokens=fed_before + len(ids), seconds=time.perf_counter() - t0))
+        return Scored(ids, lps, usage(self._params, fed_before + len(ids), seconds=time.perf_counter() - t0))
 
     def next_token_logprobs(self, candidates: Sequence[str]) -> tuple[dict[str, float], Usage]:
         t0 = time.perf_counter()
         fed = self._fed()
         out = self.engine.candidate_logprobs(self.context(), candidates, images=self.images)
         self._seen = self.n_tokens
-        return out, Usage(input_tokens=fed, seconds=time.perf_counter() - t0)
+        return out, usage(self._params, fed, seconds=time.perf_counter() - t0)
+
+    def next_token_top(self) -> tuple[str, float, Usage]:
+        t0 = time.perf_counter()
+        fed = self._fed()
+        token, lp = self.engine.top_token(self.context(), images=self.images)
+        self._seen = self.n_tokens
+        return token, lp, usage(self._params, fed, seconds=time.perf_counter() - t0)
 
     def rollback(self, n_tokens: int) -> None:
         if not self.n_prompt <= n_tokens <= self.n_tokens:

@@ -101,6 +101,10 @@ class VLLMBackend:
         except TypeError as e:
             raise ModelSpecError(f"model spec {str(spec)!r}: vLLM rejected an option: {e}") from None
         self.tokenizer = self.llm.get_tokenizer()
+        self.context_length = int(self.llm.llm_engine.model_config.max_model_len)
+        from reasoning.backends.base import params_in_dir
+
+        self.n_params = int(spec.number("params", params_in_dir(self.model_path), 0))
         chat_opt = spec.options.get("chat")
         self.chat = (chat_opt not in ("0", "false")) if chat_opt else bool(getattr(self.tokenizer, "chat_template",
                                                                                     None))
@@ -211,6 +215,11 @@ class VLLMBackend:
         top = self._call("next", self._context_ids(prompt), None, images).outputs[0].logprobs[0]
         floor = min(v.logprob for v in top.values())  # candidates outside the top k get at most this
         return {c: (top[i].logprob if i in top else floor) for c, i in zip(candidates, ids)}
+
+    def top_token(self, prompt: str, images: tuple = ()) -> tuple[str, float]:
+        top = self._call("next", self._context_ids(prompt), None, images).outputs[0].logprobs[0]
+        i = max(top, key=lambda k: top[k].logprob)
+        return self.decode([i]), top[i].logprob
 
     def cache_stats(self) -> dict[str, float]:
         """vLLM's own prefix-cache counters (tokens): queries, hits, and the hit rate."""

@@ -1,0 +1,255 @@
+"""Train the testbed pair from scratch (``specstep testbed train``): seeded, on the training split of
+the synthetic task only, writing the two adapter folders that ``reasoning.testbed`` loads.
+
+- target: SmolLM2-135M-Instruct + LoRA on every linear layer, trained to write gold solutions and
+  to grade a step 0-9 in exactly the prompt the SpecReason judge builds (rendered with the judge's
+  own code: 9 for the gold step, 0 for a corrupted twin);
+- draft: the first ``draft_layers`` layers of the same model (+ its final norm and head) + LoRA,
+  trained on the same solutions.
+
+Training prompts are rendered with the backend's own chat template and tokenised piece by piece,
+as a session appends them (prompt, then each step with its delimiter), so they cannot drift from
+what the models see when they solve.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from eval.synthetic import corrupt_step, generate, gold_steps
+from judges.specreason import DIGITS, judge_suffix
+from reasoning.prompts import Prompt
+from reasoning.testbed import (
+    ADAPTER_FILE,
+    DATA_DIR,
+    MANIFEST_FILE,
+    MODULES,
+    AdapterManifest,
+    sha256_file,
+    truncate_layers,
+)
+
+log = logging.getLogger(__name__)
+
+DELIMITER = "\n\n"
+STEP_WEIGHTS = {1: 1, 2: 2, 3: 3, 4: 2}  # how often each problem length appears in training
+
+
+@dataclass
+class TestbedConfig:
+    seed: int = 0
+    base: str = "smollm2-135m"
+    target_steps: int = 400
+    draft_steps: int = 360
+    batch: int = 8
+    target_lr: float = 1e-3
+    draft_lr: float = 3e-3
+    target_rank: int = 16
+    draft_rank: int = 64
+    draft_layers: int = 11
+    judge_share: float = 0.3  # share of the target's examples that are judge prompts
+    warmup: int = 20
+    threads: int = 2
+    bf16: bool = True  # autocast the forward pass to bfloat16 (the LoRA weights stay float32)
+    out: str = str(DATA_DIR)
+
+
+class LoRALinear(nn.Module):
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, gen: torch.Generator):
+        super().__init__()
+        self.base, self.scale = base, alpha / rank
+        self.lora_A = nn.Parameter(torch.randn(rank, base.in_features, generator=gen) / math.sqrt(base.in_features))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + (x @ self.lora_A.t() @ self.lora_B.t()) * self.scale
+
+
+def add_lora(model, rank: int, alpha: float, seed: int) -> dict[str, LoRALinear]:
+    gen = torch.Generator().manual_seed(seed)
+    wrapped = {}
+    for i, layer in enumerate(model.model.layers):
+        for part in ("self_attn", "mlp"):
+            block = getattr(layer, part)
+            for m in MODULES:
+                if hasattr(block, m):
+                    lora = LoRALinear(getattr(block, m), rank, alpha, gen)
+                    setattr(block, m, lora)
+                    wrapped[f"model.layers.{i}.{part}.{m}"] = lora
+    return wrapped
+
+
+class Examples:
+    """Endless seeded stream of tokenised training examples: (ids, labels)."""
+
+    def __init__(self, backend, seed: int, judge_share: float, split: str = "train"):
+        self.backend, self.judge_share = backend, judge_share
+        self.rng = random.Random(f"testbed-examples/{seed}/{judge_share}")
+        self.problems = {s: generate(4000, steps=s, seed=seed, split=split) for s in STEP_WEIGHTS}
+        self.eos = backend.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self._suffix = backend.encode(judge_suffix(backend))
+        self.digit_ids = [backend.encode(d)[0] for d in DIGITS]
+
+    def _prompt(self, problem) -> list[int]:
+        text = self.backend.render(Prompt.math(problem.question, 0))
+        return self.backend.tokenizer(text, add_special_tokens=not self.backend.chat)["input_ids"]
+
+    def _pieces(self, steps: list[str]) -> list[str]:
+        return [s + DELIMITER for s in steps[:-1]] + [steps[-1]]
+
+    def solution(self, problem) -> tuple[list[int], list[int]]:
+        ids = self._prompt(problem)
+        labels = [-100] * len(ids)
+        for piece in self._pieces(gold_steps(problem)):
+            t = self.backend.encode(piece)
+            ids, labels = ids + t, labels + t
+        return ids + [self.eos], labels + [self.eos]
+
+    def judge(self, problem) -> tuple[list[int], list[int], bool]:
+        gold = gold_steps(problem)
+        i = self.rng.randrange(len(gold))
+        ids = self._prompt(problem)
+        for piece in self._pieces(gold)[:i]:
+            ids += self.backend.encode(piece)
+        good = self.rng.random() < 0.5
+        text = gold[i] if good else corrupt_step(problem, i, self.rng)[0]
+        ids += self.backend.encode(text + (DELIMITER if i < len(gold) - 1 else "")) + self._suffix
+        labels = [-100] * len(ids)
+        digit = self.digit_ids[9 if good else 0]
+        return ids + [digit], labels + [digit], good
+
+    def problem(self):
+        steps = self.rng.choices(list(STEP_WEIGHTS), weights=list(STEP_WEIGHTS.values()))[0]
+        return self.rng.choice(self.problems[steps])
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rows = []
+        for _ in range(n):
+            p = self.problem()
+            rows.append(self.judge(p)[:2] if self.rng.random() < self.judge_share else self.solution(p))
+        width = max(len(r[0]) for r in rows)
+        ids = torch.zeros(n, width, dtype=torch.long)
+        labels = torch.full((n, width), -100, dtype=torch.long)
+        mask = torch.zeros(n, width, dtype=torch.long)
+        for j, (a, b) in enumerate(rows):
+            ids[j, : len(a)], labels[j, : len(b)], mask[j, : len(a)] = torch.tensor(a), torch.tensor(b), 1
+        return ids, labels, mask
+
+
+def batch_loss(model, ids: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over examples of each example's mean next-token loss (a judge example's one digit counts
+    as much as a whole solution); the head runs only where a label is."""
+    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    target = labels[:, 1:]
+    where = target != -100
+    logits = model.lm_head(hidden[:, :-1][where]).float()
+    tok = nn.functional.cross_entropy(logits, target[where], reduction="none")
+    row = where.nonzero()[:, 0]
+    per = torch.zeros(ids.shape[0]).index_add_(0, row, tok) / where.sum(1).clamp(min=1)
+    return per[where.any(1)].mean()
+
+
+def train_one(model, examples: Examples, steps: int, lr: float, cfg: TestbedConfig, what: str,
+              extra: list[nn.Parameter] = ()) -> dict:
+    from tqdm.auto import tqdm
+
+    params = [p for n, p in model.named_parameters() if "lora_" in n] + list(extra)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+    def schedule(i: int) -> float:
+        if i < cfg.warmup:
+            return (i + 1) / cfg.warmup
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (i - cfg.warmup) / max(1, steps - cfg.warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    model.train()
+    t0, ema, history = time.perf_counter(), None, []
+    bar = tqdm(range(steps), desc=f"train {what}", unit="step")
+    for i in bar:
+        ids, labels, mask = examples.batch(cfg.batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):  # ~2x faster on CPUs with bf16
+            loss = batch_loss(model, ids, labels, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        ema = loss.item() if ema is None else 0.9 * ema + 0.1 * loss.item()
+        bar.set_postfix(loss=f"{ema:.3f}")
+        if i % 20 == 0 or i == steps - 1:
+            history.append({"step": i, "loss": round(ema, 4), "seconds": round(time.perf_counter() - t0, 1)})
+            log.info("%s step %d loss %.4f", what, i, ema)
+    model.eval()
+    return {"steps": steps, "final_loss": round(ema, 4), "seconds": round(time.perf_counter() - t0, 1),
+            "history": history}
+
+
+def save_adapter(wrapped: dict[str, LoRALinear], replace: dict[str, torch.Tensor], folder: Path,
+                 manifest: dict) -> AdapterManifest:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name, lora in wrapped.items():
+        tensors[f"{name}.lora_A"] = lora.lora_A.detach().to(torch.float16).contiguous()
+        tensors[f"{name}.lora_B"] = lora.lora_B.detach().to(torch.float16).contiguous()
+    for name, t in replace.items():
+        tensors[name] = t.detach().float().contiguous()
+    save_file(tensors, str(folder / ADAPTER_FILE))
+    m = AdapterManifest(sha256=sha256_file(folder / ADAPTER_FILE), replace=sorted(replace), **manifest)
+    (folder / MANIFEST_FILE).write_text(m.model_dump_json(indent=1) + "\n")
+    return m
+
+
+def train_testbed(cfg: TestbedConfig, only: str | None = None) -> dict[str, dict]:
+    """Train (both, or `only` "target"/"draft") and write the adapter folders under cfg.out."""
+    from transformers import AutoModelForCausalLM
+
+    from reasoning.backends import load_backend
+    from reasoning.backends.hf import transformers_dir
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    base_dir = transformers_dir(cfg.base)
+    backend = load_backend(cfg.base)  # tokenizer, chat template, judge markers: as at solve time
+    out, report = Path(cfg.out), {}
+    for what in ("target", "draft"):
+        if only not in (None, what):
+            continue
+        # the draft is an early exit of the trained target (self-speculation): its first layers
+        base = f"testbed-target?adapter={out / 'target'}" if what == "draft" else cfg.base
+        model = AutoModelForCausalLM.from_pretrained(transformers_dir(base) if what == "draft" else base_dir)
+        model.requires_grad_(False)
+        is_draft = what == "draft"
+        if is_draft:
+            truncate_layers(model, cfg.draft_layers)
+        rank = cfg.draft_rank if is_draft else cfg.target_rank
+        wrapped = add_lora(model, rank, 2.0 * rank, cfg.seed)
+        extra = []
+        if is_draft:  # the early exit's norm must adapt to a shallower residual stream
+            model.model.norm.weight.requires_grad_(True)
+            extra = [model.model.norm.weight]
+        examples = Examples(backend, cfg.seed + (1 if is_draft else 0), 0.0 if is_draft else cfg.judge_share)
+        info = train_one(model, examples, cfg.draft_steps if is_draft else cfg.target_steps,
+                         cfg.draft_lr if is_draft else cfg.target_lr, cfg, what, extra)
+        replace = {"model.norm.weight": model.model.norm.weight} if is_draft else {}
+        trained = {"seed": cfg.seed, "steps": info["steps"], "batch": cfg.batch, "final_loss": info["final_loss"],
+                   "seconds": info["seconds"], "lr": cfg.draft_lr if is_draft else cfg.target_lr,
+                   "judge_share": 0.0 if is_draft else cfg.judge_share, "config": json.dumps(asdict(cfg))}
+        m = save_adapter(wrapped, replace, out / what, {
+            "name": f"testbed-{what}", "base": "testbed-target" if is_draft else cfg.base,
+            "layers": cfg.draft_layers if is_draft else None,
+            "rank": rank, "alpha": 2.0 * rank, "modules": list(MODULES), "few_shot": 0, "trained": trained})
+        (out / what / "training.json").write_text(json.dumps(info, indent=1) + "\n")
+        report[what] = {"sha256": m.sha256, **info}
+        log.info("wrote %s (%s)", out / what, m.sha256[:12])
+    return report
