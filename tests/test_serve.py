@@ -114,7 +114,7 @@ def test_completion_has_the_solution_usage_and_the_specstep_field(completion):
     assert choice.message.role == "assistant" and choice.message.content.strip()
     spec = r.model_extra["specstep"]
     assert set(spec["usage"]) == {"draft", "judge", "router", "target", "discarded"}
-    assert set(spec["usage"]["draft"]) == {"calls", "input_tokens", "output_tokens", "seconds"}
+    assert set(spec["usage"]["draft"]) == {"calls", "input_tokens", "output_tokens", "seconds", "flops"}
     assert 1 <= spec["steps"] <= SMALL["max_steps"] + 1 and spec["router"] == "draft-only"
     assert choice.finish_reason == ("length" if spec["stop_reason"] in ("max_steps", "token_budget") else "stop")
     assert spec["answer"] is not None and spec["answer"] in choice.message.content
