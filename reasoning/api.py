@@ -12,6 +12,7 @@ from reasoning.backends import load_backend
 from reasoning.batching import LOCKSTEP, run_threads
 from reasoning.controller import Controller, Limits
 from reasoning.errors import ConfigError
+from reasoning.prompts import check_question
 from reasoning.specs import ModelSpec, default_few_shot, parse_spec
 from reasoning.types import Problem, Solution, SolveConfig, Step
 from routers import Router, make_router
@@ -30,20 +31,6 @@ def _limits(kw: dict[str, Any]) -> Limits:
         err = e.errors()[0]
         name = ".".join(str(p) for p in err["loc"]) or "limits"
         raise ConfigError(f"bad value for {name}: {err['msg']}") from None
-
-
-def check_question(question: str) -> None:
-    """Refuse a question no model can read, with one line: empty, NUL characters, or not valid UTF-8
-    (for example bytes that argv could not decode, kept as surrogates)."""
-    if not isinstance(question, str) or not question.strip():
-        raise ConfigError("the question is empty")
-    if "\x00" in question:
-        raise ConfigError(f"the question contains a NUL character (at position {question.index(chr(0))})")
-    try:
-        question.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise ConfigError(f"the question is not valid UTF-8 (undecodable byte at position {e.start}); "
-                          "pass text in UTF-8") from None
 
 
 class Solver:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from reasoning.errors import ConfigError
+
 MATH_SYSTEM = (
     "Solve the math problem step by step. Write each step as one short paragraph and separate "
     "steps with a blank line. End with the final answer in the form \\boxed{ANSWER}."
@@ -79,3 +81,17 @@ class Prompt:
             parts.append(f"Question: {q}\nAnswer:\n{a}\n\n")
         parts.append(f"Question: {self.question}\nAnswer:\n")
         return "".join(parts) + self.prefix
+
+
+def check_question(question: str) -> None:
+    """Refuse a question no model can read, with one line: empty, NUL characters, or not valid UTF-8
+    (for example bytes that argv could not decode, kept as surrogates)."""
+    if not isinstance(question, str) or not question.strip():
+        raise ConfigError("the question is empty")
+    if "\x00" in question:
+        raise ConfigError(f"the question contains a NUL character (at position {question.index(chr(0))})")
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ConfigError(f"the question is not valid UTF-8 (undecodable byte at position {e.start}); "
+                          "pass text in UTF-8") from None

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasoning.answers import answers_match, extract_answer, last_boxed
 from reasoning.backends import Backend, Session, load_backend
 from reasoning.errors import ConfigError
-from reasoning.prompts import FEW_SHOT, MATH_SYSTEM, PLAIN_STOPS, Prompt
+from reasoning.prompts import FEW_SHOT, MATH_SYSTEM, PLAIN_STOPS, Prompt, check_question
 from reasoning.specs import ModelSpec, parse_spec
 from reasoning.types import Costs, Problem, Solution, SolveConfig, StageCost, Step
 
@@ -174,6 +174,13 @@ def _cap(backend: Backend, text: str, tokens: int) -> str:
         tail_budget -= 1
 
 
+def shown_paths(backend: Backend, paths: Sequence[tuple[str, str | None]], path_tokens: int) -> str:
+    """The paths as the verdict model sees them: "Solution n:", the path capped to `path_tokens`, and
+    its proposed answer on a line of its own (as in the paper's prompt)."""
+    return "\n\n".join(f"Solution {n + 1}:\n{_cap(backend, text, path_tokens)}\nProposed answer: {answer or '(none)'}"
+                       for n, (text, answer) in enumerate(paths))
+
+
 class Verdict:
     """Loads the experts and the verdict model once; `run()` answers one question."""
 
@@ -220,8 +227,7 @@ class Verdict:
     def run(self, question: str | Problem, images: Sequence[Any] = ()) -> VerdictResult:
         t_start = time.perf_counter()
         problem = question if isinstance(question, Problem) else Problem(question=question)
-        if not problem.question.strip():
-            raise ConfigError("the question is empty")
+        check_question(problem.question)
         items = list(images) or list(problem.images)
         refs: list[str] = []
         loaded: tuple = ()
@@ -297,9 +303,7 @@ class Verdict:
             shown = order if order else list(range(min(self.m, len(candidates))))
             order = shown
             vb = self.verdict_backend
-            paths = "\n\n".join(f"Solution {n + 1}:\n{_cap(vb, candidates[i].text, self.path_tokens)}\n"
-                                f"Proposed answer: {candidates[i].answer or '(none)'}"
-                                for n, i in enumerate(shown))
+            paths = shown_paths(vb, [(candidates[i].text, candidates[i].answer) for i in shown], self.path_tokens)
             body = f"{problem.question}\n\n{VERDICT_INSTRUCTION.format(m=len(shown))}\n\n{paths}"
             vp = self._prompt(body, loaded, examples=False)
             s = vb.open_session(vp)

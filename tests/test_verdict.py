@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from reasoning import ConfigError, Problem
-from reasoning.verdict import ANSWER_LEAD, CAP_MARKER, Verdict, _answer_nll, _cap, _consensus, select
+from reasoning.verdict import ANSWER_LEAD, CAP_MARKER, Verdict, _answer_nll, _cap, _consensus, select, shown_paths
 
 QUESTION = "Tom has 3 boxes with 4 apples in each box. He eats 2 apples. How many apples are left?"
 
@@ -54,6 +54,10 @@ def test_paths_keep_their_head_and_their_boxed_answer_within_the_cap(gemma):
         assert text.startswith(head) and text.endswith(tail) and head.startswith("Step 1")
         assert tail.endswith("\\boxed{10}.") and len(tail) > len(head)  # about 2/3 of the budget is the tail
     assert _cap(gemma, "Short path: \\boxed{3}.", 48) == "Short path: \\boxed{3}."  # fits: unchanged
+    shown = shown_paths(gemma, [(text, "10"), ("No answer here.", None)], 48).split("\n")
+    assert shown[0] == "Solution 1:" and "Proposed answer: 10" in shown and "Proposed answer: (none)" in shown
+    assert shown.index("Proposed answer: 10") < shown.index("Solution 2:") < shown.index("Proposed answer: (none)")
+    assert shown[shown.index("Proposed answer: 10") - 1].endswith("\\boxed{10}.")  # the capped path's tail
 
 
 @pytest.mark.slow
