@@ -146,14 +146,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the bundled model aliases and spec forms")
     tb = sub.add_parser("testbed", help="the testbed pair (testbed-draft, testbed-target)")
     tb_sub = tb.add_subparsers(dest="testbed_command", required=True, parser_class=_Parser)
-    tt = tb_sub.add_parser("train", help="train both testbed adapters from scratch (seeded; about 45 minutes on 2 "
-                           "CPU cores)")
+    tt = tb_sub.add_parser("train", help="train both testbed adapters from scratch (seeded; about 100 minutes on 2 "
+                           "CPU cores: the target about 70, the draft about 33)")
     tt.add_argument("--out", default=None, metavar="DIR", help="where to write target/ and draft/ "
                     "(default: the package's reasoning/data/testbed)")
     tt.add_argument("--only", choices=("target", "draft"), default=None, help="train one of the two")
     tt.add_argument("--seed", type=int, default=0)
-    tt.add_argument("--target-steps", type=int, default=None, help="optimizer steps of the target")
-    tt.add_argument("--draft-steps", type=int, default=None, help="optimizer steps of the draft")
+    tt.add_argument("--target-steps", type=int, default=None, help="optimizer steps of the target's first phase (a "
+                    "continuation phase of 180 steps follows)")
+    tt.add_argument("--draft-steps", type=int, default=None, help="optimizer steps of the draft's first phase (a "
+                    "continuation phase of 400 steps follows)")
     tt.add_argument("--batch", type=int, default=None, help="examples per optimizer step")
     w = sub.add_parser("verdict", help="Speculative Verdict: small experts answer, consensus picks, a large "
                        "model decides")
@@ -169,6 +171,9 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--max-tokens", type=int, default=384, help="token cap of an expert's answer")
     w.add_argument("--path-tokens", type=int, default=256, help="token cap of a path in the verdict prompt")
+    w.add_argument("--skip-on-agreement", action="store_true",
+                   help="take the selected experts' shared answer without calling the verdict model (default: "
+                        "always call it, as the paper does)")
     w.add_argument("--few-shot", type=int, default=2, help="worked examples for text-only questions (0-3)")
     w.add_argument("--json", action="store_true", help="print the whole record as JSON")
     v = sub.add_parser("serve", help="serve the draft+target pair as an OpenAI-compatible HTTP API")
@@ -238,7 +243,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     question = example_question(args.draft, args.target) if args.example and not args.question else args.question
     if question is None or not question.strip():
         raise SpecstepError("the question is empty: give a question, or --example")
-    from reasoning.api import check_question
+    from reasoning.prompts import check_question
 
     check_question(question)  # before anything prints it or loads a model
     out = Console(highlight=False)
@@ -274,8 +279,9 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     out.print(f"\n[bold]Answer:[/bold] {sol.answer if sol.answer is not None else '(none)'}"
               f"  [dim](stop: {sol.stop_reason}{', forced' if sol.forced_answer else ''})[/dim]")
     t = Table(title="cost per stage")
-    for col in ("stage", "calls", "input tok", "output tok", "seconds", "GFLOPs (est.)"):
-        t.add_column(col, justify="right" if col != "stage" else "left")
+    t.add_column("stage", no_wrap=True)
+    for col in ("calls", "input tok", "output tok", "seconds", "GFLOPs"):
+        t.add_column(col, justify="right")
     for name in (*STAGES, "discarded"):
         c = sol.costs.stage(name) if name != "discarded" else sol.costs.discarded
         t.add_row(name if name != "discarded" else "(draft thrown away)", str(c.calls),
@@ -296,10 +302,10 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
 
 def _cmd_verdict(args: argparse.Namespace) -> int:
+    from reasoning.prompts import check_question
     from reasoning.verdict import Verdict
 
-    if not args.question.strip():
-        raise SpecstepError("the question is empty")
+    check_question(args.question)  # before any model loads
     images = []
     if args.image:
         from reasoning.images import load_images
@@ -314,7 +320,8 @@ def _cmd_verdict(args: argparse.Namespace) -> int:
 
         hf_logging.disable_progress_bar()
     v = Verdict(experts, args.verdict_model, m=args.m, samples=args.samples, temperature=args.temperature,
-                seed=args.seed, max_tokens=args.max_tokens, path_tokens=args.path_tokens, few_shot=args.few_shot)
+                seed=args.seed, max_tokens=args.max_tokens, path_tokens=args.path_tokens, few_shot=args.few_shot,
+                skip_on_agreement=args.skip_on_agreement)
     r = v.run(args.question, images)
     if args.json:
         print(r.model_dump_json(indent=2))

@@ -42,8 +42,11 @@ def test_identical_models_tie_the_oracle_keeps_the_draft_and_skips_the_second_ju
     sol = solve(QUESTION, draft="smollm2-135m", target="smollm2-135m", router="oracle", **SHORT)
     routed = [s for s in sol.steps if s.decision is not None]
     assert routed and all(s.decision == "keep" and s.author == "draft" for s in routed)
-    assert all(s.target_score == s.score for s in routed)  # exactly a tie, not float noise
-    assert sol.costs.judge.calls == len(routed)  # one judge call per step: the second is skipped
+    # the first step starts from the same prompt in both sessions, so the target writes it word for word:
+    # exactly a tie (not float noise), judged once. Later steps may differ in tokenisation (the target's
+    # session re-reads the draft's text), and only those are judged twice.
+    assert routed[0].target_score == routed[0].score
+    assert sol.costs.judge.calls == len(routed) + sum(s.target_score != s.score for s in routed)
 
 
 @pytest.mark.slow
@@ -108,6 +111,29 @@ def test_session_top_token_is_the_full_argmax(smol):
     i = int(torch.argmax(logits))
     assert token == smol.decode([i]) and lp == pytest.approx(float(torch.log_softmax(logits, -1)[i]), abs=1e-5)
     assert usage.input_tokens > 0 and usage.flops == 2 * smol.n_params * usage.input_tokens
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", ["Ava has 12 + 5 = 17 apples.", "Ava has 12 + 5 = 99 apples.", "Banana."])
+def test_judge_on_session_reads_both_modes_from_the_full_distribution(smol, step):
+    import torch
+
+    from judges.specreason import DIGITS, judge_on_session, judge_suffix
+    from reasoning.prompts import Prompt
+
+    s = smol.open_session(Prompt.math(QUESTION, 0))
+    mark = s.n_tokens
+    s.append(judge_suffix(smol, step + "\n\n"))
+    logits, _ = s._next_logits()
+    p = torch.softmax(logits.float(), -1)
+    ids = [smol.encode(d)[0] for d in DIGITS]
+    top = smol.decode([int(torch.argmax(p))])
+    s.rollback(mark)
+    want_expected = float(sum(i * p[t] for i, t in enumerate(ids)) / sum(p[t] for t in ids)) / 9
+    want_greedy = int(top) / 9 if top in DIGITS else 0.0
+    assert judge_on_session(s, smol, step + "\n\n")[0] == pytest.approx(want_expected, abs=1e-4)
+    assert judge_on_session(s, smol, step + "\n\n", mode="greedy")[0] == pytest.approx(want_greedy)
+    assert s.n_tokens == mark  # the session is left as it was
 
 
 # --------------------------------------------------------------------------- reasoning-model templates
@@ -273,13 +299,23 @@ def test_cli_long_question_invalid_utf8_and_broken_gguf(tmp_path):
 
 
 def test_api_refuses_nul_and_surrogates():
-    from reasoning.api import check_question
+    from reasoning.prompts import check_question
 
     with pytest.raises(ConfigError, match="NUL character"):
         check_question("what is 2\x00+2?")
     with pytest.raises(ConfigError, match="not valid UTF-8"):
         check_question("caf\udcff")
     check_question("café 2+2?")  # real non-ASCII text is fine
+
+
+def test_verdict_refuses_bad_questions_before_any_model_loads():
+    from reasoning.verdict import Verdict
+
+    v = Verdict.__new__(Verdict)  # run() checks the question first: no model is needed to see it refused
+    for q, msg in (("a\x00b", "NUL character"), ("caf\udcff", "not valid UTF-8"), ("  ", "empty")):
+        with pytest.raises(ConfigError, match=msg):
+            v.run(q)
+    one_line(cli("verdict", os.fsdecode(b"caf\xff?"), "--experts", "smollm2-135m", "--samples", "2"), "not valid UTF-8")
 
 
 @pytest.mark.slow
@@ -289,7 +325,8 @@ def test_server_answers_4xx_to_bad_questions(smol):
     solver = Solver("smollm2-135m", router="draft-only", max_steps=1, step_tokens=8, max_tokens=16)
     with running(solver) as server:
         url = server.url + "/v1/chat/completions"
-        for content, msg in (("a\u0000b", "NUL"), ("caf\udcff", "UTF-8"), ("1234567890" * 3000, "too long")):
+        too_long = "too long for smollm2-135m: its prompt is"
+        for content, msg in (("a\u0000b", "NUL"), ("caf\udcff", "UTF-8"), ("1234567890" * 3000, too_long)):
             body = json.dumps({"messages": [{"role": "user", "content": content}]}).encode()
             status, _, out = http(url, body)
             assert status == 400 and msg in out["error"]["message"], out
