@@ -120,16 +120,17 @@ def main() -> None:
     out = Path(args.out)
     sr = [float(x) for x in args.specreason.split(",") if x]
     rates = [float(x) for x in args.arbitrage_rates.split(",") if x]
-    _sweep(out, args.n, args.steps, ["draft-only", "target-only", "oracle"])
-    _sweep(out, args.n, args.steps, ["specreason"], thresholds=sr)
-    recs = _sweep(out, args.n, args.steps, ["arbitrage"], rates=rates, options={"model": "testbed"})
+    # each sweep returns the records of its own policies: keep them all
+    recs = _sweep(out, args.n, args.steps, ["draft-only", "target-only", "oracle"])
+    recs += _sweep(out, args.n, args.steps, ["specreason"], thresholds=sr)
+    recs += _sweep(out, args.n, args.steps, ["arbitrage"], rates=rates, options={"model": "testbed"})
     from eval.summary import summarize
 
     seen = summarize(recs)
     matched = sorted({round(20 * p.escalation_rate) / 20 for p in seen if p.policy in ("arbitrage", "specreason")}
                      | {0.25, 0.5, 0.75})
     matched = [r for r in matched if 0.0 < r < 1.0]
-    recs = _sweep(out, args.n, args.steps, ["random"], rates=matched)
+    recs += _sweep(out, args.n, args.steps, ["random"], rates=matched)
     points = write_outputs(recs, out, DRAFT, TARGET)
     ref = {p.policy: p for p in points if p.policy in ("draft-only", "target-only")}
     d, t = ref["draft-only"], ref["target-only"]
@@ -144,7 +145,7 @@ def main() -> None:
     for p in points:
         c = p.seconds["draft"] / t.mean_latency if t.mean_latency else 0.0
         j = p.seconds["judge"] / t.mean_latency if t.mean_latency else 0.0
-        bound = 1 / (c + p.escalation_rate + j) if p.policy not in ("target-only",) and c + p.escalation_rate + j else 1
+        bound = 1 / (c + p.escalation_rate + j) if c + p.escalation_rate + j > 0 else float("inf")
         rows.append(f"| {p.config} | {100 * p.accuracy:.0f}% ({100 * p.ci_low:.0f}-{100 * p.ci_high:.0f}) | "
                     f"{p.mean_latency:.2f} | {p.mean_flops / 1e9:.1f} | {100 * p.escalation_rate:.0f}% | "
                     f"{p.wasted_draft_tokens:.1f} | {100 * p.judge_share:.0f}% | {bound:.2f}x |")

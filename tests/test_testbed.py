@@ -36,7 +36,7 @@ def test_aliases_load_from_adapters_and_cache(pair):
     for name in ("testbed-draft", "testbed-target"):
         m = read_manifest(DATA_DIR / name.removeprefix("testbed-"))
         folder = testbed_dir(parse_spec(name))
-        assert (folder / ".complete").is_file() and m.sha256[:16] in folder.name
+        assert (folder / ".complete").is_file() and folder.name.startswith(name + "-")
         assert json.loads((folder / "specstep-testbed.json").read_text())["sha256"] == m.sha256
         assert testbed_dir(parse_spec(name)) == folder  # cached: built once
     draft, target = pair.draft, pair.target
@@ -54,8 +54,8 @@ def test_target_is_more_accurate_than_the_draft(pair):
         return sum(s.solve(p).answer == p.gold for p in PROBLEMS)
 
     d, t = correct("draft-only"), correct("target-only")
-    assert t >= 4, (d, t)  # measured 7/16 (see README)
-    assert t - d >= 3, (d, t)  # measured 7 apart (draft 0/16)
+    assert t >= 6, (d, t)  # measured 8/16 (see README)
+    assert t - d >= 3, (d, t)  # measured 5 apart (draft 3/16)
 
 
 def test_judge_prefers_gold_steps_to_corrupted_twins(pair):
@@ -119,7 +119,7 @@ def test_shipped_testbed_router_scores_wrong_draft_steps_higher(pair):
     from reasoning.api import Solver
     from routers.arbitrage import SHIPPED
 
-    s = Solver("testbed-draft", "testbed-target", "arbitrage", 1.0, max_steps=8, step_tokens=96)
+    s = Solver("testbed-draft", "testbed-target", "arbitrage", 1.0, max_steps=8, step_tokens=96, max_tokens=512)
     assert s.router.model_dir == SHIPPED["testbed"]  # picked for the testbed pair without model=
     right, wrong = [], []
     for p in PROBLEMS:
@@ -128,4 +128,47 @@ def test_shipped_testbed_router_scores_wrong_draft_steps_higher(pair):
             assert st.decision == "keep" and 0.0 <= st.score <= 1.0  # tau 1.0: never escalates
             (right if check_step(p, i, st.text) else wrong).append(st.score)
     assert right and wrong
-    assert sum(wrong) / len(wrong) > sum(right) / len(right) + 0.1, (right, wrong)
+    # the share of (wrong, right) pairs where the wrong step scores higher: the router's ROC-AUC here
+    auc = sum((w > r) + 0.5 * (w == r) for w in wrong for r in right) / (len(wrong) * len(right))
+    assert auc >= 0.55, (auc, right, wrong)  # measured 0.62 on 21 right and 43 wrong steps
+
+
+def test_fold_merges_the_whole_update_cut_to_its_rank():
+    import torch
+    from torch import nn
+
+    from training.testbed import LoRALinear, fold
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 10))
+    ref = {"0": model[0].weight.detach().clone()}
+    model[0].weight.data += torch.randn(10, 12) * 0.1  # an earlier phase's update, already merged
+    lora = LoRALinear(model[0], rank=3, alpha=6.0, gen=torch.Generator().manual_seed(1))
+    nn.init.normal_(lora.lora_B)
+    model[0] = lora
+    want = (lora.base.weight + 2.0 * lora.lora_B @ lora.lora_A - ref["0"]).detach()
+    for rank in (10, 2):
+        m = nn.Sequential(LoRALinear(nn.Linear(12, 10), 3, 6.0, torch.Generator()))
+        m[0].base.weight.data, m[0].lora_A.data, m[0].lora_B.data = (
+            lora.base.weight.data.clone(), lora.lora_A.data.clone(), lora.lora_B.data.clone())
+        (a, b), = fold(m, {"0": m[0]}, ref, rank).values()
+        assert isinstance(m[0], nn.Linear) and a.shape == (rank, 12) and b.shape == (10, rank)  # unwrapped
+        assert torch.allclose(m[0].weight, ref["0"] + b @ a, atol=1e-5)  # the layer now holds the stored update
+        sv = torch.linalg.svdvals(want)
+        # the stored update is the best rank-r approximation: its error is the dropped singular values
+        assert float(torch.linalg.norm(want - b @ a)) == pytest.approx(float(sv[rank:].norm()), abs=1e-4)
+
+
+def test_testbed_training_writes_adapters_that_load(tmp_path):
+    from training.testbed import TestbedConfig, train_testbed
+
+    cfg = TestbedConfig(target_steps=1, draft_steps=1, draft_more=((1, 1e-3),), target_more=((1, 1e-3),), batch=1,
+                        warmup=1, out=str(tmp_path))
+    report = train_testbed(cfg)
+    for what in ("target", "draft"):
+        m = read_manifest(tmp_path / what)
+        assert m.sha256 == report[what]["sha256"] and report[what]["steps"] == 2
+        assert json.loads((tmp_path / what / "training.json").read_text())["history"]
+    b = load_backend(f"testbed-draft?adapter={tmp_path / 'draft'}")
+    assert b.model.config.num_hidden_layers == cfg.draft_layers
+    assert b.open_session(Prompt.math(PROBLEMS[0].question, 0)).generate(max_tokens=3).token_ids
