@@ -172,3 +172,17 @@ def test_testbed_training_writes_adapters_that_load(tmp_path):
     b = load_backend(f"testbed-draft?adapter={tmp_path / 'draft'}")
     assert b.model.config.num_hidden_layers == cfg.draft_layers
     assert b.open_session(Prompt.math(PROBLEMS[0].question, 0)).generate(max_tokens=3).token_ids
+
+
+def test_the_readme_example_keeps_draft_steps_escalates_wrong_ones_and_is_right(pair):
+    from eval.synthetic import check_step
+    from reasoning.api import Solver
+    from reasoning.cli import TESTBED_EXAMPLE
+
+    p = generate(TESTBED_EXAMPLE + 1, steps=3, seed=0, split="test")[TESTBED_EXAMPLE]
+    s = Solver("testbed-draft", "testbed-target", "arbitrage", 0.5, step_tokens=96, max_tokens=512)
+    sol = s.solve(p)
+    kept = [st for st in sol.steps[:-1] if st.author == "draft"]
+    escalated = [i for i, st in enumerate(sol.steps) if st.decision == "escalate"]
+    assert kept and escalated and sol.answer == p.gold, [(st.author, st.text) for st in sol.steps]
+    assert all(not check_step(p, i, sol.steps[i].draft_text) and check_step(p, i, sol.steps[i].text) for i in escalated)
