@@ -125,7 +125,7 @@ def test_judge_on_session_reads_both_modes_from_the_full_distribution(smol, step
     mark = s.n_tokens
     s.append(judge_suffix(smol, step + "\n\n"))
     logits, _ = s._next_logits()
-    p = torch.softmax(logits.float(), -1)
+    p = torch.softmax(logits.detach().float(), -1)
     ids = [smol.encode(d)[0] for d in DIGITS]
     top = smol.decode([int(torch.argmax(p))])
     s.rollback(mark)
