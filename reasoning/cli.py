@@ -157,6 +157,8 @@ def _parser() -> argparse.ArgumentParser:
     tt.add_argument("--draft-steps", type=int, default=None, help="optimizer steps of the draft's first phase (a "
                     "continuation phase of 400 steps follows)")
     tt.add_argument("--batch", type=int, default=None, help="examples per optimizer step")
+    tt.add_argument("--resume", action="store_true", help="start each model from its adapter in --out and train "
+                    "only the phases it does not hold yet (its training.json counts them)")
     w = sub.add_parser("verdict", help="Speculative Verdict: small experts answer, consensus picks, a large "
                        "model decides")
     w.add_argument("question")
@@ -501,7 +503,7 @@ def _cmd_testbed(args: argparse.Namespace) -> int:
             setattr(cfg, key, value)
     if args.out is not None:
         cfg.out = args.out
-    report = train_testbed(cfg, only=args.only)
+    report = train_testbed(cfg, only=args.only, resume=args.resume)
     for what, info in report.items():
         print(f"{what}: {info['steps']} steps in {info['seconds']:.0f}s, final loss {info['final_loss']:.3f}, "
               f"adapter sha256 {info['sha256'][:12]} in {cfg.out}/{what}")

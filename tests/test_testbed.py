@@ -15,7 +15,7 @@ from reasoning.backends import load_backend
 from reasoning.errors import ModelSpecError
 from reasoning.prompts import Prompt
 from reasoning.specs import parse_spec
-from reasoning.testbed import ADAPTER_FILE, DATA_DIR, MANIFEST_FILE, read_manifest
+from reasoning.testbed import DATA_DIR, MANIFEST_FILE, SHARD_BYTES, adapter_key, read_manifest
 
 pytestmark = pytest.mark.slow
 # Measured with the shipped adapters on these 16 held-out problems (greedy, transformers, 2 CPU cores):
@@ -37,13 +37,47 @@ def test_aliases_load_from_adapters_and_cache(pair):
         m = read_manifest(DATA_DIR / name.removeprefix("testbed-"))
         folder = testbed_dir(parse_spec(name))
         assert (folder / ".complete").is_file() and folder.name.startswith(name + "-")
-        assert json.loads((folder / "specstep-testbed.json").read_text())["sha256"] == m.sha256
+        assert json.loads((folder / "specstep-testbed.json").read_text())["files"] == m.files
         assert testbed_dir(parse_spec(name)) == folder  # cached: built once
     draft, target = pair.draft, pair.target
     assert draft.model.config.num_hidden_layers == read_manifest(DATA_DIR / "draft").layers < \
         target.model.config.num_hidden_layers == 30
-    assert draft.n_params < 0.55 * target.n_params
+    # the draft's head keeps only the task's tokens: its parameters are its layers plus that head
+    assert draft.n_params < 0.4 * target.n_params
     assert sum(f.stat().st_size for f in DATA_DIR.rglob("*") if f.is_file()) < 30e6  # ships small
+    assert max(f.stat().st_size for f in DATA_DIR.rglob("*.safetensors")) < SHARD_BYTES  # each file small
+
+
+def test_the_drafts_pruned_head_scores_its_tokens_like_the_full_head(pair):
+    import torch
+
+    model = pair.draft.model
+    m = read_manifest(DATA_DIR / "draft")
+    head = model.get_output_embeddings()
+    assert m.head_vocab == head.ids.numel() < 2000  # a few hundred of 49152 tokens
+    ids = pair.draft.encode(gold_steps(PROBLEMS[0])[0] + "\n\n")
+    assert set(ids) <= set(head.ids.tolist()) and pair.draft.eos_ids & set(head.ids.tolist())
+    with torch.no_grad():
+        hidden = model.model(input_ids=torch.tensor([ids])).last_hidden_state
+        logits = model.lm_head(hidden)[0]
+        full = hidden[0] @ model.get_input_embeddings().weight.t()  # the tied head it was trained with
+    kept = torch.zeros(logits.shape[-1], dtype=torch.bool)
+    kept[head.ids] = True
+    assert torch.allclose(logits[:, kept], full[:, kept], atol=1e-4)
+    assert (logits[:, ~kept] == -1e4).all()
+
+
+def test_int8_storage_keeps_each_rank_component_to_its_scale():
+    import torch
+
+    from training.testbed import quantize
+
+    t = torch.randn(6, 40) * torch.logspace(-3, 1, 6)[:, None]  # rank components of very different sizes
+    for dim, x in ((0, t), (1, t.t().contiguous())):
+        q, scale = quantize(x, dim)
+        assert q.dtype == torch.int8 and scale.shape == ((6, 1) if dim == 0 else (1, 6))
+        err = (q.float() * scale - x).abs()
+        assert (err <= 0.5001 * scale).all()  # half a step of its own component's scale
 
 
 def test_target_is_more_accurate_than_the_draft(pair):
@@ -96,11 +130,12 @@ def _cli(*args):
 def test_missing_or_tampered_adapter_is_one_line(tmp_path, damage):
     folder = tmp_path / "draft"
     shutil.copytree(DATA_DIR / "draft", folder)
+    first = folder / next(iter(read_manifest(folder).files))
     if damage == "missing":
-        (folder / ADAPTER_FILE).unlink()
+        first.unlink()
         msg = "testbed adapter file missing"
     elif damage == "tampered":
-        with (folder / ADAPTER_FILE).open("r+b") as f:
+        with first.open("r+b") as f:
             f.seek(1000)
             f.write(b"\x00\x01\x02\x03")
         msg = "does not match its manifest"
@@ -167,11 +202,19 @@ def test_testbed_training_writes_adapters_that_load(tmp_path):
     report = train_testbed(cfg)
     for what in ("target", "draft"):
         m = read_manifest(tmp_path / what)
-        assert m.sha256 == report[what]["sha256"] and report[what]["steps"] == 2
+        assert adapter_key(m) == report[what]["sha256"] and report[what]["steps"] == 2
         assert json.loads((tmp_path / what / "training.json").read_text())["history"]
     b = load_backend(f"testbed-draft?adapter={tmp_path / 'draft'}")
     assert b.model.config.num_hidden_layers == cfg.draft_layers
     assert b.open_session(Prompt.math(PROBLEMS[0].question, 0)).generate(max_tokens=3).token_ids
+    assert b.model.lm_head.ids.numel() == read_manifest(tmp_path / "draft").head_vocab  # the task's tokens
+    # resume: a config with one more target phase trains only that phase, from the stored adapter
+    before = read_manifest(tmp_path / "target")
+    cfg.target_more = ((1, 1e-3), (1, 1e-3))
+    again = train_testbed(cfg, only="target", resume=True)["target"]
+    assert [h["phase"] for h in again["history"]] == [0, 1, 2] and again["steps"] == 3
+    assert read_manifest(tmp_path / "target").files != before.files
+    assert train_testbed(cfg, only="target", resume=True) == {}  # nothing left to train
 
 
 def test_the_readme_example_keeps_draft_steps_escalates_wrong_ones_and_is_right(pair):

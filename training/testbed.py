@@ -29,11 +29,13 @@ from eval.synthetic import corrupt_step, generate, gold_steps
 from judges.specreason import DIGITS, judge_suffix
 from reasoning.prompts import Prompt
 from reasoning.testbed import (
-    ADAPTER_FILE,
     DATA_DIR,
+    HEAD_VOCAB,
     MANIFEST_FILE,
     MODULES,
+    SHARD_BYTES,
     AdapterManifest,
+    adapter_key,
     sha256_file,
     truncate_layers,
 )
@@ -57,15 +59,17 @@ class TestbedConfig:
     # examples (at 360 steps its loss was still falling, 0.18, and it wrote 2 of 33 steps right; after this
     # phase 0.065 and 21 of 64). A third phase (400 at 1e-3) made it better than the target: not shipped.
     draft_more: tuple[tuple[int, float], ...] = ((400, 1.5e-3),)
-    target_more: tuple[tuple[int, float], ...] = ((180, 1e-3),)  # the same for the target
+    # the same for the target: after 400 + 180 steps it solved 8/16 held-out three-step problems
+    target_more: tuple[tuple[int, float], ...] = ((180, 1e-3), (450, 1e-3))
     target_rank: int = 16
-    target_stored_rank: int = 24  # the target's update (two rank-16 phases) is stored at this rank
+    target_stored_rank: int = 32  # the target's update (three rank-16 phases) is stored at this rank
     draft_rank: int = 64
     draft_layers: int = 11
+    draft_head_vocab: bool = True  # the draft's head keeps only the task's tokens (FR-Spec-style)
     judge_share: float = 0.3  # share of the target's examples that are judge prompts
     warmup: int = 20
     threads: int = 2
-    bf16: bool = True  # autocast the forward pass to bfloat16 (the LoRA weights stay float32)
+    bf16: bool | None = None  # autocast the forward to bfloat16 (LoRA weights stay float32); None: if the CPU has it
     out: str = str(DATA_DIR)
 
 
@@ -177,12 +181,15 @@ def train_one(model, examples: Examples, steps: int, lr: float, cfg: TestbedConf
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (i - cfg.warmup) / max(1, steps - cfg.warmup)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    # bf16 is ~2x faster where the CPU has it (AMX or AVX512-BF16) and ~4x slower where it is emulated
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (torch.cpu._is_amx_tile_supported()
+                                                   or torch.cpu._is_avx512_bf16_supported())
     model.train()
     t0, ema, history = time.perf_counter(), None, []
     bar = tqdm(range(steps), desc=f"train {what}", unit="step")
     for i in bar:
         ids, labels, mask = examples.batch(cfg.batch)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):  # ~2x faster on CPUs with bf16
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = batch_loss(model, ids, labels, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -219,25 +226,76 @@ def fold(model, wrapped: dict[str, LoRALinear], ref: dict[str, torch.Tensor],
     return factors
 
 
+def quantize(t: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one float32 scale per slice along `dim` (a rank component of a LoRA factor)."""
+    scale = (t.abs().amax(dim=1 - dim, keepdim=True).float() / 127).clamp(min=1e-12)
+    return (t.float() / scale).round().clamp(-127, 127).to(torch.int8), scale
+
+
+def task_vocab(backend, seed: int) -> list[int]:
+    """Every token id the task's prompts and gold solutions use (plus the end of turn): the draft's
+    pruned head. Counted on the training split; the others share its words and digits."""
+    ex = Examples(backend, seed, 0.0)
+    ids = {ex.eos}
+    for problems in ex.problems.values():
+        for p in problems:
+            ids.update(ex.solution(p)[0])
+    return sorted(ids)
+
+
 def save_adapter(factors: dict[str, tuple[torch.Tensor, torch.Tensor]], replace: dict[str, torch.Tensor],
-                 folder: Path, manifest: dict) -> AdapterManifest:
+                 folder: Path, manifest: dict, head_vocab: list[int] | None = None) -> AdapterManifest:
+    """Write the factors as int8 (a scale per rank component) in safetensors shards under SHARD_BYTES."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {}
+    for old in folder.glob("adapter*.safetensors"):
+        old.unlink()
+    groups: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+
+    def put(name: str, t: torch.Tensor) -> None:
+        nonlocal size
+        t = t.detach().contiguous()
+        n = t.numel() * t.element_size()
+        if groups[-1] and size + n > SHARD_BYTES:
+            groups.append({})
+            size = 0
+        groups[-1][name], size = t, size + n
+
     for name, (a, b) in factors.items():
-        tensors[f"{name}.lora_A"] = a.detach().to(torch.float16).contiguous()
-        tensors[f"{name}.lora_B"] = b.detach().to(torch.float16).contiguous()
+        for key, t, dim in ((f"{name}.lora_A", a, 0), (f"{name}.lora_B", b, 1)):
+            q, scale = quantize(t, dim)
+            put(key, q)
+            put(f"{key}.scale", scale)
     for name, t in replace.items():
-        tensors[name] = t.detach().float().contiguous()
-    save_file(tensors, str(folder / ADAPTER_FILE))
-    m = AdapterManifest(sha256=sha256_file(folder / ADAPTER_FILE), replace=sorted(replace), **manifest)
+        put(name, t.float())
+    if head_vocab is not None:
+        put(HEAD_VOCAB, torch.tensor(head_vocab, dtype=torch.int32))
+    files = {}
+    for i, group in enumerate(groups):
+        fname = f"adapter-{i + 1:02d}-of-{len(groups):02d}.safetensors"
+        save_file(group, str(folder / fname))
+        files[fname] = sha256_file(folder / fname)
+    m = AdapterManifest(files=files, replace=sorted(replace), head_vocab=None if head_vocab is None else
+                        len(head_vocab), **manifest)
     (folder / MANIFEST_FILE).write_text(m.model_dump_json(indent=1) + "\n")
     return m
 
 
-def train_testbed(cfg: TestbedConfig, only: str | None = None) -> dict[str, dict]:
-    """Train (both, or `only` "target"/"draft") and write the adapter folders under cfg.out."""
+def phases_done(folder: Path) -> tuple[int, dict]:
+    """How many training phases the adapter in `folder` holds, and its training.json (none: 0, {})."""
+    path = folder / "training.json"
+    if not (folder / MANIFEST_FILE).is_file() or not path.is_file():
+        return 0, {}
+    info = json.loads(path.read_text())
+    return 1 + max((h.get("phase", 0) for h in info.get("history", [])), default=-1), info
+
+
+def train_testbed(cfg: TestbedConfig, only: str | None = None, resume: bool = False) -> dict[str, dict]:
+    """Train (both, or `only` "target"/"draft") and write the adapter folders under cfg.out. With
+    `resume`, a model whose adapter already holds the first k phases starts from it and trains only
+    the phases after k (the stored update stays the whole update against the base)."""
     from transformers import AutoModelForCausalLM
 
     from reasoning.backends import load_backend
@@ -251,21 +309,30 @@ def train_testbed(cfg: TestbedConfig, only: str | None = None) -> dict[str, dict
     for what in ("target", "draft"):
         if only not in (None, what):
             continue
-        # the draft is an early exit of the trained target (self-speculation): its first layers
-        base = f"testbed-target?adapter={out / 'target'}" if what == "draft" else cfg.base
-        model = AutoModelForCausalLM.from_pretrained(transformers_dir(base) if what == "draft" else base_dir)
-        model.requires_grad_(False)
         is_draft = what == "draft"
-        if is_draft:
-            truncate_layers(model, cfg.draft_layers)
-        rank = cfg.draft_rank if is_draft else cfg.target_rank
-        ref = {n.removesuffix(".weight"): p.detach().float().clone() for n, p in model.named_parameters()
-               if n.endswith("_proj.weight")}
         phases = ([(cfg.draft_steps, cfg.draft_lr), *cfg.draft_more] if is_draft
                   else [(cfg.target_steps, cfg.target_lr), *cfg.target_more])
+        done, before = phases_done(out / what) if resume else (0, {})
+        if done > len(phases):
+            raise ValueError(f"{out / what} holds {done} phases; the config has {len(phases)}")
+        # the draft is an early exit of the trained target (self-speculation): its first layers
+        base = f"testbed-target?adapter={out / 'target'}" if is_draft else cfg.base
+        model = AutoModelForCausalLM.from_pretrained(transformers_dir(base) if is_draft else base_dir)
+        model.requires_grad_(False)
+        if is_draft:
+            truncate_layers(model, cfg.draft_layers)
+        ref = {n.removesuffix(".weight"): p.detach().float().clone() for n, p in model.named_parameters()
+               if n.endswith("_proj.weight")}
+        if done:  # start from the adapter's weights; `ref` stays the base's
+            start = AutoModelForCausalLM.from_pretrained(transformers_dir(f"testbed-{what}?adapter={out / what}"))
+            model.load_state_dict(start.state_dict(), strict=False)
+            log.info("%s: resuming after phase %d of %d", what, done, len(phases))
+        rank = cfg.draft_rank if is_draft else cfg.target_rank
         stored = rank if is_draft else cfg.target_stored_rank
         runs = []
         for k, (steps, lr) in enumerate(phases):
+            if k < done:
+                continue
             wrapped = add_lora(model, rank, 2.0 * rank, cfg.seed if k == 0 else cfg.seed + 7)
             extra = []
             if is_draft:  # the early exit's norm must adapt to a shallower residual stream
@@ -273,20 +340,27 @@ def train_testbed(cfg: TestbedConfig, only: str | None = None) -> dict[str, dict
                 extra = [model.model.norm.weight]
             seed = cfg.seed + (1 + k if is_draft else (0 if k == 0 else 9 + k))
             examples = Examples(backend, seed, 0.0 if is_draft else cfg.judge_share)
-            runs.append(train_one(model, examples, steps, lr, cfg, what if k == 0 else f"{what}+{k}", extra))
+            runs.append({**train_one(model, examples, steps, lr, cfg, what if k == 0 else f"{what}+{k}", extra),
+                         "phase": k})
             factors = fold(model, wrapped, ref, stored)
-        info = {"steps": sum(r["steps"] for r in runs), "final_loss": runs[-1]["final_loss"],
-                "seconds": round(sum(r["seconds"] for r in runs), 1),
-                "history": [{**h, "phase": k} for k, r in enumerate(runs) for h in r["history"]]}
+        if not runs:
+            log.info("%s: all %d phases done", what, len(phases))
+            continue
+        history = [h for h in before.get("history", []) if h.get("phase", 0) < done]
+        history += [{**h, "phase": r["phase"]} for r in runs for h in r["history"]]
+        info = {"steps": sum(st for st, _ in phases), "final_loss": runs[-1]["final_loss"],
+                "seconds": round(sum(r["seconds"] for r in runs) + (before.get("seconds", 0) if done else 0), 1),
+                "history": history}
         replace = {"model.norm.weight": model.model.norm.weight} if is_draft else {}
         trained = {"seed": cfg.seed, "steps": info["steps"], "batch": cfg.batch, "final_loss": info["final_loss"],
                    "seconds": info["seconds"], "lr": cfg.draft_lr if is_draft else cfg.target_lr,
                    "judge_share": 0.0 if is_draft else cfg.judge_share, "config": json.dumps(asdict(cfg))}
+        vocab = task_vocab(backend, cfg.seed) if is_draft and cfg.draft_head_vocab else None
         m = save_adapter(factors, replace, out / what, {
             "name": f"testbed-{what}", "base": "testbed-target" if is_draft else cfg.base,
             "layers": cfg.draft_layers if is_draft else None, "rank": stored, "alpha": float(stored),  # scale 1
-            "modules": list(MODULES), "few_shot": 0, "trained": trained})
+            "modules": list(MODULES), "few_shot": 0, "trained": trained}, vocab)
         (out / what / "training.json").write_text(json.dumps(info, indent=1) + "\n")
-        report[what] = {"sha256": m.sha256, **info}
-        log.info("wrote %s (%s)", out / what, m.sha256[:12])
+        report[what] = {"sha256": adapter_key(m), **info}
+        log.info("wrote %s (%s)", out / what, report[what]["sha256"][:12])
     return report

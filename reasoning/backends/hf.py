@@ -116,8 +116,11 @@ class HFBackend:
         alias = spec.alias
         t0 = time.perf_counter()
         if alias is not None and alias.base is not None:
+            from reasoning.testbed import apply_head
+
             cached = testbed_dir(spec)
             model, tok = AutoModelForCausalLM.from_pretrained(cached), AutoTokenizer.from_pretrained(cached)
+            apply_head(model, cached)
         elif alias is not None:
             path, key = alias_gguf(alias)
             model, tok = _load_gguf(path, key, assemble_gemma if alias.name == "gemma3-270m" else None)
