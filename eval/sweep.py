@@ -102,7 +102,7 @@ def _options_for(policy: str, options: dict[str, Any], rate: float | None) -> di
 
 def _record(cfg: SweepConfig, key: str, problem: Problem, policy: str, threshold: float | None,
             rate: float | None, sol: Solution) -> EvalRecord:
-    from eval.grading import grade
+    from reasoning.grading import grade
 
     fmt = problem.meta.get("answer_format")
     g = grade(sol.answer_text, problem.gold or "", fmt if isinstance(fmt, str) else None)

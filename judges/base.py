@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from routers.base import RouteContext
+    from reasoning.controller import RouteContext
 
 
 @runtime_checkable

@@ -48,7 +48,7 @@ from reasoning.backends.base import count_params, usage
 from reasoning.errors import ConfigError, ModelSpecError
 
 if TYPE_CHECKING:
-    from routers.base import RouteContext
+    from reasoning.controller import RouteContext
 
 log = logging.getLogger(__name__)
 

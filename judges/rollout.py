@@ -10,7 +10,7 @@ from reasoning.answers import answers_match, extract_answer
 from reasoning.errors import ConfigError
 
 if TYPE_CHECKING:
-    from routers.base import RouteContext
+    from reasoning.controller import RouteContext
 
 
 class RolloutJudge:

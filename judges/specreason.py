@@ -16,7 +16,7 @@ from reasoning.backends.base import Backend, Session, Usage
 from reasoning.errors import ConfigError
 
 if TYPE_CHECKING:
-    from routers.base import RouteContext
+    from reasoning.controller import RouteContext
 
 DIGITS = [str(d) for d in range(10)]
 INSTRUCTION = "Rate the last step's factual and logical correctness (not style) from 0 (wrong) to 9 (right)."

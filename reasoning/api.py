@@ -10,12 +10,12 @@ from pydantic import ValidationError
 
 from reasoning.backends import load_backend
 from reasoning.batching import LOCKSTEP, run_threads
-from reasoning.controller import Controller, Limits
+from reasoning.controller import Controller, Limits, Router
 from reasoning.errors import ConfigError
 from reasoning.prompts import check_question
+from reasoning.registry import make_router
 from reasoning.specs import ModelSpec, default_few_shot, parse_spec
 from reasoning.types import Problem, Solution, SolveConfig, Step
-from routers import Router, make_router
 
 log = logging.getLogger(__name__)
 

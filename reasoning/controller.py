@@ -13,17 +13,17 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reasoning.answers import extract_answer, last_boxed
-from reasoning.backends.base import Backend, Generation, Session
+from reasoning.backends.base import Backend, Generation, Session, Usage
 from reasoning.errors import ConfigError
 from reasoning.prompts import PLAIN_STOPS, Prompt
 from reasoning.segmenter import Segmenter
-from reasoning.types import Costs, Problem, Solution, SolveConfig, StageCost, Step, StopReason
-from routers.base import RouteContext, Router
+from reasoning.types import Costs, Problem, Solution, SolveConfig, Stage, StageCost, Step, StopReason
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,56 @@ class Limits(BaseModel):
         if self.step_tokens > self.max_tokens:
             self.step_tokens = self.max_tokens
         return self
+
+
+# The contract between the loop and a router: after the draft proposes a step, the controller asks
+# `router.route(ctx)` whether to keep it or escalate to the target. Routers never keep totals: judges
+# and routers report their model calls through `RouteContext.report`, and the controller owns the
+# accounting. Routers are built by name in reasoning.registry; their base class is routers.base.
+
+
+@dataclass
+class RouteContext:
+    problem: Problem
+    steps: list[Step]  # accepted steps before this one
+    draft: Generation | None  # the draft's proposal (None when the router does not need one)
+    draft_text: str | None  # the proposal as a step (delimiter removed)
+    step_index: int
+    in_thinking: bool
+    controller: Controller
+    step_cap: int = 256
+    reported: list[tuple[Stage, Usage]] = field(default_factory=list)
+    target_load: int | None = None  # set by load-aware routers: target calls queued or running
+    reviewing: bool = False  # set while the router reviews the target's step (the draft's is settled)
+
+    def report(self, stage: Stage | str, usage: Usage) -> None:
+        """Judges and routers call this for every model call they make. Stage "trial:draft" or
+        "trial:target" is work on the draft's step held on trial in that model's session: it is
+        charged to that model if the step is kept, to the judge if it is rejected."""
+        self.reported.append((stage, usage))
+
+
+@dataclass
+class Decision:
+    escalate: bool
+    score: float | None = None
+    # A target step the router already wrote from the same prefix. The router leaves the target
+    # session at that prefix (the step's text is not in it); the controller appends it.
+    target: Generation | None = None
+    target_score: float | None = None
+    wasted: bool | None = None  # escalated although the target's step was not judged better
+    threshold: float | None = None  # the threshold in effect (load-aware routing moves it)
+
+
+@runtime_checkable
+class Router(Protocol):
+    name: str
+    needs_draft: bool
+    needs_target: bool
+
+    def route(self, ctx: RouteContext) -> Decision: ...
+
+    def review(self, ctx: RouteContext, decision: Decision, target: Generation) -> None: ...
 
 
 @dataclass

@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reasoning.grading import grade
+
 SCHEMA_VERSION = 1
 
 Stage = Literal["draft", "judge", "router", "target"]
@@ -150,9 +152,7 @@ class Solution(_Record):
 
     @property
     def correct(self) -> bool | None:
-        """Graded as `specstep eval` grades (eval.grading); None without a gold answer."""
-        from eval.grading import grade
-
+        """Graded as `specstep eval` grades (reasoning.grading); None without a gold answer."""
         if self.problem.gold is None:
             return None
         fmt = self.problem.meta.get("answer_format")

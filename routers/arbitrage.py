@@ -1,7 +1,7 @@
 """Arbitrage: a trained model predicts from draft-side signals whether the target would write a
 better step, and the step is escalated when that probability is high.
 
-Score: P(target writes a better step), in [0, 1], from `training.features` (the draft's token
+Score: P(target writes a better step), in [0, 1], from `routers.features` (the draft's token
 log-probabilities and entropies, the step's size and content, its position, the routing history;
 never the target's step). Threshold tau in [0, 1]: escalate when score > tau.
 
@@ -22,7 +22,7 @@ from typing import Any
 from reasoning.errors import ConfigError
 from routers.arbitrage_model import LoadedRouter, load_router, tau_for_escalation_rate
 from routers.base import BaseRouter, RouteContext
-from training.features import features_from_context
+from routers.features import features_from_context
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ Layout::
 Loading never executes code from the files (no pickle or joblib anywhere: JSON through pydantic,
 and LightGBM's own text parser) and checks everything before the router is used: both files are
 present and valid, the schema version and model type are known, the feature names, their order
-and the feature version equal `training.features`, the model file's sha256 equals the metadata's,
+and the feature version equal `routers.features`, the model file's sha256 equals the metadata's,
 and the model's size matches the features. Each failure is a `ConfigError` with one line that
 names the file and the problem.
 
@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from reasoning.errors import ConfigError
 from reasoning.io import read_text
-from training.features import FEATURE_NAMES, FEATURE_VERSION
+from routers.features import FEATURE_NAMES, FEATURE_VERSION
 
 ROUTER_SCHEMA_VERSION = 1
 META_FILE = "router.json"
@@ -228,7 +228,7 @@ def save_router(directory: str | Path, meta: RouterMeta, model: Any) -> RouterMe
     name this module's features; model_sha256 is filled in. The directory is loaded back to check
     it; the saved metadata is returned."""
     if tuple(meta.feature_names) != FEATURE_NAMES or meta.feature_version != FEATURE_VERSION:
-        raise ConfigError("the router's feature names or version differ from training/features.py: "
+        raise ConfigError("the router's feature names or version differ from routers/features.py: "
                           "build the metadata with new_meta()")
     if meta.schema_version != ROUTER_SCHEMA_VERSION:
         raise ConfigError(f"router schema version {meta.schema_version} cannot be written: "
@@ -304,7 +304,7 @@ def _invalid(path: Path, e: ValidationError) -> ConfigError:
 def _check_features(path: Path, meta: RouterMeta) -> None:
     if meta.feature_version != FEATURE_VERSION:
         raise ConfigError(f"router file {path} was trained on feature version {meta.feature_version}, but "
-                          f"training/features.py computes version {FEATURE_VERSION}: retrain the router")
+                          f"routers/features.py computes version {FEATURE_VERSION}: retrain the router")
     names, ours = list(meta.feature_names), list(FEATURE_NAMES)
     if names == ours:
         return
@@ -313,12 +313,12 @@ def _check_features(path: Path, meta: RouterMeta) -> None:
     if extra or missing:
         parts = ([f"unknown {', '.join(extra)}"] if extra else []) + ([f"missing {', '.join(missing)}"]
                                                                      if missing else [])
-        raise ConfigError(f"router file {path} names other features than training/features.py "
+        raise ConfigError(f"router file {path} names other features than routers/features.py "
                           f"({'; '.join(parts)}): retrain the router")
     if len(names) != len(set(names)):
         raise ConfigError(f"router file {path} lists a feature twice: retrain the router")
     i = next(i for i, (a, b) in enumerate(zip(names, ours)) if a != b)
-    raise ConfigError(f"router file {path} lists the features in a different order than training/features.py "
+    raise ConfigError(f"router file {path} lists the features in a different order than routers/features.py "
                       f"(position {i}: {names[i]!r}, expected {ours[i]!r})")
 
 

@@ -1,68 +1,19 @@
-"""The Router protocol: after the draft proposes a step, keep it or escalate to the target.
+"""The base of the routers: a score and a threshold.
 
 As in RouteLLM, a router turns the situation into one float and the threshold decision is a
 concrete method of the base class, so all routers compare on one scale; each router documents
-what its score and its threshold mean. Routers never keep totals: judges and routers report
-their model calls through `RouteContext.report`, and the controller owns the accounting.
+what its score and its threshold mean. The Router protocol, `RouteContext` and `Decision` are the
+controller's (reasoning.controller) and are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any
 
-from reasoning.backends.base import Generation, Usage
+from reasoning.backends.base import Generation
+from reasoning.controller import Decision, RouteContext, Router
 from reasoning.errors import ConfigError
-from reasoning.types import Problem, Stage, Step
-
-if TYPE_CHECKING:
-    from reasoning.controller import Controller
-
-
-@dataclass
-class RouteContext:
-    problem: Problem
-    steps: list[Step]  # accepted steps before this one
-    draft: Generation | None  # the draft's proposal (None when the router does not need one)
-    draft_text: str | None  # the proposal as a step (delimiter removed)
-    step_index: int
-    in_thinking: bool
-    controller: Controller
-    step_cap: int = 256
-    reported: list[tuple[Stage, Usage]] = field(default_factory=list)
-    target_load: int | None = None  # set by load-aware routers: target calls queued or running
-    reviewing: bool = False  # set while the router reviews the target's step (the draft's is settled)
-
-    def report(self, stage: Stage | str, usage: Usage) -> None:
-        """Judges and routers call this for every model call they make. Stage "trial:draft" or
-        "trial:target" is work on the draft's step held on trial in that model's session: it is
-        charged to that model if the step is kept, to the judge if it is rejected."""
-        self.reported.append((stage, usage))
-
-
-@dataclass
-class Decision:
-    escalate: bool
-    score: float | None = None
-    # A target step the router already wrote from the same prefix. The router leaves the target
-    # session at that prefix (the step's text is not in it); the controller appends it.
-    target: Generation | None = None
-    target_score: float | None = None
-    wasted: bool | None = None  # escalated although the target's step was not judged better
-    threshold: float | None = None  # the threshold in effect (load-aware routing moves it)
-
-
-@runtime_checkable
-class Router(Protocol):
-    name: str
-    needs_draft: bool
-    needs_target: bool
-
-    def route(self, ctx: RouteContext) -> Decision: ...
-
-    def review(self, ctx: RouteContext, decision: Decision, target: Generation) -> None: ...
-
 
 # Score differences this small are numerical noise, not a better step: a near-tie keeps the draft.
 TIE_TOLERANCE = 1e-3
@@ -152,3 +103,7 @@ class BaseRouter:
 
     def __str__(self) -> str:
         return self.name
+
+
+__all__ = ["TIE_TOLERANCE", "BaseRouter", "Decision", "RouteContext", "Router", "same_step", "target_better",
+           "target_load"]

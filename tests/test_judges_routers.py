@@ -123,3 +123,15 @@ def test_bad_router_and_judge_settings_raise_one_line(name, kwargs, msg):
 def test_registry_lists_every_policy():
     assert {"draft-only", "target-only", "random", "specreason", "rsd", "oracle"} <= set(ROUTERS)
     assert make_judge("specreason").name == "specreason"
+
+
+def test_an_installed_package_adds_a_router_by_entry_point(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import reasoning.registry as registry
+
+    plugin = EntryPoint(name="plugin-draft", value="routers.draft_only:DraftOnlyRouter", group=registry.ROUTER_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [plugin] if group == registry.ROUTER_GROUP else [])
+    assert type(make_router("plugin-draft")) is ROUTERS["draft-only"]
+    with pytest.raises(ConfigError, match="unknown router 'nope': choose one of arbitrage, draft-only, .*plugin-draft"):
+        make_router("nope")

@@ -8,7 +8,7 @@ the same prefix, the judge scores the draft's step and each target step, and
     label = advantage > 0,
 
 and the solution goes on with the target's first step when label is true, the draft's otherwise.
-The features are `training.features.features_from_context(ctx)`: what exists when a router decides.
+The features are `routers.features.features_from_context(ctx)`: what exists when a router decides.
 
 K = 1 with temperature 0 uses the controller's own greedy target step; otherwise the K steps are
 sampled at the temperature, each with its own seed (from the config seed, the problem id, the step
@@ -55,8 +55,8 @@ from reasoning.errors import ConfigError
 from reasoning.specs import parse_spec
 from reasoning.types import Problem
 from routers.base import Decision, RouteContext, same_step, target_better
+from routers.features import FEATURE_NAMES, FEATURE_VERSION, features_from_context
 from routers.oracle import OracleRouter
-from training.features import FEATURE_NAMES, FEATURE_VERSION, features_from_context
 from training.traces import TargetSample, TraceRecord
 
 log = logging.getLogger(__name__)

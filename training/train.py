@@ -3,7 +3,7 @@
 `train_router(traces_dir, out_dir, ...)` reads ``traces_dir/traces.jsonl`` (one `TraceRecord` a
 line, written by `specstep collect`), and:
 
-1. checks the records: valid lines, the features of `training.features` (names, order, version),
+1. checks the records: valid lines, the features of `routers.features` (names, order, version),
    enough records, both classes, at least two problems. A problem with fewer records than its
    `n_steps` (cut short by a crash) is left out and counted;
 2. splits by problem, never by step: a seeded shuffle of the distinct problem ids, `test_fraction`
@@ -48,7 +48,7 @@ from routers.arbitrage_model import (
     new_meta,
     save_router,
 )
-from training.features import FEATURE_NAMES, FEATURE_VERSION
+from routers.features import FEATURE_NAMES, FEATURE_VERSION
 from training.traces import TRACE_SCHEMA_VERSION, TraceRecord
 
 log = logging.getLogger(__name__)
@@ -166,9 +166,9 @@ def _read_records(path: Path) -> list[tuple[int, TraceRecord]]:
             raise ConfigError(f"{where}: trace schema version {rec.schema_version}; this specstep reads version "
                               f"{TRACE_SCHEMA_VERSION}: collect again")
         if rec.feature_version != FEATURE_VERSION or tuple(rec.feature_names) != FEATURE_NAMES:
-            what = (f"feature version {rec.feature_version}, training/features.py computes {FEATURE_VERSION}"
+            what = (f"feature version {rec.feature_version}, routers/features.py computes {FEATURE_VERSION}"
                     if rec.feature_version != FEATURE_VERSION else "other feature names or order")
-            raise ConfigError(f"{where}: collected with other features than training/features.py ({what}): "
+            raise ConfigError(f"{where}: collected with other features than routers/features.py ({what}): "
                               "collect again")
         if len(rec.features) != n:
             raise ConfigError(f"{where}: {len(rec.features)} feature values for {n} feature names")
