@@ -215,6 +215,18 @@ def test_testbed_training_writes_adapters_that_load(tmp_path):
     assert [h["phase"] for h in again["history"]] == [0, 1, 2] and again["steps"] == 3
     assert read_manifest(tmp_path / "target").files != before.files
     assert train_testbed(cfg, only="target", resume=True) == {}  # nothing left to train
+    # re-sharding keeps every tensor bit for bit, and every file (header included) under the limit
+    import torch
+
+    from reasoning.testbed import load_tensors
+    from training.testbed import reshard
+
+    folder = tmp_path / "target"
+    before = load_tensors(folder, read_manifest(folder))
+    m = reshard(folder)
+    after = load_tensors(folder, read_manifest(folder))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert all((folder / f).stat().st_size < SHARD_BYTES for f in m.files)
 
 
 def test_the_readme_example_keeps_draft_steps_escalates_wrong_ones_and_is_right(pair):
