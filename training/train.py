@@ -36,8 +36,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from reasoning import jsonl
 from reasoning.errors import ConfigError
-from reasoning.io import read_text
 from routers.arbitrage_model import (
     MODEL_FILES,
     LogisticModel,
@@ -143,25 +143,25 @@ def _traces_path(traces_dir: str | Path) -> Path:
 
 
 def _read_records(path: Path) -> list[tuple[int, TraceRecord]]:
-    text = read_text(path, "traces file")
+    def parse(raw: bytes) -> TraceRecord:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"traces file {path} is not UTF-8 text") from None
+        return TraceRecord.model_validate(json.loads(text))
+
+    def bad_line(e: Exception) -> str:
+        if isinstance(e, json.JSONDecodeError):
+            return f"not valid JSON ({e.msg}, column {e.colno})"
+        err = e.errors()[0] if isinstance(e, ValidationError) else {"loc": (), "msg": str(e)}
+        loc = ".".join(str(p) for p in err["loc"])
+        return f"not a valid trace record: {loc + ': ' if loc else ''}{err['msg']}"
+
     out: list[tuple[int, TraceRecord]] = []
     n = len(FEATURE_NAMES)
-    # split on "\n" only: str.splitlines() would also split on U+2028, U+0085... inside step texts
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{where}: not valid JSON ({e.msg}, column {e.colno})") from None
-        try:
-            rec = TraceRecord.model_validate(raw)
-        except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"{where}: not a valid trace record: {loc + ': ' if loc else ''}{err['msg']}") \
-                from None
+    # read-only: train-router never changes the traces (their sha256 goes into the router file)
+    for ln in jsonl.read(path, parse, bad_line, repair=False, what="traces file").lines:
+        where, rec = f"{path}:{ln.number}", ln.value
         if rec.schema_version != TRACE_SCHEMA_VERSION:
             raise ConfigError(f"{where}: trace schema version {rec.schema_version}; this specstep reads version "
                               f"{TRACE_SCHEMA_VERSION}: collect again")
@@ -174,7 +174,7 @@ def _read_records(path: Path) -> list[tuple[int, TraceRecord]]:
             raise ConfigError(f"{where}: {len(rec.features)} feature values for {n} feature names")
         if not all(math.isfinite(x) for x in rec.features) or not math.isfinite(rec.advantage):
             raise ConfigError(f"{where}: features and advantage must be finite numbers")
-        out.append((lineno, rec))
+        out.append((ln.number, rec))
     return out
 
 
