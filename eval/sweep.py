@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from eval.records import EvalRecord, RecordWriter, config_key, read_records
 from reasoning import jsonl
 from reasoning.errors import ConfigError
+from reasoning.options import DEFAULT_DRAFT, DEFAULT_TARGET
 from reasoning.types import Problem, Solution
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,11 @@ def _verdict(cfg: SweepConfig):
     from routers.judged import as_bool
 
     o = cfg.router_options
+    # the sweep's few_shot and max_tokens when given, else Verdict's own defaults
+    kw = {k: int(cfg.limits[k]) for k in ("few_shot", "max_tokens") if cfg.limits.get(k) is not None}
     return Verdict([cfg.draft], cfg.target, m=int(o.get("verdict_m", 3)), samples=int(o.get("verdict_samples", 5)),
-                   seed=cfg.seed, few_shot=2 if cfg.limits.get("few_shot") is None else int(cfg.limits["few_shot"]),
-                   max_tokens=int(cfg.limits.get("max_tokens", 384)),
-                   skip_on_agreement=as_bool(o.get("verdict_skip", False), "router option verdict_skip"))
+                   seed=cfg.seed, skip_on_agreement=as_bool(o.get("verdict_skip", False), "router option verdict_skip"),
+                   **kw)
 
 
 class SweepConfig(BaseModel):
@@ -45,8 +47,8 @@ class SweepConfig(BaseModel):
     seed: int = 0
     synthetic_steps: int = Field(2, ge=1, le=8)
     synthetic_split: Literal["train", "val", "test"] = "test"
-    draft: str = "smollm2-135m"
-    target: str = "gemma3-270m"
+    draft: str = DEFAULT_DRAFT
+    target: str = DEFAULT_TARGET
     policies: list[str]
     thresholds: list[float] = Field(default_factory=list)
     escalation_rates: list[float] = Field(default_factory=list)

@@ -11,9 +11,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "DEFAULT_DRAFT": "reasoning.api", "DEFAULT_ROUTER": "reasoning.api", "DEFAULT_TARGET": "reasoning.api",
     "Solver": "reasoning.api", "solve": "reasoning.api", "solve_many": "reasoning.api",
-    "Limits": "reasoning.controller",
+    "DEFAULT_DRAFT": "reasoning.options", "DEFAULT_ROUTER": "reasoning.options", "DEFAULT_TARGET": "reasoning.options",
+    "Limits": "reasoning.options",
     "ConfigError": "reasoning.errors", "ModelSpecError": "reasoning.errors", "SpecstepError": "reasoning.errors",
     "ModelSpec": "reasoning.specs", "parse_spec": "reasoning.specs",
     "Costs": "reasoning.types", "Problem": "reasoning.types", "Solution": "reasoning.types",

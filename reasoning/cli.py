@@ -60,7 +60,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     """Models, the synthetic set's knobs and the solve limits shared by eval and collect."""
-    from reasoning.api import DEFAULT_DRAFT, DEFAULT_TARGET
+    from reasoning.options import DEFAULT_DRAFT, DEFAULT_TARGET
+    from reasoning.options import SWEEP_LIMITS as L
 
     p.add_argument("--draft", default=DEFAULT_DRAFT)
     p.add_argument("--target", default=DEFAULT_TARGET)
@@ -68,16 +69,16 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=2, help="steps per synthetic problem (difficulty, 1-8)")
     p.add_argument("--split", choices=("train", "val", "test"), default="test",
                    help="split of the synthetic set (default test; collect router traces on train)")
-    p.add_argument("--max-steps", type=int, default=16)
-    p.add_argument("--max-tokens", type=int, default=768)
-    p.add_argument("--step-tokens", type=int, default=128)
-    p.add_argument("--few-shot", type=int, default=None, help="worked examples in the prompt (0-3; default 2, "
+    p.add_argument("--max-steps", type=int, default=L.max_steps)
+    p.add_argument("--max-tokens", type=int, default=L.max_tokens)
+    p.add_argument("--step-tokens", type=int, default=L.step_tokens)
+    p.add_argument("--few-shot", type=int, default=L.few_shot, help="worked examples in the prompt (0-3; default 2, "
                    "0 for the testbed models)")
 
 
 def _policy_args(p: argparse.ArgumentParser) -> None:
     """Models, router and judge of solve and serve."""
-    from reasoning.api import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET
+    from reasoning.options import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET
 
     p.add_argument("--draft", default=DEFAULT_DRAFT, help=f"draft model spec (default {DEFAULT_DRAFT})")
     p.add_argument("--target", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
@@ -93,7 +94,8 @@ def _policy_args(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from reasoning.api import DEFAULT_DRAFT, DEFAULT_TARGET
+    from reasoning.options import DEFAULT_DRAFT, DEFAULT_TARGET
+    from reasoning.options import DEFAULT_LIMITS as L
 
     p = _Parser(prog="specstep", description="Step-level speculative reasoning.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress of the library")
@@ -103,13 +105,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--example", action="store_true", help=f"solve a built-in example (with the testbed pair, a "
                    f"held-out testbed problem; else: {EXAMPLE})")
     _policy_args(s)
-    s.add_argument("--max-steps", type=int, default=24)
-    s.add_argument("--max-tokens", type=int, default=1024, help="token budget of the solution")
-    s.add_argument("--step-tokens", type=int, default=256, help="token cap of one step")
-    s.add_argument("--few-shot", type=int, default=None, help="worked examples in the prompt (0-3; default 2, "
+    s.add_argument("--max-steps", type=int, default=L.max_steps)
+    s.add_argument("--max-tokens", type=int, default=L.max_tokens, help="token budget of the solution")
+    s.add_argument("--step-tokens", type=int, default=L.step_tokens, help="token cap of one step")
+    s.add_argument("--few-shot", type=int, default=L.few_shot, help="worked examples in the prompt (0-3; default 2, "
                    "0 for the testbed models)")
-    s.add_argument("--temperature", type=float, default=0.0)
-    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--temperature", type=float, default=L.temperature)
+    s.add_argument("--seed", type=int, default=L.seed)
     s.add_argument("--think", action="store_true", help="open the answer with <think> (reasoning models)")
     s.add_argument("--json", action="store_true", help="print the solution record as JSON")
     e = sub.add_parser("eval", help="run policies over a benchmark; write records, summary, curve and report")
@@ -180,10 +182,11 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--json", action="store_true", help="print the whole record as JSON")
     v = sub.add_parser("serve", help="serve the draft+target pair as an OpenAI-compatible HTTP API")
     _policy_args(v)
-    v.add_argument("--max-steps", type=int, default=24)
-    v.add_argument("--max-tokens", type=int, default=1024, help="token budget of a solution (requests may lower it)")
-    v.add_argument("--step-tokens", type=int, default=256, help="token cap of one step")
-    v.add_argument("--few-shot", type=int, default=None, help="worked examples in the prompt (0-3; default 2, "
+    v.add_argument("--max-steps", type=int, default=L.max_steps)
+    v.add_argument("--max-tokens", type=int, default=L.max_tokens,
+                   help="token budget of a solution (requests may lower it)")
+    v.add_argument("--step-tokens", type=int, default=L.step_tokens, help="token cap of one step")
+    v.add_argument("--few-shot", type=int, default=L.few_shot, help="worked examples in the prompt (0-3; default 2, "
                    "0 for the testbed models)")
     v.add_argument("--think", action="store_true", help="open the answer with <think> (reasoning models)")
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

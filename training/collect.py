@@ -52,6 +52,7 @@ from judges import Judge
 from reasoning import jsonl
 from reasoning.backends.base import Generation
 from reasoning.errors import ConfigError
+from reasoning.options import DEFAULT_DRAFT, DEFAULT_TARGET, SWEEP_LIMITS, make_limits
 from reasoning.specs import parse_spec
 from reasoning.types import Problem
 from routers.base import Decision, RouteContext, same_step, target_better
@@ -77,15 +78,15 @@ class CollectConfig(BaseModel):
     seed: int = 0  # the synthetic set's seed, and the base of the target samples' seeds
     synthetic_steps: int = Field(2, ge=1, le=8)
     synthetic_split: Literal["train", "val", "test"] = "test"
-    draft: str = "smollm2-135m"
-    target: str = "gemma3-270m"
+    draft: str = DEFAULT_DRAFT
+    target: str = DEFAULT_TARGET
     judge: str = "specreason"
     judge_options: dict[str, Any] = Field(default_factory=dict)
     target_samples: int = Field(1, ge=1, description="K: target steps written from each prefix")
     temperature: float = Field(0.0, ge=0.0, description="of the target samples; 0 = the greedy step (K = 1)")
-    max_steps: int = Field(16, ge=1)
-    max_tokens: int = Field(768, ge=1)
-    step_tokens: int = Field(128, ge=1)
+    max_steps: int = Field(SWEEP_LIMITS.max_steps, ge=1)
+    max_tokens: int = Field(SWEEP_LIMITS.max_tokens, ge=1)
+    step_tokens: int = Field(SWEEP_LIMITS.step_tokens, ge=1)
     few_shot: int | None = Field(None, ge=0, le=3)  # None: the models' default (see Solver)
 
     def identity(self) -> dict[str, Any]:
@@ -308,16 +309,10 @@ def _problems(cfg: CollectConfig) -> list[Problem]:
 
 
 def _limits(cfg: CollectConfig) -> dict[str, Any]:
-    from reasoning.controller import Limits
-
     # force_answer off: a forced final-answer step is no routing decision and the answer is not used
     kw = {"max_steps": cfg.max_steps, "max_tokens": cfg.max_tokens, "step_tokens": cfg.step_tokens,
           "few_shot": cfg.few_shot, "force_answer": False}
-    try:
-        Limits(**kw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise ConfigError(f"bad value for {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+    make_limits(**kw)  # a bad value fails here, before any model loads
     return kw
 
 
