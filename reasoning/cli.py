@@ -35,6 +35,16 @@ def example_question(draft: str, target: str) -> str:
     return generate(TESTBED_EXAMPLE + 1, steps=3, seed=0, split="test")[TESTBED_EXAMPLE].question
 
 
+def _quiet_hub_progress() -> None:
+    """No download/conversion progress bars from transformers (when it is installed: a core install
+    without the transformers extra has none to hide)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
         sys.stderr.write(f"specstep: error: {message}\n")
@@ -93,12 +103,19 @@ def _policy_args(p: argparse.ArgumentParser) -> None:
                    help="judge option, repeatable (e.g. model=DIR style=value for prm)")
 
 
+def _version() -> str:
+    import reasoning
+
+    return reasoning.__version__
+
+
 def _parser() -> argparse.ArgumentParser:
     from reasoning.options import DEFAULT_DRAFT, DEFAULT_TARGET
     from reasoning.options import DEFAULT_LIMITS as L
 
     p = _Parser(prog="specstep", description="Step-level speculative reasoning.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress of the library")
+    p.add_argument("--version", action="version", version=f"specstep {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     s = sub.add_parser("solve", help="solve one question step by step")
     s.add_argument("question", help="the question (use --example for a built-in one)", nargs="?")
@@ -254,9 +271,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     out = Console(highlight=False)
     err = Console(stderr=True)
     if not args.verbose:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+        _quiet_hub_progress()
     with err.status("loading models (the first run converts the bundled GGUF files, ~1 minute)"):
         solver = Solver(args.draft, args.target, args.router, args.threshold,
                         router_options=_solve_router_options(args), max_steps=args.max_steps,
@@ -321,9 +336,7 @@ def _cmd_verdict(args: argparse.Namespace) -> int:
     if args.samples is None and len(experts) == 1:
         args.samples = 5
     if not args.verbose:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+        _quiet_hub_progress()
     v = Verdict(experts, args.verdict_model, m=args.m, samples=args.samples, temperature=args.temperature,
                 seed=args.seed, max_tokens=args.max_tokens, path_tokens=args.path_tokens, few_shot=args.few_shot,
                 skip_on_agreement=args.skip_on_agreement)
@@ -363,9 +376,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if api_key is not None and not api_key.strip():
         raise SpecstepError("the API key is empty")
     if not args.verbose:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+        _quiet_hub_progress()
     solver = Solver(args.draft, args.target, args.router, args.threshold,
                     router_options=_solve_router_options(args), max_steps=args.max_steps,
                     max_tokens=args.max_tokens, step_tokens=args.step_tokens, few_shot=args.few_shot,
@@ -484,9 +495,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens, step_tokens=args.step_tokens, few_shot=args.few_shot,
     )
     if not args.verbose:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+        _quiet_hub_progress()
     s = collect(cfg, args.out)
     out = Console(highlight=False)
     out.print(f"{s.n_records} step records of {s.n_problems} problems in {s.traces} ({s.n_new_records} new; "
