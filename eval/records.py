@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from reasoning.errors import ConfigError
+from reasoning import jsonl
 from reasoning.types import Costs, Solution
 
 SCHEMA_VERSION = 1
@@ -52,45 +51,8 @@ def config_key(policy: str, threshold: float | None, rate: float | None) -> str:
 def read_records(path: Path) -> list[EvalRecord]:
     """Read records. A torn last line (a crash mid-write) is cut off the file; a complete last
     record without its newline gets one, so that the next append starts a new line."""
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    out: list[EvalRecord] = []
-    offset = 0
-    for n, line in enumerate(lines, start=1):
-        unterminated = n == len(lines)  # text after the last newline
-        if line.strip():
-            try:
-                out.append(EvalRecord.model_validate_json(line))
-            except (ValidationError, ValueError):
-                if not unterminated:
-                    raise ConfigError(f"{path}:{n}: not a valid evaluation record") from None
-                with path.open("r+b") as f:
-                    f.truncate(offset)
-                break
-            if unterminated:
-                with path.open("ab") as f:
-                    f.write(b"\n")
-        offset += len(line) + 1
-    return out
+    return jsonl.read_values(path, EvalRecord.model_validate_json, "not a valid evaluation record")
 
 
-class RecordWriter:
-    def __init__(self, path: Path):
-        self.path = path
-        self._f = path.open("a", encoding="utf-8")
-
-    def write(self, record: EvalRecord) -> None:
-        self._f.write(record.model_dump_json() + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> RecordWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+class RecordWriter(jsonl.Appender):
+    """Appends records to records.jsonl, each flushed and fsynced."""

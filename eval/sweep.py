@@ -4,7 +4,6 @@ record per (problem, policy, threshold), appended durably and resumable after a 
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -12,11 +11,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from eval.records import EvalRecord, RecordWriter, config_key, read_records
+from reasoning import jsonl
 from reasoning.errors import ConfigError
+from reasoning.options import DEFAULT_DRAFT, DEFAULT_TARGET
 from reasoning.types import Problem, Solution
 
 log = logging.getLogger(__name__)
 
+RUN_FILE = "run.json"  # the folder's identity: a resumed run must match it
 RATE_POLICIES = {"random", "arbitrage"}  # policies that can be set by a target escalation rate
 # Speculative Verdict in text-only mode: `verdict_samples` samples of the draft are the experts, the
 # target is the verdict model (router options verdict_samples, verdict_m, verdict_skip; defaults 5, 3 and
@@ -29,10 +31,11 @@ def _verdict(cfg: SweepConfig):
     from routers.judged import as_bool
 
     o = cfg.router_options
+    # the sweep's few_shot and max_tokens when given, else Verdict's own defaults
+    kw = {k: int(cfg.limits[k]) for k in ("few_shot", "max_tokens") if cfg.limits.get(k) is not None}
     return Verdict([cfg.draft], cfg.target, m=int(o.get("verdict_m", 3)), samples=int(o.get("verdict_samples", 5)),
-                   seed=cfg.seed, few_shot=2 if cfg.limits.get("few_shot") is None else int(cfg.limits["few_shot"]),
-                   max_tokens=int(cfg.limits.get("max_tokens", 384)),
-                   skip_on_agreement=as_bool(o.get("verdict_skip", False), "router option verdict_skip"))
+                   seed=cfg.seed, skip_on_agreement=as_bool(o.get("verdict_skip", False), "router option verdict_skip"),
+                   **kw)
 
 
 class SweepConfig(BaseModel):
@@ -44,8 +47,8 @@ class SweepConfig(BaseModel):
     seed: int = 0
     synthetic_steps: int = Field(2, ge=1, le=8)
     synthetic_split: Literal["train", "val", "test"] = "test"
-    draft: str = "smollm2-135m"
-    target: str = "gemma3-270m"
+    draft: str = DEFAULT_DRAFT
+    target: str = DEFAULT_TARGET
     policies: list[str]
     thresholds: list[float] = Field(default_factory=list)
     escalation_rates: list[float] = Field(default_factory=list)
@@ -137,13 +140,12 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, progress: bool = True) -> l
     if len(set(ids)) != len(ids):
         raise ConfigError(f"dataset {cfg.dataset!r} has duplicate problem ids; records could not be told apart")
     out.mkdir(parents=True, exist_ok=True)
-    run_file = out / "run.json"
-    if run_file.exists():
-        old = json.loads(run_file.read_text())
-        if old.get("identity") != json.loads(json.dumps(cfg.identity())):
-            raise ConfigError(f"{out} holds results of a different run (dataset, models, limits or seed differ): "
-                              "use a new --out folder")
-    run_file.write_text(json.dumps({"identity": cfg.identity(), "config": cfg.model_dump()}, indent=2))
+    run_file = out / RUN_FILE
+    jsonl.check_identity(run_file, cfg.identity(),
+                         differs=f"{out} holds results of a different run (dataset, models, limits or seed differ): "
+                                 "use a new --out folder",
+                         unreadable=f"{run_file} is not a run file: use a new --out folder")
+    jsonl.write_identity(run_file, cfg.identity(), config=cfg.model_dump())
 
     records_path = out / "records.jsonl"
     existing = read_records(records_path)

@@ -7,7 +7,7 @@ import importlib
 from typing import Any
 
 from judges.base import Judge
-from reasoning.errors import ConfigError
+from reasoning.errors import BackendUnavailableError, ConfigError
 
 # name -> "module:Class"; imported on use so that `import judges` stays light.
 JUDGES: dict[str, str] = {
@@ -25,7 +25,14 @@ def make_judge(name: str | Judge, **options: Any) -> Judge:
         raise ConfigError(f"unknown judge {name!r}: choose one of {', '.join(sorted(JUDGES))}")
     module, _, cls = target.partition(":")
     try:
-        return getattr(importlib.import_module(module), cls)(**options)
+        judge_class = getattr(importlib.import_module(module), cls)
+    except ImportError as e:  # the PRM judge runs on transformers, an extra
+        if (e.name or "").split(".")[0] in ("torch", "transformers"):
+            raise BackendUnavailableError(f"judge {name!r} needs {e.name.split('.')[0]}, which is not installed: "
+                                          'pip install "specstep[transformers]"') from None
+        raise
+    try:
+        return judge_class(**options)
     except TypeError as e:
         raise ConfigError(f"bad option for judge {name!r}: {e}") from None
 

@@ -11,9 +11,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "DEFAULT_DRAFT": "reasoning.api", "DEFAULT_ROUTER": "reasoning.api", "DEFAULT_TARGET": "reasoning.api",
     "Solver": "reasoning.api", "solve": "reasoning.api", "solve_many": "reasoning.api",
-    "Limits": "reasoning.controller",
+    "DEFAULT_DRAFT": "reasoning.options", "DEFAULT_ROUTER": "reasoning.options", "DEFAULT_TARGET": "reasoning.options",
+    "Limits": "reasoning.options",
     "ConfigError": "reasoning.errors", "ModelSpecError": "reasoning.errors", "SpecstepError": "reasoning.errors",
     "ModelSpec": "reasoning.specs", "parse_spec": "reasoning.specs",
     "Costs": "reasoning.types", "Problem": "reasoning.types", "Solution": "reasoning.types",
@@ -22,7 +22,19 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
+def _version() -> str:
+    """The installed distribution's version; "0+unknown" when run from a checkout that is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("specstep")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        return _version()
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'reasoning' has no attribute {name!r}")

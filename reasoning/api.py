@@ -6,31 +6,17 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic import ValidationError
-
 from reasoning.backends import load_backend
 from reasoning.batching import LOCKSTEP, run_threads
-from reasoning.controller import Controller, Limits, Router
+from reasoning.controller import Controller, Router
 from reasoning.errors import ConfigError
+from reasoning.options import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET, Limits, make_limits
 from reasoning.prompts import check_question
 from reasoning.registry import make_router
 from reasoning.specs import ModelSpec, default_few_shot, parse_spec
 from reasoning.types import Problem, Solution, SolveConfig, Step
 
 log = logging.getLogger(__name__)
-
-DEFAULT_DRAFT = "smollm2-135m"
-DEFAULT_TARGET = "gemma3-270m"
-DEFAULT_ROUTER = "target-only"
-
-
-def _limits(kw: dict[str, Any]) -> Limits:
-    try:
-        return Limits(**kw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        name = ".".join(str(p) for p in err["loc"]) or "limits"
-        raise ConfigError(f"bad value for {name}: {err['msg']}") from None
 
 
 class Solver:
@@ -45,7 +31,7 @@ class Solver:
         self.target_spec = parse_spec(target) if isinstance(target, str) else target
         if limits.get("few_shot") is None:
             limits["few_shot"] = default_few_shot(self.target_spec, self.draft_spec)
-        self.limits = _limits(limits)
+        self.limits = make_limits(**limits)
         router_options = dict(router_options or {})
         if router == "arbitrage" and "model" not in router_options and any(
                 s.alias is not None and s.alias.base is not None for s in (self.draft_spec, self.target_spec)):
@@ -71,7 +57,7 @@ class Solver:
         check_question(problem.question)
         if limits.get("few_shot", 0) is None:
             limits.pop("few_shot")
-        lim = _limits({**self.limits.model_dump(), **limits}) if limits else self.limits
+        lim = make_limits(**{**self.limits.model_dump(), **limits}) if limits else self.limits
         controller = Controller(self.draft, self.target, self.router, lim, self.config(lim))
         with LOCKSTEP.worker():  # solves running side by side batch their engine calls
             return controller.run(problem, on_step=on_step)

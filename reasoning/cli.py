@@ -35,6 +35,16 @@ def example_question(draft: str, target: str) -> str:
     return generate(TESTBED_EXAMPLE + 1, steps=3, seed=0, split="test")[TESTBED_EXAMPLE].question
 
 
+def _quiet_hub_progress() -> None:
+    """No download/conversion progress bars from transformers (when it is installed: a core install
+    without the transformers extra has none to hide)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
         sys.stderr.write(f"specstep: error: {message}\n")
@@ -60,7 +70,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     """Models, the synthetic set's knobs and the solve limits shared by eval and collect."""
-    from reasoning.api import DEFAULT_DRAFT, DEFAULT_TARGET
+    from reasoning.options import DEFAULT_DRAFT, DEFAULT_TARGET
+    from reasoning.options import SWEEP_LIMITS as L
 
     p.add_argument("--draft", default=DEFAULT_DRAFT)
     p.add_argument("--target", default=DEFAULT_TARGET)
@@ -68,16 +79,16 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=2, help="steps per synthetic problem (difficulty, 1-8)")
     p.add_argument("--split", choices=("train", "val", "test"), default="test",
                    help="split of the synthetic set (default test; collect router traces on train)")
-    p.add_argument("--max-steps", type=int, default=16)
-    p.add_argument("--max-tokens", type=int, default=768)
-    p.add_argument("--step-tokens", type=int, default=128)
-    p.add_argument("--few-shot", type=int, default=None, help="worked examples in the prompt (0-3; default 2, "
+    p.add_argument("--max-steps", type=int, default=L.max_steps)
+    p.add_argument("--max-tokens", type=int, default=L.max_tokens)
+    p.add_argument("--step-tokens", type=int, default=L.step_tokens)
+    p.add_argument("--few-shot", type=int, default=L.few_shot, help="worked examples in the prompt (0-3; default 2, "
                    "0 for the testbed models)")
 
 
 def _policy_args(p: argparse.ArgumentParser) -> None:
     """Models, router and judge of solve and serve."""
-    from reasoning.api import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET
+    from reasoning.options import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET
 
     p.add_argument("--draft", default=DEFAULT_DRAFT, help=f"draft model spec (default {DEFAULT_DRAFT})")
     p.add_argument("--target", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
@@ -92,24 +103,32 @@ def _policy_args(p: argparse.ArgumentParser) -> None:
                    help="judge option, repeatable (e.g. model=DIR style=value for prm)")
 
 
+def _version() -> str:
+    import reasoning
+
+    return reasoning.__version__
+
+
 def _parser() -> argparse.ArgumentParser:
-    from reasoning.api import DEFAULT_DRAFT, DEFAULT_TARGET
+    from reasoning.options import DEFAULT_DRAFT, DEFAULT_TARGET
+    from reasoning.options import DEFAULT_LIMITS as L
 
     p = _Parser(prog="specstep", description="Step-level speculative reasoning.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress of the library")
+    p.add_argument("--version", action="version", version=f"specstep {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     s = sub.add_parser("solve", help="solve one question step by step")
     s.add_argument("question", help="the question (use --example for a built-in one)", nargs="?")
     s.add_argument("--example", action="store_true", help=f"solve a built-in example (with the testbed pair, a "
                    f"held-out testbed problem; else: {EXAMPLE})")
     _policy_args(s)
-    s.add_argument("--max-steps", type=int, default=24)
-    s.add_argument("--max-tokens", type=int, default=1024, help="token budget of the solution")
-    s.add_argument("--step-tokens", type=int, default=256, help="token cap of one step")
-    s.add_argument("--few-shot", type=int, default=None, help="worked examples in the prompt (0-3; default 2, "
+    s.add_argument("--max-steps", type=int, default=L.max_steps)
+    s.add_argument("--max-tokens", type=int, default=L.max_tokens, help="token budget of the solution")
+    s.add_argument("--step-tokens", type=int, default=L.step_tokens, help="token cap of one step")
+    s.add_argument("--few-shot", type=int, default=L.few_shot, help="worked examples in the prompt (0-3; default 2, "
                    "0 for the testbed models)")
-    s.add_argument("--temperature", type=float, default=0.0)
-    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--temperature", type=float, default=L.temperature)
+    s.add_argument("--seed", type=int, default=L.seed)
     s.add_argument("--think", action="store_true", help="open the answer with <think> (reasoning models)")
     s.add_argument("--json", action="store_true", help="print the solution record as JSON")
     e = sub.add_parser("eval", help="run policies over a benchmark; write records, summary, curve and report")
@@ -180,10 +199,11 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--json", action="store_true", help="print the whole record as JSON")
     v = sub.add_parser("serve", help="serve the draft+target pair as an OpenAI-compatible HTTP API")
     _policy_args(v)
-    v.add_argument("--max-steps", type=int, default=24)
-    v.add_argument("--max-tokens", type=int, default=1024, help="token budget of a solution (requests may lower it)")
-    v.add_argument("--step-tokens", type=int, default=256, help="token cap of one step")
-    v.add_argument("--few-shot", type=int, default=None, help="worked examples in the prompt (0-3; default 2, "
+    v.add_argument("--max-steps", type=int, default=L.max_steps)
+    v.add_argument("--max-tokens", type=int, default=L.max_tokens,
+                   help="token budget of a solution (requests may lower it)")
+    v.add_argument("--step-tokens", type=int, default=L.step_tokens, help="token cap of one step")
+    v.add_argument("--few-shot", type=int, default=L.few_shot, help="worked examples in the prompt (0-3; default 2, "
                    "0 for the testbed models)")
     v.add_argument("--think", action="store_true", help="open the answer with <think> (reasoning models)")
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -251,9 +271,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     out = Console(highlight=False)
     err = Console(stderr=True)
     if not args.verbose:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+        _quiet_hub_progress()
     with err.status("loading models (the first run converts the bundled GGUF files, ~1 minute)"):
         solver = Solver(args.draft, args.target, args.router, args.threshold,
                         router_options=_solve_router_options(args), max_steps=args.max_steps,
@@ -318,9 +336,7 @@ def _cmd_verdict(args: argparse.Namespace) -> int:
     if args.samples is None and len(experts) == 1:
         args.samples = 5
     if not args.verbose:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+        _quiet_hub_progress()
     v = Verdict(experts, args.verdict_model, m=args.m, samples=args.samples, temperature=args.temperature,
                 seed=args.seed, max_tokens=args.max_tokens, path_tokens=args.path_tokens, few_shot=args.few_shot,
                 skip_on_agreement=args.skip_on_agreement)
@@ -360,9 +376,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if api_key is not None and not api_key.strip():
         raise SpecstepError("the API key is empty")
     if not args.verbose:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+        _quiet_hub_progress()
     solver = Solver(args.draft, args.target, args.router, args.threshold,
                     router_options=_solve_router_options(args), max_steps=args.max_steps,
                     max_tokens=args.max_tokens, step_tokens=args.step_tokens, few_shot=args.few_shot,
@@ -481,9 +495,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens, step_tokens=args.step_tokens, few_shot=args.few_shot,
     )
     if not args.verbose:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
+        _quiet_hub_progress()
     s = collect(cfg, args.out)
     out = Console(highlight=False)
     out.print(f"{s.n_records} step records of {s.n_problems} problems in {s.traces} ({s.n_new_records} new; "

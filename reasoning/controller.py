@@ -16,46 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from reasoning.answers import extract_answer, last_boxed
 from reasoning.backends.base import Backend, Generation, Session, Usage
 from reasoning.errors import ConfigError
-from reasoning.prompts import PLAIN_STOPS, Prompt
+from reasoning.options import Limits  # re-exported: the loop's budgets live in reasoning.options
+from reasoning.prompts import Prompt
 from reasoning.segmenter import Segmenter
 from reasoning.types import Costs, Problem, Solution, SolveConfig, Stage, StageCost, Step, StopReason
 
 log = logging.getLogger(__name__)
 
 FORCED_PREFIX = "The answer is \\boxed{"
-
-
-class Limits(BaseModel):
-    """Budgets and sampling settings of one solve."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_steps: int = Field(24, ge=1)
-    max_tokens: int = Field(1024, ge=1, description="budget for the solution's tokens")
-    step_tokens: int = Field(256, ge=1, description="token cap of one step")
-    delimiter: str = Field("\n\n", min_length=1)
-    temperature: float = Field(0.0, ge=0.0)
-    seed: int | None = None
-    few_shot: int | None = Field(None, ge=0, le=3, description="worked examples; None: the models' default "
-                                 "(2, or 0 for the testbed models)")
-    think: bool = Field(False, description="open the answer with <think> (reasoning models)")
-    stop_on_answer: bool = True
-    stop_on_repeat: bool = True
-    end_stops: tuple[str, ...] = Field(PLAIN_STOPS, description="strings that end the whole solution")
-    force_answer: bool = True
-    forced_answer_tokens: int = Field(24, ge=1)
-    ignore_eos: bool = Field(False, description="keep generating past end of sequence (benchmarks)")
-
-    @model_validator(mode="after")
-    def _check(self) -> Limits:
-        if self.step_tokens > self.max_tokens:
-            self.step_tokens = self.max_tokens
-        return self
 
 
 # The contract between the loop and a router: after the draft proposes a step, the controller asks

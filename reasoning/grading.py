@@ -29,20 +29,32 @@ Comparison, by the kind of gold answer:
   after whitespace and punctuation normalisation; two values that both read as numbers (``5/2`` and
   ``2.5``) compare by value. ``method="text"`` (``"numeric"`` for the by-value match).
 
-math-verify bounds its parsing and comparison time with ``signal.alarm``, which works only in the
-main thread of the main interpreter. :func:`grade` must therefore be called from the main thread
-whenever math-verify is needed (LaTeX golds, and numeric golds whose prediction is not a plain
-number after normalisation); it raises :class:`RuntimeError` elsewhere rather than returning a
-silently wrong grade (math-verify itself would log the error and answer False). Grading does not
-measure or report time.
+math-verify bounds its parsing and comparison time (5 seconds each) with ``signal.alarm``, which
+works only in the main thread. :func:`grade` can be called from any thread and gives the same grade
+everywhere: in the main thread math-verify runs here, as it always did; in any other thread it runs
+in a helper process (``python -c``, started on first use, one per process, answering one request at
+a time), in that process's main thread with the same timeouts. A timeout that must interrupt
+Python's big-number arithmetic (``10^{10^{10}}``) needs a signal, and only a main thread receives
+one: passing math-verify ``parsing_timeout=None`` / ``timeout_seconds=None`` in a worker thread would
+let such an answer hang it (and eat memory) without end. If the helper does not answer within
+``HELPER_SECONDS`` it is killed (a new one starts on the next call) and the comparison is False, as a
+timeout is. On Windows math-verify's timeouts use processes and work in any thread, so it runs here.
+Grading does not measure or report time.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import math
+import os
 import re
+import select
+import subprocess
+import sys
 import threading
 from fractions import Fraction
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -153,13 +165,8 @@ def _normalize_latex(text: str) -> str:
 
 # --------------------------------------------------------------------------- math-verify
 
-def _math_verify(pred: str, gold: str) -> bool | None:
-    """True/False from math-verify; None when it could not read the gold or the prediction."""
-    if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError(
-            "grade needs math-verify for LaTeX answers, and math-verify times out with "
-            "signal.alarm, which only works in the main thread: grade in the main thread"
-        )
+def _math_verify_here(pred: str, gold: str) -> bool | None:
+    """math-verify in this thread, with its own signal-based timeouts (a main thread, or Windows)."""
     from math_verify import parse, verify
 
     gold_parsed = parse(f"${gold}$")
@@ -169,6 +176,76 @@ def _math_verify(pred: str, gold: str) -> bool | None:
     if not pred_parsed:
         return None
     return bool(verify(gold_parsed, pred_parsed))
+
+
+# The helper process: reads [pred, gold] JSON lines, answers true/false/null lines.
+HELPER_SECONDS = 120.0
+_HELPER_CODE = (
+    "import json, sys\n"
+    "sys.path.insert(0, {root!r})\n"
+    "from reasoning.grading import _math_verify_here\n"
+    "for line in sys.stdin:\n"
+    "    pred, gold = json.loads(line)\n"
+    "    sys.stdout.write(json.dumps(_math_verify_here(pred, gold)) + '\\n')\n"
+    "    sys.stdout.flush()\n"
+)
+
+
+class _Helper:
+    """One helper process, shared by the threads of this process (a lock serialises the requests)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        root = str(Path(__file__).resolve().parent.parent)
+        return subprocess.Popen([sys.executable, "-c", _HELPER_CODE.format(root=root)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, encoding="utf-8", bufsize=1)
+
+    def _stop(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def ask(self, pred: str, gold: str) -> bool | None:
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._proc = self._start()
+            proc = self._proc
+            try:
+                proc.stdin.write(json.dumps([pred, gold]) + "\n")
+                proc.stdin.flush()
+                ready, _, _ = select.select([proc.stdout], [], [], HELPER_SECONDS)
+                line = proc.stdout.readline() if ready else ""
+            except OSError:
+                line = ""
+            if not line:  # no answer in time, or the helper died (out of memory on a huge number)
+                self._stop()
+                return False
+            return json.loads(line)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._proc is not None:
+                self._proc.stdin.close()  # the helper's loop ends at end of input
+                try:
+                    self._proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+                self._stop()
+
+
+_HELPER = _Helper()
+atexit.register(_HELPER.close)
+
+
+def _math_verify(pred: str, gold: str) -> bool | None:
+    """True/False from math-verify; None when it could not read the gold or the prediction. Any thread."""
+    if threading.current_thread() is threading.main_thread() or os.name != "posix":
+        return _math_verify_here(pred, gold)
+    return _HELPER.ask(pred, gold)
 
 
 # --------------------------------------------------------------------------- grading
@@ -243,7 +320,7 @@ def grade(solution_text_or_answer: str, gold: str, answer_format: str | None = N
     """Grade a solution text (or an already extracted answer) against ``gold``.
 
     ``answer_format`` is the unified schema's ``integer``, ``number``, ``latex`` or ``text``; None
-    infers it (a plain number is numeric, plain words are text, anything else LaTeX). Call from the main thread (see the
+    infers it (a plain number is numeric, plain words are text, anything else LaTeX). Any thread (see the
     module docstring).
     """
     gold = str(gold).strip()

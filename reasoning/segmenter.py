@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from reasoning.answers import has_final_answer
 from reasoning.backends.base import Generation
+from reasoning.options import DEFAULT_LIMITS
 from reasoning.types import StepEnd
 
 
@@ -25,8 +26,8 @@ class Cut:
 
 @dataclass(frozen=True)
 class Segmenter:
-    delimiter: str = "\n\n"
-    step_tokens: int = 256
+    delimiter: str = DEFAULT_LIMITS.delimiter
+    step_tokens: int = DEFAULT_LIMITS.step_tokens
     think_open: str = "<think>"
     think_close: str = "</think>"
     end_stops: tuple[str, ...] = ()  # strings that end the whole solution (a base model's "\nQuestion:")

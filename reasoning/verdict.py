@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasoning.answers import answers_match, extract_answer, last_boxed
 from reasoning.backends import Backend, Session, load_backend
 from reasoning.errors import ConfigError
+from reasoning.options import DEFAULT_DRAFT, DEFAULT_TARGET
 from reasoning.prompts import FEW_SHOT, MATH_SYSTEM, PLAIN_STOPS, Prompt, check_question
 from reasoning.specs import ModelSpec, parse_spec
 from reasoning.types import Costs, Problem, Solution, SolveConfig, StageCost, Step
@@ -330,8 +331,8 @@ class Verdict:
         return self.run(problem).to_solution(problem)
 
 
-def verdict(question: str | Problem, images: Sequence[Any] = (), experts: Sequence[str] = ("smollm2-135m",),
-            verdict_model: str = "gemma3-270m", m: int = 3, samples: int | None = None,
+def verdict(question: str | Problem, images: Sequence[Any] = (), experts: Sequence[str] = (DEFAULT_DRAFT,),
+            verdict_model: str = DEFAULT_TARGET, m: int = 3, samples: int | None = None,
             **options: Any) -> VerdictResult:
     """Speculative Verdict for one question (optionally about images); see the module docstring.
 

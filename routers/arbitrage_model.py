@@ -25,9 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import platform
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -37,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from reasoning import jsonl
 from reasoning.errors import ConfigError
 from reasoning.io import read_text
 from routers.features import FEATURE_NAMES, FEATURE_VERSION
@@ -195,18 +194,6 @@ def tau_for_escalation_rate(meta: RouterMeta, rate: float) -> float:
 # ---------------------------------------------------------------- saving
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; router files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _model_bytes(meta: RouterMeta, model: Any) -> bytes:
     if meta.model_type == "logistic":
         if not isinstance(model, LogisticModel):
@@ -236,10 +223,10 @@ def save_router(directory: str | Path, meta: RouterMeta, model: Any) -> RouterMe
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     data = _model_bytes(meta, model)
-    _write_atomic(d / MODEL_FILES[meta.model_type], data)
+    jsonl.replace(d / MODEL_FILES[meta.model_type], data)
     meta = meta.model_copy(update={"model_sha256": hashlib.sha256(data).hexdigest()})
     RouterMeta.model_validate(meta.model_dump())
-    _write_atomic(d / META_FILE, (meta.model_dump_json(indent=2) + "\n").encode())
+    jsonl.replace(d / META_FILE, (meta.model_dump_json(indent=2) + "\n").encode())
     load_router(d)
     return meta
 

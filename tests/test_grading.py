@@ -1,14 +1,15 @@
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
 import pytest
 
 from eval.grading import Grade, grade, normalize_text, to_number
+from reasoning import grading
 
 PI_TUPLE = "\\left( 3, \\frac{\\pi}{2} \\right)"
 
 
-@pytest.mark.parametrize("pred,gold,fmt", [
+CORRECT = [
     ("1,000", "1000", "integer"),
     ("The total is 1,250 apples.", "1250", "integer"),
     ("$18", "18", "integer"),
@@ -48,13 +49,16 @@ PI_TUPLE = "\\left( 3, \\frac{\\pi}{2} \\right)"
     ("\\boxed{\\text{Yes}}", "Yes", "text"),
     ("3 : 4", "3:4", "text"),
     ("\\boxed{\\frac{5}{2}}", "5/2", "text"),
-])
+]
+
+
+@pytest.mark.parametrize("pred,gold,fmt", CORRECT)
 def test_correct_answers(pred, gold, fmt):
     g = grade(pred, gold, fmt)
     assert g.correct, g
 
 
-@pytest.mark.parametrize("pred,gold,fmt", [
+WRONG = [
     ("\\boxed{3}", "4", "integer"),
     ("She has 17 apples left.", "18", "integer"),
     ("\\boxed{4.9999999}", "5", "integer"),
@@ -69,7 +73,10 @@ def test_correct_answers(pred, gold, fmt):
     ("\\boxed{No}", "Yes", "text"),
     ("\\boxed{3:40 p.m.}", "3:30 p.m.", "text"),
     ("\\boxed{5 apples and 3 pears}", "5", "integer"),
-])
+]
+
+
+@pytest.mark.parametrize("pred,gold,fmt", WRONG)
 def test_wrong_answers(pred, gold, fmt):
     g = grade(pred, gold, fmt)
     assert not g.correct, g
@@ -148,19 +155,27 @@ def test_grade_round_trips_as_json():
     assert Grade.model_validate_json(g.model_dump_json()) == g
 
 
-def test_latex_grading_refuses_other_threads():
-    # math-verify's timeouts use signal.alarm, which only works in the main thread
-    out = {}
+def test_grades_are_the_same_in_worker_threads():
+    # math-verify's timeouts use signal.alarm (main thread only): other threads use a helper process
+    cases = CORRECT + WRONG
+    here = [grade(*c) for c in cases]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda c: grade(*c), cases))
+    assert threaded == here
+    assert any(g.method == "math_verify" for g in threaded) and any(g.method == "numeric" for g in threaded)
 
-    def work():
-        out["numeric"] = grade("\\boxed{12}", "12", "integer").correct
-        try:
-            grade("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}", "latex")
-        except RuntimeError as e:
-            out["error"] = str(e)
 
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
-    assert out["numeric"] is True
-    assert "main thread" in out["error"]
+def test_a_hanging_comparison_is_bounded_in_a_worker_thread():
+    # 10^(10^10) never finishes: math-verify's 5-second timeout (a signal) must still cut it off
+    with ThreadPoolExecutor(1) as pool:
+        g = pool.submit(grade, "\\boxed{10^{10^{10}}}", "12", "latex").result(timeout=60)
+    assert g == Grade(correct=False, extracted="10^{10^{10}}", rule="boxed", method="math_verify")
+
+
+def test_a_helper_that_does_not_answer_is_replaced(monkeypatch):
+    monkeypatch.setattr(grading, "HELPER_SECONDS", 0.5)
+    with ThreadPoolExecutor(1) as pool:  # the comparison times out after 5 s: the guard kills the helper first
+        assert not pool.submit(grade, "\\boxed{10^{10^{10}}}", "12", "latex").result(timeout=60).correct
+    monkeypatch.setattr(grading, "HELPER_SECONDS", 60.0)
+    with ThreadPoolExecutor(1) as pool:  # a new helper answers the next request
+        assert pool.submit(grade, "\\boxed{0.5}", "\\frac{1}{2}", "latex").result(timeout=60).correct

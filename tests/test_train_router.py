@@ -104,6 +104,29 @@ def test_ranks_auc_and_spearman_handle_ties():
     assert spearman([1, 2, float("nan"), 3], [1, 2, 0, 3]) == pytest.approx(1.0)  # nan rows dropped
 
 
+def test_auc_and_spearman_match_a_brute_force_count_on_ties():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(4, 40))
+        scores = rng.integers(0, 4, n) / 3  # few distinct values: many ties
+        labels = rng.random(n) < 0.5
+        pos, neg = scores[labels], scores[~labels]
+        if not pos.size or not neg.size:
+            assert roc_auc(labels, scores) is None
+            continue
+        pairs = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)  # every (positive, negative) pair
+        assert roc_auc(labels, scores) == pytest.approx(pairs / (pos.size * neg.size), abs=1e-12)
+        other = rng.integers(0, 3, n).astype(float)
+        # Spearman's rho by hand: Pearson correlation of the average ranks, ranks counted pair by pair
+        def ranks(v):
+            return np.array([np.sum(v < x) + (np.sum(v == x) + 1) / 2 for x in v])
+        ra, rb = ranks(scores), ranks(other)
+        if ra.std() == 0 or rb.std() == 0:
+            assert spearman(scores, other) is None
+            continue
+        assert spearman(scores, other) == pytest.approx(float(np.corrcoef(ra, rb)[0, 1]), abs=1e-12)
+
+
 def test_split_and_balance_are_seeded():
     ids = [f"p{i}" for i in range(10)]
     train, test = split_problems(ids * 3, 0.25, seed=1)

@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 import zlib
 from collections.abc import Callable
@@ -50,8 +49,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from judges import Judge
+from reasoning import jsonl
 from reasoning.backends.base import Generation
 from reasoning.errors import ConfigError
+from reasoning.options import DEFAULT_DRAFT, DEFAULT_TARGET, SWEEP_LIMITS, make_limits
 from reasoning.specs import parse_spec
 from reasoning.types import Problem
 from routers.base import Decision, RouteContext, same_step, target_better
@@ -77,15 +78,15 @@ class CollectConfig(BaseModel):
     seed: int = 0  # the synthetic set's seed, and the base of the target samples' seeds
     synthetic_steps: int = Field(2, ge=1, le=8)
     synthetic_split: Literal["train", "val", "test"] = "test"
-    draft: str = "smollm2-135m"
-    target: str = "gemma3-270m"
+    draft: str = DEFAULT_DRAFT
+    target: str = DEFAULT_TARGET
     judge: str = "specreason"
     judge_options: dict[str, Any] = Field(default_factory=dict)
     target_samples: int = Field(1, ge=1, description="K: target steps written from each prefix")
     temperature: float = Field(0.0, ge=0.0, description="of the target samples; 0 = the greedy step (K = 1)")
-    max_steps: int = Field(16, ge=1)
-    max_tokens: int = Field(768, ge=1)
-    step_tokens: int = Field(128, ge=1)
+    max_steps: int = Field(SWEEP_LIMITS.max_steps, ge=1)
+    max_tokens: int = Field(SWEEP_LIMITS.max_tokens, ge=1)
+    step_tokens: int = Field(SWEEP_LIMITS.step_tokens, ge=1)
     few_shot: int | None = Field(None, ge=0, le=3)  # None: the models' default (see Solver)
 
     def identity(self) -> dict[str, Any]:
@@ -224,38 +225,6 @@ class CollectingOracle(OracleRouter):
 
 # --------------------------------------------------------------------------- files
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _append(path: Path, data: bytes) -> None:
-    """One write call, then flush and fsync."""
-    with path.open("ab") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Atomically make `path` hold `data` (temp file in the same folder, fsync, os.replace)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 @dataclass
 class Repair:
     """What reading the folder found and fixed."""
@@ -263,13 +232,6 @@ class Repair:
     torn_lines: int = 0
     removed_records: int = 0  # records of problems cut short
     removed_problems: list[str] = field(default_factory=list)
-
-
-def _lines(raw: bytes) -> tuple[list[bytes], bytes]:
-    """Complete lines (newline included) and the text after the last newline."""
-    cut = raw.rfind(b"\n") + 1
-    body, tail = raw[:cut], raw[cut:]
-    return [line + b"\n" for line in body.split(b"\n")[:-1]], tail
 
 
 def read_traces(path: Path, repair: Repair | None = None) -> list[TraceRecord]:
@@ -281,29 +243,11 @@ def read_traces(path: Path, repair: Repair | None = None) -> list[TraceRecord]:
     repair = repair if repair is not None else Repair()
     if not path.exists():
         return []
-    raw = path.read_bytes()
-    lines, tail = _lines(raw)
-    if tail.strip():
-        try:
-            TraceRecord.model_validate_json(tail)
-            lines.append(tail + b"\n")
-        except (ValidationError, ValueError):
-            repair.torn_lines += 1
-    elif tail:
-        repair.torn_lines += 1
-    parsed: list[tuple[bytes, TraceRecord | None]] = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            parsed.append((line, None))
-            continue
-        try:
-            parsed.append((line, TraceRecord.model_validate_json(line)))
-        except (ValidationError, ValueError):
-            raise ConfigError(f"{path}:{n}: not a valid trace record") from None
+    got = jsonl.read(path, TraceRecord.model_validate_json, "not a valid trace record")
+    repair.torn_lines += 1 if got.torn else 0
     groups: dict[str, list[TraceRecord]] = {}
-    for _, rec in parsed:
-        if rec is not None:
-            groups.setdefault(rec.problem_id, []).append(rec)
+    for rec in got.values:
+        groups.setdefault(rec.problem_id, []).append(rec)
     incomplete: set[str] = set()
     for pid, recs in groups.items():
         idx = [r.step_index for r in recs]
@@ -313,42 +257,25 @@ def read_traces(path: Path, repair: Repair | None = None) -> list[TraceRecord]:
                               "the file was not written by this collector alone")
         if len(recs) < next(iter(ns)):
             incomplete.add(pid)
-    keep = [(line, rec) for line, rec in parsed if rec is not None and rec.problem_id not in incomplete]
+    keep = [x for x in got.lines if x.value.problem_id not in incomplete]
     repair.removed_records = sum(len(groups[p]) for p in incomplete)
     repair.removed_problems = sorted(incomplete)
-    data = b"".join(line for line, _ in keep)
-    if data != raw:  # every kept line is kept byte for byte
-        _replace(path, data)
-    return [rec for _, rec in keep if rec is not None]
+    data = b"".join(x.raw + b"\n" for x in keep)
+    if data != path.read_bytes():  # every kept line is kept byte for byte; blank lines go
+        jsonl.replace(path, data)
+    return [x.value for x in keep]
+
+
+def _problem_id(raw: bytes) -> str:
+    value = json.loads(raw)
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    return value
 
 
 def read_done(path: Path) -> list[str]:
     """The ids in done.txt; a torn last line is cut off."""
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    lines, tail = _lines(raw)
-    ids = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            raise ConfigError(f"{path}:{n}: not a problem id (a JSON string)") from None
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}:{n}: not a problem id (a JSON string)")
-        ids.append(value)
-    if tail:
-        with path.open("r+b") as f:
-            f.truncate(len(raw) - len(tail))
-            f.flush()
-            os.fsync(f.fileno())
-    return ids
-
-
-def _done_line(problem_id: str) -> bytes:
-    return (json.dumps(problem_id) + "\n").encode()
+    return jsonl.read_values(path, _problem_id, "not a problem id (a JSON string)")
 
 
 # --------------------------------------------------------------------------- the run
@@ -382,16 +309,10 @@ def _problems(cfg: CollectConfig) -> list[Problem]:
 
 
 def _limits(cfg: CollectConfig) -> dict[str, Any]:
-    from reasoning.controller import Limits
-
     # force_answer off: a forced final-answer step is no routing decision and the answer is not used
     kw = {"max_steps": cfg.max_steps, "max_tokens": cfg.max_tokens, "step_tokens": cfg.step_tokens,
           "few_shot": cfg.few_shot, "force_answer": False}
-    try:
-        Limits(**kw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise ConfigError(f"bad value for {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+    make_limits(**kw)  # a bad value fails here, before any model loads
     return kw
 
 
@@ -426,29 +347,24 @@ def collect(config: CollectConfig | dict[str, Any], out_dir: str | Path, progres
         raise ConfigError(f"cannot create output folder {out}: {e.strerror}") from None
     cfg_path, traces_path, done_path = out / CONFIG_FILE, out / TRACES_FILE, out / DONE_FILE
     identity = cfg.identity()
-    if cfg_path.exists():
-        try:
-            old = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise ConfigError(f"{cfg_path} is not a collect config: use a new --out folder") from None
-        if not isinstance(old, dict) or old.get("identity") != identity:
-            raise ConfigError(f"{out} holds traces of a different collection (dataset, limit, seed, models, judge, "
-                              "samples, temperature or limits differ): use a new --out folder")
-    else:
+    if not jsonl.check_identity(
+            cfg_path, identity, unreadable=f"{cfg_path} is not a collect config: use a new --out folder",
+            differs=f"{out} holds traces of a different collection (dataset, limit, seed, models, judge, "
+                    "samples, temperature or limits differ): use a new --out folder"):
         if traces_path.exists() or done_path.exists():
             raise ConfigError(f"{out} holds traces without {CONFIG_FILE}: use a new --out folder")
-        _replace(cfg_path, (json.dumps({"identity": identity}, indent=2) + "\n").encode())
+        jsonl.write_identity(cfg_path, identity)
 
     repair = Repair()
     existing = read_traces(traces_path, repair)
-    if repair.torn_lines or repair.removed_records:
-        log.warning("%s: cut off %d torn line(s), removed %d record(s) of %d problem(s) cut short", traces_path,
-                    repair.torn_lines, repair.removed_records, len(repair.removed_problems))
+    if repair.removed_records:  # a torn line was reported by jsonl.read
+        log.warning("%s: removed %d record(s) of %d problem(s) cut short", traces_path, repair.removed_records,
+                    len(repair.removed_problems))
     complete = {r.problem_id for r in existing}
     listed = set(read_done(done_path)) - set(repair.removed_problems)
     missing = [p.id for p in problems if p.id in complete and p.id not in listed]
     if missing:  # records were written but the crash came before done.txt
-        _append(done_path, b"".join(_done_line(i) for i in missing))
+        jsonl.append(done_path, missing)
     done = complete | listed
     todo = [p for p in problems if p.id not in done]
     log.info("%d problems; %d done, %d to do", len(problems), len(problems) - len(todo), len(todo))
@@ -484,8 +400,8 @@ def collect(config: CollectConfig | dict[str, Any], out_dir: str | Path, progres
                     raise RuntimeError(f"problem {problem.id}: the routed steps and the solution's steps differ")
                 recs = _records(cfg, problem, router.traces, authors, draft_model, target_model, cfg.judge)
                 if recs:
-                    _append(traces_path, b"".join((r.model_dump_json() + "\n").encode() for r in recs))
-                _append(done_path, _done_line(problem.id))
+                    jsonl.append(traces_path, recs)  # one write call for the whole problem
+                jsonl.append(done_path, problem.id)
                 n_records += len(recs)
                 n_true += sum(r.label for r in recs)
                 new_records += len(recs)

@@ -36,8 +36,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from reasoning import jsonl
 from reasoning.errors import ConfigError
-from reasoning.io import read_text
 from routers.arbitrage_model import (
     MODEL_FILES,
     LogisticModel,
@@ -143,25 +143,25 @@ def _traces_path(traces_dir: str | Path) -> Path:
 
 
 def _read_records(path: Path) -> list[tuple[int, TraceRecord]]:
-    text = read_text(path, "traces file")
+    def parse(raw: bytes) -> TraceRecord:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"traces file {path} is not UTF-8 text") from None
+        return TraceRecord.model_validate(json.loads(text))
+
+    def bad_line(e: Exception) -> str:
+        if isinstance(e, json.JSONDecodeError):
+            return f"not valid JSON ({e.msg}, column {e.colno})"
+        err = e.errors()[0] if isinstance(e, ValidationError) else {"loc": (), "msg": str(e)}
+        loc = ".".join(str(p) for p in err["loc"])
+        return f"not a valid trace record: {loc + ': ' if loc else ''}{err['msg']}"
+
     out: list[tuple[int, TraceRecord]] = []
     n = len(FEATURE_NAMES)
-    # split on "\n" only: str.splitlines() would also split on U+2028, U+0085... inside step texts
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{where}: not valid JSON ({e.msg}, column {e.colno})") from None
-        try:
-            rec = TraceRecord.model_validate(raw)
-        except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"{where}: not a valid trace record: {loc + ': ' if loc else ''}{err['msg']}") \
-                from None
+    # read-only: train-router never changes the traces (their sha256 goes into the router file)
+    for ln in jsonl.read(path, parse, bad_line, repair=False, what="traces file").lines:
+        where, rec = f"{path}:{ln.number}", ln.value
         if rec.schema_version != TRACE_SCHEMA_VERSION:
             raise ConfigError(f"{where}: trace schema version {rec.schema_version}; this specstep reads version "
                               f"{TRACE_SCHEMA_VERSION}: collect again")
@@ -174,7 +174,7 @@ def _read_records(path: Path) -> list[tuple[int, TraceRecord]]:
             raise ConfigError(f"{where}: {len(rec.features)} feature values for {n} feature names")
         if not all(math.isfinite(x) for x in rec.features) or not math.isfinite(rec.advantage):
             raise ConfigError(f"{where}: features and advantage must be finite numbers")
-        out.append((lineno, rec))
+        out.append((ln.number, rec))
     return out
 
 
@@ -201,48 +201,41 @@ def _complete(path: Path, records: list[tuple[int, TraceRecord]]) -> tuple[list[
 
 
 def rank_average(x: Sequence[float]) -> np.ndarray:
-    """Ranks 1..n, ties sharing their average rank."""
-    a = np.asarray(x, dtype=float)
-    n = a.size
-    if n == 0:
-        return np.zeros(0)
-    order = np.argsort(a, kind="mergesort")
-    sorted_a = a[order]
-    bounds = np.flatnonzero(np.diff(sorted_a) != 0) + 1
-    starts = np.concatenate(([0], bounds))
-    ends = np.concatenate((bounds, [n]))
-    ranks = np.empty(n)
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return ranks
+    """Ranks 1..n, ties sharing their average rank (scipy.stats.rankdata)."""
+    from scipy.stats import rankdata
+
+    return rankdata(np.asarray(x, dtype=float), method="average").astype(float)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman's rho (Pearson correlation of average ranks); None when undefined (n < 2, a constant)."""
+    """Spearman's rho (scipy.stats.spearmanr: Pearson correlation of average ranks), rows with a non-finite
+    value dropped; None when undefined (n < 2, a constant)."""
+    from scipy.stats import spearmanr
+
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if a.size != b.size:
         raise ValueError(f"spearman needs equal lengths, got {a.size} and {b.size}")
     keep = np.isfinite(a) & np.isfinite(b)
     a, b = a[keep], b[keep]
-    if a.size < 2:
+    if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):  # spearmanr would warn and give nan
         return None
-    ra, rb = rank_average(a), rank_average(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = math.sqrt(float(ra @ ra) * float(rb @ rb))
-    if denom == 0.0:
-        return None
-    return float(min(1.0, max(-1.0, float(ra @ rb) / denom)))
+    rho = float(spearmanr(a, b).statistic)
+    return None if math.isnan(rho) else min(1.0, max(-1.0, rho))
 
 
 def roc_auc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
-    """ROC-AUC (Mann-Whitney; a tie between a positive and a negative counts 1/2); None with one class."""
+    """ROC-AUC as the Mann-Whitney U of the positives' scores over the negatives' (scipy.stats.mannwhitneyu)
+    divided by the pairs: a tie between a positive and a negative counts 1/2. None with one class."""
+    from scipy.stats import mannwhitneyu
+
     y = np.asarray(labels, dtype=bool)
     s = np.asarray(scores, dtype=float)
     n_pos = int(y.sum())
     n_neg = int(y.size - n_pos)
     if n_pos == 0 or n_neg == 0:
         return None
-    r = rank_average(s)
-    return float((r[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    u = mannwhitneyu(s[y], s[~y], alternative="two-sided", method="asymptotic").statistic
+    return float(u / (n_pos * n_neg))
 
 
 def _metrics(prefix: str, labels: np.ndarray, scores: np.ndarray, advantages: np.ndarray) -> dict[str, float | None]:

@@ -67,6 +67,12 @@ class OpenAIBackend:
         self.top_k = int(spec.number("top_logprobs", 20, 1))
         self.tokenizer = None
         if o.get("tokenizer"):
+            from reasoning.backends import missing_module
+
+            lacking = missing_module(("torch", "transformers"))
+            if lacking is not None:
+                raise BackendUnavailableError(f"model spec {str(spec)!r}: tokenizer= needs {lacking}, which is not "
+                                              'installed: pip install "specstep[transformers]"')
             from transformers import AutoTokenizer
 
             from reasoning.backends.hf import transformers_dir

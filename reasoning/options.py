@@ -1,0 +1,66 @@
+"""The solve options: the one place their defaults are written.
+
+`Limits` holds the budgets and sampling settings of a solve; `Solver`/`solve()`, the CLI's `solve`
+and `serve` (and so the server, whose budget is its Solver's) take their defaults from it. `eval` and
+`collect` run many solves and default to the smaller budgets of `SWEEP_LIMITS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from reasoning.errors import ConfigError
+from reasoning.prompts import PLAIN_STOPS
+
+DEFAULT_DRAFT = "smollm2-135m"
+DEFAULT_TARGET = "gemma3-270m"
+DEFAULT_ROUTER = "target-only"
+
+
+class Limits(BaseModel):
+    """Budgets and sampling settings of one solve."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_steps: int = Field(24, ge=1)
+    max_tokens: int = Field(1024, ge=1, description="budget for the solution's tokens")
+    step_tokens: int = Field(256, ge=1, description="token cap of one step")
+    delimiter: str = Field("\n\n", min_length=1)
+    temperature: float = Field(0.0, ge=0.0)
+    seed: int | None = None
+    few_shot: int | None = Field(None, ge=0, le=3, description="worked examples; None: the models' default "
+                                 "(2, or 0 for the testbed models)")
+    think: bool = Field(False, description="open the answer with <think> (reasoning models)")
+    stop_on_answer: bool = True
+    stop_on_repeat: bool = True
+    end_stops: tuple[str, ...] = Field(PLAIN_STOPS, description="strings that end the whole solution")
+    force_answer: bool = True
+    forced_answer_tokens: int = Field(24, ge=1)
+    ignore_eos: bool = Field(False, description="keep generating past end of sequence (benchmarks)")
+
+    @model_validator(mode="after")
+    def _check(self) -> Limits:
+        if self.step_tokens > self.max_tokens:
+            self.step_tokens = self.max_tokens
+        return self
+
+
+DEFAULT_LIMITS = Limits()
+# eval and collect: many solves per run, so smaller budgets (step_tokens <= max_tokens, as Limits keeps it)
+SWEEP_LIMITS = Limits(max_steps=16, max_tokens=768, step_tokens=128)
+
+
+def make_limits(**values: Any) -> Limits:
+    """`Limits(**values)`, with a bad value as a one-line ConfigError ("bad value for NAME: ...")."""
+    try:
+        return Limits(**values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        name = ".".join(str(p) for p in err["loc"]) or "limits"
+        raise ConfigError(f"bad value for {name}: {err['msg']}") from None
+
+
+__all__ = ["DEFAULT_DRAFT", "DEFAULT_LIMITS", "DEFAULT_ROUTER", "DEFAULT_TARGET", "SWEEP_LIMITS", "Limits",
+           "make_limits"]
