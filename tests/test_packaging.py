@@ -107,6 +107,7 @@ def test_the_extras_hang_together():
     core = [Requirement(r) for r in project["dependencies"]]
     assert not [str(r) for r in core if any(s.operator in ("==", "===") for s in r.specifier)]
     assert not {"torch", "transformers", "llama-cpp-python", "vllm"} & {r.name for r in core}
+    assert "openai" in {r.name for r in core}  # the OpenAI-compatible backend is core
     for name, reqs in extras.items():
         for req in map(Requirement, reqs):
             if req.name == project["name"]:  # an extra made of other extras: each must exist
