@@ -360,7 +360,7 @@ def _cmd_verdict(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from reasoning.api import Solver
-    from reasoning.serve import make_server
+    from reasoning.backends import missing_module
 
     if not 0 <= args.port <= 65535:
         raise SpecstepError(f"--port must be 0-65535, got {args.port}")
@@ -375,6 +375,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise SpecstepError(f"--api-key-env: environment variable {args.api_key_env} is not set or empty")
     if api_key is not None and not api_key.strip():
         raise SpecstepError("the API key is empty")
+    lacking = missing_module(("fastapi", "uvicorn"))
+    if lacking is not None:
+        raise SpecstepError(f'specstep serve needs {lacking}, which is not installed: pip install "specstep[serve]"')
+    from reasoning.serve import make_server
+
     if not args.verbose:
         _quiet_hub_progress()
     solver = Solver(args.draft, args.target, args.router, args.threshold,

@@ -1,8 +1,9 @@
 """`specstep serve`: an OpenAI-compatible HTTP server whose one model is a `Solver` (draft + target
-+ router). Standard library HTTP (ThreadingHTTPServer); each request solves in its own thread.
++ router). FastAPI on uvicorn; each request solves in its own thread (the solver blocks), so the event
+loop keeps serving, streaming and turning requests away meanwhile.
 
 Endpoints: `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions` (JSON, or
-Server-Sent Events with `"stream": true`).
+Server-Sent Events with `"stream": true`); the OpenAPI docs at `/docs` (and `/openapi.json`).
 
 Request (fields beyond these get 400 naming the field):
 
@@ -35,26 +36,34 @@ score, tokens, seconds), then a chunk with finish_reason and `specstep`, then (w
 error after the stream began is sent as a `data: {"error": ...}` event.
 
 Errors are OpenAI-style JSON, `{"error": {"message", "type", "param", "code"}}`: 400 bad request,
-401 missing or wrong bearer token (when the server has one), 404 unknown path or model, 405 wrong
-method, 411 no Content-Length, 413 body over max_body_bytes (1 MiB), 429 over max_concurrency, 500 a
-failed solve.
+401 missing or wrong bearer token (when the server has one; checked before anything else, the docs
+excepted), 404 unknown path or model, 405 wrong method, 411 no Content-Length, 413 body over
+max_body_bytes (1 MiB), 429 over max_concurrency, 500 a failed solve. The body is parsed and validated
+here, not by FastAPI, so that a bad one gets these one-line messages (and a NaN or a body over the
+limit is refused before FastAPI would accept or read it); the docs show the same `ChatRequest` model.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import socket
-import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal
 
+import uvicorn
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from reasoning.errors import ConfigError, SpecstepError
 from reasoning.types import Problem, Solution, Step
@@ -67,6 +76,9 @@ MAX_QUESTION_CHARS = 32_000
 MAX_SEED = 2**32 - 1
 DRAIN_BYTES = 16 << 20  # an unread body up to this size is read before an error reply
 LENGTH_STOPS = ("max_steps", "token_budget")
+_BEARER = HTTPBearer(auto_error=False, description="the server's API key, when it has one")
+GRACEFUL_SHUTDOWN_SECONDS = 2  # then unfinished requests are cut off (a solve thread cannot be stopped)
+CHAT_PATH = "/v1/chat/completions"
 
 
 class _Strict(BaseModel):
@@ -141,9 +153,10 @@ class _HTTPError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-def _validation_error(e: ValidationError) -> _HTTPError:
+def _validation_error(e: ValidationError | RequestValidationError) -> _HTTPError:
     err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
+    parts = err["loc"][1:] if isinstance(e, RequestValidationError) else err["loc"]  # FastAPI's: ("path", ...)
+    loc = ".".join(str(p) for p in parts)
     if err["type"] == "extra_forbidden":
         msg = f"unknown field '{loc}'"
     elif err["type"] == "missing":
@@ -197,41 +210,379 @@ def _step_info(step: Step) -> dict[str, Any]:
             "score": step.score, "tokens": step.tokens, "seconds": step.costs.seconds}
 
 
-class SpecstepServer(ThreadingHTTPServer):
-    """The HTTP server; `url` is its base address (without /v1)."""
 
-    daemon_threads = True
+def _json(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
+    # json.dumps as before (Starlette's JSONResponse refuses NaN and infinities)
+    return Response(json.dumps(body), status, headers, media_type="application/json")
 
-    def __init__(self, address: tuple[str, int], solver: Any, *, api_key: str | None = None,
-                 model_name: str = DEFAULT_MODEL_NAME, max_concurrency: int | None = None,
-                 max_body_bytes: int = MAX_BODY_BYTES, max_question_chars: int = MAX_QUESTION_CHARS):
-        if api_key is not None and not api_key.strip():
-            raise ConfigError("the API key is empty")
-        if not model_name.strip():
-            raise ConfigError("the model name is empty")
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.solver = solver
-        self.api_key = api_key
-        self.model_name = model_name
-        self.max_body_bytes = max_body_bytes
-        self.max_question_chars = max_question_chars
-        self.slots = threading.BoundedSemaphore(max_concurrency) if max_concurrency else None
-        self.created = int(time.time())
-        super().__init__(address, _Handler)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            log.info("client %s went away or timed out", client_address[0])
+def _error_response(request: Request, e: _HTTPError) -> Response:
+    if e.status < 500:  # a 500 was logged with its traceback
+        log.info("%s %s: %d %s", request.method, request.url.path, e.status, e.message)
+    return _json(e.status, e.body(), e.headers)
+
+
+def _solve_failed(e: BaseException) -> _HTTPError:
+    """The error a failed solve is reported as (a status, or an error event once the stream began)."""
+    if isinstance(e, SpecstepError):  # a limit the solver refused
+        return _HTTPError(400, str(e))
+    log.error("solve failed", exc_info=e)
+    return _HTTPError(500, f"internal error: {type(e).__name__}: {e}", "server_error")
+
+
+class _ClientGone(Exception):
+    """Raised in a streaming solve's step callback once the client has gone: it ends the solve."""
+
+
+class _StripSlash:
+    """ASGI wrapper: a trailing slash is ignored, as it always was (no redirects)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and len(scope["path"]) > 1 and scope["path"].endswith("/"):
+            scope = {**scope, "path": scope["path"].rstrip("/") or "/"}
+        await self.app(scope, receive, send)
+
+
+def create_app(solver: Any, *, api_key: str | None = None, model_name: str = DEFAULT_MODEL_NAME,
+               max_concurrency: int | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+               max_question_chars: int = MAX_QUESTION_CHARS) -> FastAPI:
+    """The FastAPI application serving `solver` (run it with any ASGI server; `make_server` uses uvicorn)."""
+    from reasoning import __version__
+
+    if api_key is not None and not api_key.strip():
+        raise ConfigError("the API key is empty")
+    if not model_name.strip():
+        raise ConfigError("the model name is empty")
+    if max_concurrency is not None and max_concurrency < 1:
+        raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
+    slots = threading.BoundedSemaphore(max_concurrency) if max_concurrency else None
+    created = int(time.time())
+
+    def authorized(creds: HTTPAuthorizationCredentials | None) -> bool:
+        return api_key is None or (creds is not None and hmac.compare_digest(creds.credentials.encode(),
+                                                                              api_key.encode()))
+
+    def unauthorized() -> _HTTPError:
+        return _HTTPError(401, "missing or wrong API key: send Authorization: Bearer <key>",
+                          code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+    async def require_key(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
+        if not authorized(creds):
+            raise unauthorized()
+
+    app = FastAPI(title="specstep", version=__version__, dependencies=[Depends(require_key)],
+                  redirect_slashes=False,
+                  description="An OpenAI-compatible chat completions API whose one model is a specstep solver.")
+    app.add_middleware(_StripSlash)
+
+    # errors: OpenAI-style JSON with today's statuses and one-line messages
+
+    @app.exception_handler(_HTTPError)
+    async def _on_error(request: Request, e: _HTTPError) -> Response:
+        return _error_response(request, e)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_routing(request: Request, e: StarletteHTTPException) -> Response:
+        path = request.url.path
+        if not authorized(await _BEARER(request)):  # the key is checked before the path, as it always was
+            return _error_response(request, unauthorized())
+        if e.status_code == 404:
+            err = _HTTPError(404, f"unknown path {path!r}: this server has /v1/models and {CHAT_PATH}",
+                             code="not_found")
+        elif e.status_code == 405:
+            allowed = "POST" if path == CHAT_PATH else "GET"
+            err = _HTTPError(405, f"method {request.method} is not allowed on {path}; use {allowed}",
+                             code="method_not_allowed", headers={"Allow": allowed})
         else:
-            log.exception("error while handling a request from %s", client_address[0])
+            err = _HTTPError(e.status_code, str(e.detail), headers=dict(e.headers or {}))
+        return _error_response(request, err)
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(request: Request, e: RequestValidationError) -> Response:
+        return _error_response(request, _validation_error(e))  # 400, not FastAPI's 422
+
+    @app.exception_handler(Exception)
+    async def _on_crash(request: Request, e: Exception) -> Response:
+        log.error("request %s %s failed", request.method, request.url.path, exc_info=e)
+        return _json(500, _HTTPError(500, f"internal error: {type(e).__name__}: {e}", "server_error").body())
+
+    # endpoints
+
+    def card() -> dict:
+        return {"id": model_name, "object": "model", "created": created, "owned_by": "specstep"}
+
+    def no_such_model(name: str) -> _HTTPError:
+        return _HTTPError(404, f"model {name!r} does not exist; this server has {model_name!r}",
+                          param="model", code="model_not_found")
+
+    @app.get("/v1/models", summary="The server's one model")
+    async def models() -> Response:
+        return _json(200, {"object": "list", "data": [card()]})
+
+    @app.get("/v1/models/{model_id:path}", summary="One model by id")
+    async def model(model_id: str) -> Response:
+        if model_id != model_name:
+            raise no_such_model(model_id)
+        return _json(200, card())
+
+    @app.post(CHAT_PATH, summary="Solve the last user message", openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}}},
+        "responses": {"200": {"description": "a chat.completion, or with stream: true Server-Sent Events of "
+                                             "chat.completion.chunk objects ending with data: [DONE]"}}})
+    async def chat_completions(request: Request) -> Response:
+        req, question = parse(await read_body(request))
+        limits = solve_limits(req)
+        if slots is not None and not slots.acquire(blocking=False):
+            raise _HTTPError(429, "the server is busy: too many requests at once; retry later", "rate_limit_error",
+                             code="rate_limit_exceeded", headers={"Retry-After": "1"})
+        if req.stream:
+            return await stream(req, question, limits)
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+        start_solve(question, limits, None, lambda ok, value: _settle(done, ok, value))
+        try:
+            sol = await done
+        except Exception as e:
+            raise _solve_failed(e) from None
+        return _json(200, {
+            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+            "model": model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": sol.text},
+                         "logprobs": None, "finish_reason": finish_reason_of(sol)}],
+            "usage": usage_of(sol), "specstep": specstep_of(sol),
+        })
+
+    # the request
+
+    async def read_body(request: Request) -> bytes:
+        if request.headers.get("Transfer-Encoding"):
+            raise _HTTPError(411, "send the body with Content-Length (chunked bodies are not supported)")
+        length = request.headers.get("Content-Length")
+        if length is None:
+            raise _HTTPError(411, "Content-Length is required")
+        try:
+            n = int(length)
+        except ValueError:
+            n = -1
+        if n < 0:
+            raise _HTTPError(400, f"bad Content-Length {length!r}")
+        if n > max_body_bytes:
+            err = _HTTPError(413, f"the request body is too large ({n} bytes; the limit is {max_body_bytes})",
+                             code="request_too_large")
+            if n > DRAIN_BYTES:
+                err.headers["Connection"] = "close"
+            else:  # read it, so that a client still sending it gets the answer
+                async for _ in request.stream():
+                    pass
+            raise err
+        body = await request.body()
+        if len(body) != n:
+            raise _HTTPError(400, "the request body is shorter than its Content-Length")
+        return body
+
+    def parse(body: bytes) -> tuple[ChatRequest, str]:
+        try:
+            data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        except UnicodeDecodeError:
+            raise _HTTPError(400, "the request body is not UTF-8", code="invalid_json") from None
+        except json.JSONDecodeError as e:
+            raise _HTTPError(400, f"the request body is not valid JSON: {e.msg} at line {e.lineno} "
+                             f"column {e.colno}", code="invalid_json") from None
+        except ValueError as e:
+            raise _HTTPError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
+        if not isinstance(data, dict):
+            raise _HTTPError(400, "the request body must be a JSON object", code="invalid_json")
+        try:
+            req = ChatRequest.model_validate(data)
+        except ValidationError as e:
+            raise _validation_error(e) from None
+        if req.model is not None and req.model != model_name:
+            raise no_such_model(req.model)
+        if req.max_tokens is not None and req.max_completion_tokens is not None:
+            raise _HTTPError(400, "give max_tokens or max_completion_tokens, not both", param="max_tokens")
+        if req.stream_options is not None and not req.stream:
+            raise _HTTPError(400, "stream_options is only allowed with stream: true", param="stream_options")
+        users = [m for m in req.messages if m.role == "user"]
+        if not users:
+            raise _HTTPError(400, "no user message: the last user message is the question", param="messages")
+        question = users[-1].content or ""
+        if not question.strip():
+            raise _HTTPError(400, "the last user message is empty", param="messages")
+        if len(question) > max_question_chars:
+            raise _HTTPError(400, f"the question is too long ({len(question)} characters; the limit is "
+                             f"{max_question_chars})", param="messages", code="context_length_exceeded")
+        return req, question
+
+    def solve_limits(req: ChatRequest) -> dict[str, Any]:
+        limits: dict[str, Any] = {}
+        budget = req.max_tokens if req.max_tokens is not None else req.max_completion_tokens
+        server_limits = getattr(solver, "limits", None)
+        if budget is not None:
+            cap = getattr(server_limits, "max_tokens", None)
+            limits["max_tokens"] = min(budget, cap) if cap else budget
+        if req.temperature is not None:
+            limits["temperature"] = req.temperature
+        if req.seed is not None:
+            limits["seed"] = req.seed
+        return limits
+
+    # the solve: in its own thread, which frees the slot when it ends
+
+    def start_solve(question: str, limits: dict[str, Any], on_step: Callable[[Step], None] | None,
+                    finish: Callable[[bool, Any], None]) -> None:
+        def run() -> None:
+            try:
+                sol = solver.solve(Problem(question=question), on_step=on_step, **limits)
+            except BaseException as e:  # noqa: BLE001 - handed to the request
+                outcome: tuple[bool, Any] = (False, e)
+            else:
+                log.info("solved: %d steps, stop %s, %.2fs", len(sol.steps), sol.stop_reason, sol.wall_seconds)
+                outcome = (True, sol)
+            finally:
+                if slots is not None:
+                    slots.release()
+            finish(*outcome)
+
+        threading.Thread(target=run, name="specstep-solve", daemon=True).start()
+
+    async def stream(req: ChatRequest, question: str, limits: dict[str, Any]) -> Response:
+        cid, created_at = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        include_usage = req.stream_options is not None and req.stream_options.include_usage
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        gone = threading.Event()
+
+        def post(kind: str, value: Any) -> None:  # from the solve thread
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, (kind, value))
+            except RuntimeError:  # the server has stopped
+                gone.set()
+
+        def on_step(step: Step) -> None:
+            if gone.is_set():
+                raise _ClientGone
+            post("step", step)
+
+        start_solve(question, limits, on_step, lambda ok, value: post("done" if ok else "error", value))
+        try:  # the headers wait for the first step, so that an earlier error gets a status
+            first = await events.get()
+        except BaseException:  # cancelled (the server stops): the solve ends at its next step
+            gone.set()
+            raise
+        if first[0] == "error":
+            raise _solve_failed(first[1])
+
+        def event(obj: dict | str) -> bytes:
+            return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n".encode()
+
+        def chunk(choices: list, **extra: Any) -> bytes:
+            body = {"id": cid, "object": "chat.completion.chunk", "created": created_at, "model": model_name,
+                    "choices": choices, **extra}
+            if include_usage:
+                body.setdefault("usage", None)
+            return event(body)
+
+        async def body() -> AsyncIterator[bytes]:
+            sent, (kind, value) = 0, first
+            try:
+                yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                              "finish_reason": None}])
+                while kind == "step":
+                    text = ("\n\n" if sent else "") + value.text
+                    sent += 1
+                    yield chunk([{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}],
+                                specstep_step=_step_info(value))
+                    kind, value = await events.get()
+                if kind == "error":  # the stream began: an error event ends it
+                    yield event(_solve_failed(value).body())
+                    return
+                yield chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason_of(value)}],
+                            specstep=specstep_of(value))
+                if include_usage:
+                    yield chunk([], usage=usage_of(value))
+                yield event("[DONE]")
+            finally:
+                if kind == "step":
+                    log.info("client went away: the solve stops at its next step")
+                gone.set()
+
+        return StreamingResponse(body(), headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+
+    def openapi() -> dict[str, Any]:  # the request model, which the endpoint validates itself, in the docs
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            model_schema = ChatRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(model_schema.pop("$defs", {}))
+            components["ChatRequest"] = model_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _settle(fut: asyncio.Future, ok: bool, value: Any) -> None:
+    """Settle `fut` from another thread (nothing when its loop has stopped)."""
+    def set_() -> None:
+        if fut.done():
+            return
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+    try:
+        fut.get_loop().call_soon_threadsafe(set_)
+    except RuntimeError:
+        pass
+
+
+class SpecstepServer:
+    """`create_app` on uvicorn, bound at construction; `url` is its base address (without /v1).
+    `serve_forever()` runs it in the calling thread until `shutdown()` (from another thread) or, in the
+    main thread, Ctrl-C (after which KeyboardInterrupt is raised); `server_close()` frees the port."""
+
+    def __init__(self, address: tuple[str, int], solver: Any, **options: Any):
+        self.app = create_app(solver, **options)
+        self.socket = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind(address)
+            self.socket.listen(128)
+        except OSError:
+            self.socket.close()
+            raise
+        self.server_address = self.socket.getsockname()
+        config = uvicorn.Config(self.app, log_config=None, lifespan="off", timeout_keep_alive=60,
+                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+        self._uvicorn = uvicorn.Server(config)
+        self._running = threading.Event()
+        self._stopped = threading.Event()
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def serve_forever(self) -> None:
+        self._running.set()
+        try:
+            self._uvicorn.run(sockets=[self.socket])
+        finally:
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop serving and wait until `serve_forever` has returned."""
+        self._uvicorn.should_exit = True
+        if self._running.is_set():
+            self._stopped.wait()
+
+    def server_close(self) -> None:
+        self.socket.close()
 
 
 def make_server(solver: Any, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None,
@@ -253,279 +604,4 @@ def serve(solver: Any, host: str = "127.0.0.1", port: int = 8000, api_key: str |
         server.server_close()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "specstep"
-    timeout = 60  # seconds a connection may sit idle or take to send its request
-    server: SpecstepServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.info("%s %s", self.address_string(), format % args)
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def _dispatch(self, method: str) -> None:
-        self._streaming = False
-        self._body_read = False
-        path = urlsplit(self.path).path.rstrip("/") or "/"
-        try:
-            self._check_auth()
-            if path == "/v1/models":
-                allowed, run = "GET", self._models
-            elif path.startswith("/v1/models/"):
-                allowed, run = "GET", lambda: self._model(unquote(path[len("/v1/models/"):]))
-            elif path == "/v1/chat/completions":
-                allowed, run = "POST", self._chat
-            else:
-                raise _HTTPError(404, f"unknown path {path!r}: this server has /v1/models and "
-                                 "/v1/chat/completions", code="not_found")
-            if method != allowed:
-                raise _HTTPError(405, f"method {method} is not allowed on {path}; use {allowed}",
-                                 code="method_not_allowed", headers={"Allow": allowed})
-            run()
-        except _HTTPError as e:
-            self._send_error(e)
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            log.info("client %s went away or timed out", self.address_string())
-            self.close_connection = True
-        except Exception as e:  # a failed solve: report it, keep serving
-            log.exception("request %s %s failed", method, path)
-            self._send_error(_HTTPError(500, f"internal error: {type(e).__name__}: {e}", "server_error"))
-
-    # responses
-
-    def _send_json(self, status: int, body: dict, headers: dict[str, str] | None = None,
-                   close: bool = False) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _send_error(self, e: _HTTPError) -> None:
-        if e.status < 500:  # a 500 was logged with its traceback
-            log.info("%s %s: %d %s", self.command, self.path, e.status, e.message)
-        try:
-            if self._streaming:  # headers are out: an error event ends the stream
-                self.close_connection = True
-                self._event(e.body())
-                self._chunk(b"")
-            else:  # a body left unread would be read as the next request: drain it, or close
-                self._send_json(e.status, e.body(), e.headers, close=not self._drain())
-        except OSError:
-            log.info("client %s went away", self.address_string())
-            self.close_connection = True
-
-    def _drain(self) -> bool:
-        """Read and drop an unread request body; False when it cannot be (then close)."""
-        if self._body_read:
-            return True
-        if self.headers.get("Transfer-Encoding"):
-            return False
-        try:
-            left = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            return False
-        if left < 0 or left > DRAIN_BYTES:
-            return False
-        while left > 0:
-            data = self.rfile.read(min(left, 1 << 16))
-            if not data:
-                return False
-            left -= len(data)
-        self._body_read = True
-        return True
-
-    def _chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
-
-    def _event(self, obj: dict | str) -> None:
-        payload = obj if isinstance(obj, str) else json.dumps(obj)
-        self._chunk(f"data: {payload}\n\n".encode())
-
-    # endpoints
-
-    def _check_auth(self) -> None:
-        key = self.server.api_key
-        if key is None:
-            return
-        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
-        if not (scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())):
-            raise _HTTPError(401, "missing or wrong API key: send Authorization: Bearer <key>",
-                             code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-
-    def _model_card(self) -> dict:
-        return {"id": self.server.model_name, "object": "model", "created": self.server.created,
-                "owned_by": "specstep"}
-
-    def _models(self) -> None:
-        self._send_json(200, {"object": "list", "data": [self._model_card()]})
-
-    def _model(self, name: str) -> None:
-        if name != self.server.model_name:
-            raise _HTTPError(404, f"model {name!r} does not exist; this server has {self.server.model_name!r}",
-                             param="model", code="model_not_found")
-        self._send_json(200, self._model_card())
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding"):
-            raise _HTTPError(411, "send the body with Content-Length (chunked bodies are not supported)")
-        length = self.headers.get("Content-Length")
-        if length is None:
-            raise _HTTPError(411, "Content-Length is required")
-        try:
-            n = int(length)
-        except ValueError:
-            n = -1
-        if n < 0:
-            raise _HTTPError(400, f"bad Content-Length {length!r}")
-        if n > self.server.max_body_bytes:
-            raise _HTTPError(413, f"the request body is too large ({n} bytes; the limit is "
-                             f"{self.server.max_body_bytes})", code="request_too_large")
-        body = self.rfile.read(n)
-        self._body_read = len(body) == n
-        if len(body) != n:
-            raise _HTTPError(400, "the request body is shorter than its Content-Length")
-        return body
-
-    def _parse(self, body: bytes) -> tuple[ChatRequest, str]:
-        try:
-            data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-        except UnicodeDecodeError:
-            raise _HTTPError(400, "the request body is not UTF-8", code="invalid_json") from None
-        except json.JSONDecodeError as e:
-            raise _HTTPError(400, f"the request body is not valid JSON: {e.msg} at line {e.lineno} "
-                             f"column {e.colno}", code="invalid_json") from None
-        except ValueError as e:
-            raise _HTTPError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
-        if not isinstance(data, dict):
-            raise _HTTPError(400, "the request body must be a JSON object", code="invalid_json")
-        try:
-            req = ChatRequest.model_validate(data)
-        except ValidationError as e:
-            raise _validation_error(e) from None
-        if req.model is not None and req.model != self.server.model_name:
-            raise _HTTPError(404, f"model {req.model!r} does not exist; this server has {self.server.model_name!r}",
-                             param="model", code="model_not_found")
-        if req.max_tokens is not None and req.max_completion_tokens is not None:
-            raise _HTTPError(400, "give max_tokens or max_completion_tokens, not both", param="max_tokens")
-        if req.stream_options is not None and not req.stream:
-            raise _HTTPError(400, "stream_options is only allowed with stream: true", param="stream_options")
-        users = [m for m in req.messages if m.role == "user"]
-        if not users:
-            raise _HTTPError(400, "no user message: the last user message is the question", param="messages")
-        question = users[-1].content or ""
-        if not question.strip():
-            raise _HTTPError(400, "the last user message is empty", param="messages")
-        if len(question) > self.server.max_question_chars:
-            raise _HTTPError(400, f"the question is too long ({len(question)} characters; the limit is "
-                             f"{self.server.max_question_chars})", param="messages", code="context_length_exceeded")
-        return req, question
-
-    def _limits(self, req: ChatRequest) -> dict[str, Any]:
-        limits: dict[str, Any] = {}
-        budget = req.max_tokens if req.max_tokens is not None else req.max_completion_tokens
-        server_limits = getattr(self.server.solver, "limits", None)
-        if budget is not None:
-            cap = getattr(server_limits, "max_tokens", None)
-            limits["max_tokens"] = min(budget, cap) if cap else budget
-        if req.temperature is not None:
-            limits["temperature"] = req.temperature
-        if req.seed is not None:
-            limits["seed"] = req.seed
-        return limits
-
-    def _chat(self) -> None:
-        req, question = self._parse(self._read_body())
-        limits = self._limits(req)
-        slots = self.server.slots
-        if slots is not None and not slots.acquire(blocking=False):
-            raise _HTTPError(429, "the server is busy: too many requests at once; retry later", "rate_limit_error",
-                             code="rate_limit_exceeded", headers={"Retry-After": "1"})
-        try:
-            if req.stream:
-                self._stream(req, question, limits)
-            else:
-                sol = self._solve(question, None, limits)
-                self._send_json(200, {
-                    "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                    "model": self.server.model_name,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": sol.text},
-                                 "logprobs": None, "finish_reason": finish_reason_of(sol)}],
-                    "usage": usage_of(sol), "specstep": specstep_of(sol),
-                })
-        finally:
-            if slots is not None:
-                slots.release()
-
-    def _solve(self, question: str, on_step: Any, limits: dict[str, Any]) -> Solution:
-        try:
-            sol = self.server.solver.solve(Problem(question=question), on_step=on_step, **limits)
-        except SpecstepError as e:  # a limit the solver refused
-            raise _HTTPError(400, str(e)) from None
-        log.info("solved: %d steps, stop %s, %.2fs", len(sol.steps), sol.stop_reason, sol.wall_seconds)
-        return sol
-
-    def _stream(self, req: ChatRequest, question: str, limits: dict[str, Any]) -> None:
-        cid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.server.model_name
-        include_usage = req.stream_options is not None and req.stream_options.include_usage
-        sent = 0
-
-        def chunk(choices: list, **extra: Any) -> None:
-            body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": choices, **extra}
-            if include_usage:
-                body.setdefault("usage", None)
-            self._event(body)
-
-        def start() -> None:  # headers go out with the first step, so earlier errors get a status
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            self._streaming = True
-            chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                    "finish_reason": None}])
-
-        def on_step(step: Step) -> None:
-            nonlocal sent
-            if not self._streaming:
-                start()
-            text = ("\n\n" if sent else "") + step.text
-            sent += 1
-            chunk([{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}],
-                  specstep_step=_step_info(step))
-
-        sol = self._solve(question, on_step, limits)
-        if not self._streaming:
-            start()
-        chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish_reason_of(sol)}],
-              specstep=specstep_of(sol))
-        if include_usage:
-            chunk([], usage=usage_of(sol))
-        self._event("[DONE]")
-        self._chunk(b"")
-
-
-__all__ = ["ChatRequest", "SpecstepServer", "make_server", "serve", "specstep_of", "usage_of"]
+__all__ = ["ChatRequest", "SpecstepServer", "create_app", "make_server", "serve", "specstep_of", "usage_of"]

@@ -78,7 +78,7 @@ class Proxy:
 
             def _forward(self, method: str):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) if method == "POST" else None
-                proxy.seen.append(dict(self.headers))
+                proxy.seen.append(self.headers)  # its get() ignores case, as HTTP does
                 action = proxy.plan.pop(0) if proxy.plan else None
                 if isinstance(action, int):
                     data = json.dumps({"error": {"message": f"planned failure {action}"}}).encode()

@@ -13,12 +13,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("reasoning", "routers", "judges", "eval", "training")
 
+ENGINES = ("torch", "transformers", "llama_cpp", "vllm")
 BLOCK = textwrap.dedent("""
     import importlib.abc, sys
 
     class _Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "transformers", "llama_cpp", "vllm"):
+            if name.split(".")[0] in BLOCKED:
                 raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
             return None
 
@@ -26,13 +27,13 @@ BLOCK = textwrap.dedent("""
 """) + f"sys.path.insert(0, {str(ROOT)!r})\n"
 
 
-def without_engines(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCK + textwrap.dedent(code)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+def without_engines(code: str, blocked: tuple[str, ...] = ENGINES) -> subprocess.CompletedProcess:
+    script = f"BLOCKED = {blocked!r}\n" + BLOCK + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return without_engines(f"from reasoning.cli import main\nraise SystemExit(main({list(args)!r}))")
+def cli(*args: str, blocked: tuple[str, ...] = ENGINES) -> subprocess.CompletedProcess:
+    return without_engines(f"from reasoning.cli import main\nraise SystemExit(main({list(args)!r}))", blocked)
 
 
 def test_the_packages_import_without_torch():
@@ -90,6 +91,13 @@ def test_an_openai_spec_needs_no_engine():
     assert r.stderr.strip().splitlines()[-1].startswith("specstep: error: server http://127.0.0.1:9 is unavailable")
 
 
+def test_serve_without_fastapi_is_one_line_naming_the_extra():
+    r = cli("serve", "--port", "0", "--router", "draft-only", blocked=(*ENGINES, "fastapi", "uvicorn"))
+    assert r.returncode == 2, r.stderr
+    line = 'specstep: error: specstep serve needs fastapi, which is not installed: pip install "specstep[serve]"'
+    assert r.stderr.strip().splitlines() == [line], r.stderr
+
+
 def _pyproject() -> dict:
     try:
         import tomllib
@@ -107,6 +115,8 @@ def test_the_extras_hang_together():
     core = [Requirement(r) for r in project["dependencies"]]
     assert not [str(r) for r in core if any(s.operator in ("==", "===") for s in r.specifier)]
     assert not {"torch", "transformers", "llama-cpp-python", "vllm"} & {r.name for r in core}
+    assert "openai" in {r.name for r in core}  # the OpenAI-compatible backend is core
+    assert {"fastapi", "uvicorn"} <= {Requirement(r).name for r in extras["serve"]}
     for name, reqs in extras.items():
         for req in map(Requirement, reqs):
             if req.name == project["name"]:  # an extra made of other extras: each must exist

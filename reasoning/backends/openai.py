@@ -16,8 +16,13 @@ Spec: ``openai:MODEL?base_url=http://127.0.0.1:8000/v1&tokenizer=smollm2-135m``.
 - ``chat=0|1``, ``timeout`` (seconds per request, default 120), ``retries`` (default 3), ``top_logprobs``
   (default 20).
 
-Connection errors, timeouts, 429 and 5xx are retried with exponential backoff; then one error names the
-server. Entropies are over the top logprobs the server returns (a lower bound of the full entropy).
+Requests go through the official `openai` SDK: one client per backend (its replicas share one pool of
+keep-alive connections), the spec's timeout, and the typed `completions` / `chat.completions` calls with
+`extra_body` for the servers' own options (vLLM's ignore_eos, prompt_logprobs, continue_final_message,
+add_generation_prompt). The SDK's own retries are off (max_retries=0): ours retry only connection errors,
+timeouts, 429 and 5xx, with exponential backoff (0.25 s doubling, at most 8 s) and a `retried` count; then
+one error names the server and the last failure. Entropies are over the top logprobs the server returns
+(a lower bound of the full entropy).
 """
 
 from __future__ import annotations
@@ -29,10 +34,10 @@ import math
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import openai
 
 from reasoning.backends.prefix import Completion, PrefixSession, chat_turn_markers, entropy_from_top, render_prompt
 from reasoning.batching import LOCKSTEP
@@ -64,6 +69,13 @@ class OpenAIBackend:
         self.api_key = os.environ.get(o.get("api_key_env", "OPENAI_API_KEY"), "")
         self.timeout = spec.number("timeout", 120.0, 0.001)
         self.retries = int(spec.number("retries", 3, 0))
+        # One SDK client; each replica's copy shares its connection pool. Without a key no Authorization
+        # header is sent (the SDK wants some key, so it gets a placeholder it never sends).
+        client = openai.OpenAI(api_key=self.api_key or "unused", base_url=self.urls[0], timeout=self.timeout,
+                               max_retries=0)
+        self._client = client
+        self._clients = {u: client if u == self.urls[0] else client.with_options(base_url=u) for u in self.urls}
+        self._headers: dict[str, Any] = {} if self.api_key else {"Authorization": openai.Omit()}
         self.top_k = int(spec.number("top_logprobs", 20, 1))
         self.tokenizer = None
         if o.get("tokenizer"):
@@ -103,11 +115,10 @@ class OpenAIBackend:
         return self.in_flight
 
     # --- HTTP -----------------------------------------------------------------------------------
-    def _post(self, url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
+    def _request(self, url: str, path: str, send: Callable[[openai.OpenAI], Any]) -> dict[str, Any]:
+        """`send(client)` with the SDK client of replica `url` (any client for other URLs), retried on
+        connection errors, timeouts, 429 and 5xx; the answer as the server's JSON object."""
+        client = self._clients.get(url, self._client)
         last = ""
         with self._lock:
             self.in_flight += 1
@@ -117,28 +128,39 @@ class OpenAIBackend:
                 if attempt:
                     self.retried += 1
                     time.sleep(min(8.0, 0.25 * 2 ** (attempt - 1)))
-                req = urllib.request.Request(url + path, data=data, headers=headers, method="POST")
                 try:
-                    with LOCKSTEP.elsewhere(), urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                        return json.loads(resp.read())
-                except urllib.error.HTTPError as e:
+                    with LOCKSTEP.elsewhere():
+                        out = send(client)
+                except openai.APIStatusError as e:
                     detail = _error_message(e)
-                    if e.code == 429 or e.code >= 500:
-                        last = f"HTTP {e.code}: {detail}"
+                    if e.status_code == 429 or e.status_code >= 500:
+                        last = f"HTTP {e.status_code}: {detail}"
                         continue
-                    raise ServerError(f"{url}{path}: HTTP {e.code}: {detail}") from None
-                except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-                    last = str(getattr(e, "reason", e))
+                    raise ServerError(f"{url}{path}: HTTP {e.status_code}: {detail}") from None
+                except openai.APIConnectionError as e:  # timeouts too
+                    last = str(e.__cause__ or e) or type(e.__cause__ or e).__name__
                     continue
                 except json.JSONDecodeError:
                     raise ServerError(f"{url}{path}: the server's answer is not JSON") from None
+                if isinstance(out, openai.BaseModel):  # exactly the fields the server sent
+                    out = out.to_dict(mode="python")
+                if not isinstance(out, dict):
+                    raise ServerError(f"{url}{path}: the server's answer is not a JSON object")
+                return out
             raise BackendUnavailableError(f"server {url} is unavailable after {self.retries + 1} tries: {last}")
         finally:
             with self._lock:
                 self.in_flight -= 1
 
-    def _completion(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
-        out = self._post(url, "/completions", {"model": self.spec.model, **body})
+    def _post(self, url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A POST the SDK has no method for (url: any root, e.g. for /tokenize)."""
+        return self._request(url, path, lambda c: c.post(url + path, body=body, cast_to=object,
+                                                          options={"headers": self._headers}))
+
+    def _completion(self, url: str, body: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """/completions; `extra`: options beyond OpenAI's (vLLM's, llama.cpp's), sent as extra_body."""
+        out = self._request(url, "/completions", lambda c: c.completions.create(
+            model=self.spec.model, **body, extra_body=extra or None, extra_headers=self._headers))
         try:
             return out["choices"][0] | {"usage": out.get("usage") or {}}
         except (KeyError, IndexError, TypeError):
@@ -186,7 +208,8 @@ class OpenAIBackend:
 
     # --- images: chat completions with the answer so far as an assistant message to continue --------
     # (vLLM's extensions continue_final_message / add_generation_prompt / prompt_logprobs)
-    def _chat(self, url: str, prompt: Prompt, assistant: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _chat(self, url: str, prompt: Prompt, assistant: str, body: dict[str, Any],
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
         from reasoning.images import data_url
 
         msgs = []
@@ -200,9 +223,9 @@ class OpenAIBackend:
                 msgs.append(m)
         if assistant:
             msgs.append({"role": "assistant", "content": assistant})
-        full = {"model": self.spec.model, "messages": msgs, "continue_final_message": bool(assistant),
-                "add_generation_prompt": not assistant, **body}
-        out = self._post(url, "/chat/completions", full)
+        extra = {"continue_final_message": bool(assistant), "add_generation_prompt": not assistant, **(extra or {})}
+        out = self._request(url, "/chat/completions", lambda c: c.chat.completions.create(
+            model=self.spec.model, messages=msgs, **body, extra_body=extra, extra_headers=self._headers))
         try:
             return out["choices"][0] | {"usage": out.get("usage") or {}, "prompt_logprobs": out.get("prompt_logprobs")}
         except (KeyError, IndexError, TypeError):
@@ -214,9 +237,7 @@ class OpenAIBackend:
                                 "top_logprobs": self.top_k, "stop": list(stop) or None}
         if seed is not None:
             body["seed"] = seed
-        if ignore_eos:
-            body["ignore_eos"] = True
-        ch = self._chat(url, prompt, assistant, body)
+        ch = self._chat(url, prompt, assistant, body, {"ignore_eos": True} if ignore_eos else None)
         text = (ch.get("message") or {}).get("content") or ""
         content = (ch.get("logprobs") or {}).get("content") or []
         lps = [c.get("logprob", -math.inf) for c in content]
@@ -236,8 +257,8 @@ class OpenAIBackend:
 
     def chat_continuation_logprobs(self, url: str, prompt: Prompt, assistant: str,
                                    continuation: str) -> tuple[list[int], list[float]]:
-        ch = self._chat(url, prompt, assistant + continuation,
-                        {"max_tokens": 1, "temperature": 0.0, "prompt_logprobs": 0})
+        ch = self._chat(url, prompt, assistant + continuation, {"max_tokens": 1, "temperature": 0.0},
+                        {"prompt_logprobs": 0})
         rows = ch.get("prompt_logprobs")
         if not rows:
             raise ServerError(f"{url}: the server returns no prompt logprobs for chat requests (vLLM's "
@@ -274,9 +295,7 @@ class OpenAIBackend:
                                 "logprobs": self.top_k, "stop": list(stop) or None}
         if seed is not None:
             body["seed"] = seed
-        if ignore_eos:
-            body["ignore_eos"] = True  # vLLM's extension
-        ch = self._completion(url, body)
+        ch = self._completion(url, body, {"ignore_eos": True} if ignore_eos else None)  # vLLM's extension
         text = ch.get("text") or ""
         lp = ch.get("logprobs") or {}
         tokens = lp.get("tokens") or []
@@ -335,12 +354,10 @@ class OpenAIBackend:
         """llama-cpp-python's server (it owns its models as "me") computes echo logprobs wrongly."""
         if url not in self._servers:
             try:
-                req = urllib.request.Request(url + "/models", headers={"Authorization": f"Bearer {self.api_key}"}
-                                             if self.api_key else {})
-                with urllib.request.urlopen(req, timeout=min(self.timeout, 10.0)) as resp:
-                    data = json.loads(resp.read()).get("data") or [{}]
-                self._servers[url] = data[0].get("owned_by", "")
-            except (OSError, ValueError, AttributeError):
+                client = self._clients.get(url, self._client).with_options(timeout=min(self.timeout, 10.0))
+                data = client.models.list(extra_headers=self._headers).data or [None]
+                self._servers[url] = getattr(data[0], "owned_by", None) or ""
+            except (openai.APIError, ValueError, AttributeError, TypeError):
                 self._servers[url] = ""
         return self._servers[url] == "me"
 
@@ -363,15 +380,16 @@ class OpenAIBackend:
         return token, tops[0][token]
 
 
-def _error_message(e: urllib.error.HTTPError) -> str:
+def _error_message(e: openai.APIStatusError) -> str:
+    """The server's own message from an error answer's body (OpenAI's error.message, FastAPI's detail)."""
     try:
-        body = json.loads(e.read() or b"{}")
+        body = json.loads(e.response.content or b"{}")
         msg = body.get("error", body.get("detail", body))
         if isinstance(msg, dict):
             msg = msg.get("message", msg)
         return str(msg)[:300]
     except (ValueError, OSError):
-        return e.reason or "error"
+        return e.response.reason_phrase or "error"
 
 
 class OpenAISession(PrefixSession):
