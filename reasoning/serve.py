@@ -211,6 +211,20 @@ def _step_info(step: Step) -> dict[str, Any]:
 
 
 
+def request_limits(solver: Any, req: ChatRequest) -> dict[str, Any]:
+    """A request's overrides of the solver's limits; its token budget is capped at the solver's."""
+    limits: dict[str, Any] = {}
+    budget = req.max_tokens if req.max_tokens is not None else req.max_completion_tokens
+    if budget is not None:
+        cap = getattr(getattr(solver, "limits", None), "max_tokens", None)
+        limits["max_tokens"] = min(budget, cap) if cap else budget
+    if req.temperature is not None:
+        limits["temperature"] = req.temperature
+    if req.seed is not None:
+        limits["seed"] = req.seed
+    return limits
+
+
 def _json(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
     # json.dumps as before (Starlette's JSONResponse refuses NaN and infinities)
     return Response(json.dumps(body), status, headers, media_type="application/json")
@@ -334,7 +348,7 @@ def create_app(solver: Any, *, api_key: str | None = None, model_name: str = DEF
                                              "chat.completion.chunk objects ending with data: [DONE]"}}})
     async def chat_completions(request: Request) -> Response:
         req, question = parse(await read_body(request))
-        limits = solve_limits(req)
+        limits = request_limits(solver, req)
         if slots is not None and not slots.acquire(blocking=False):
             raise _HTTPError(429, "the server is busy: too many requests at once; retry later", "rate_limit_error",
                              code="rate_limit_exceeded", headers={"Retry-After": "1"})
@@ -414,19 +428,6 @@ def create_app(solver: Any, *, api_key: str | None = None, model_name: str = DEF
             raise _HTTPError(400, f"the question is too long ({len(question)} characters; the limit is "
                              f"{max_question_chars})", param="messages", code="context_length_exceeded")
         return req, question
-
-    def solve_limits(req: ChatRequest) -> dict[str, Any]:
-        limits: dict[str, Any] = {}
-        budget = req.max_tokens if req.max_tokens is not None else req.max_completion_tokens
-        server_limits = getattr(solver, "limits", None)
-        if budget is not None:
-            cap = getattr(server_limits, "max_tokens", None)
-            limits["max_tokens"] = min(budget, cap) if cap else budget
-        if req.temperature is not None:
-            limits["temperature"] = req.temperature
-        if req.seed is not None:
-            limits["seed"] = req.seed
-        return limits
 
     # the solve: in its own thread, which frees the slot when it ends
 

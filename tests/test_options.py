@@ -1,7 +1,6 @@
 """`reasoning.options`: the API, the CLI and the server take the solve defaults from one model. No models load."""
 
 import inspect
-from types import SimpleNamespace
 
 import pytest
 
@@ -118,14 +117,10 @@ def test_eval_and_collect_take_the_sweep_preset(monkeypatch, tmp_path):
 
 def test_server_caps_a_request_at_its_solvers_budget():
     from reasoning.api import Solver
-    from reasoning.serve import ChatRequest, _Handler, make_server
+    from reasoning.serve import ChatRequest, request_limits
 
-    server = make_server(Solver(router=NoModels()), port=0)
-    try:
-        handler = SimpleNamespace(server=server)
-        msgs = [{"role": "user", "content": "2+2?"}]
-        assert _Handler._limits(handler, ChatRequest(messages=msgs)) == {}  # the Solver's limits apply
-        big = ChatRequest(messages=msgs, max_tokens=10 ** 6)
-        assert _Handler._limits(handler, big) == {"max_tokens": DEFAULT_LIMITS.max_tokens}
-    finally:
-        server.server_close()
+    solver = Solver(router=NoModels())
+    msgs = [{"role": "user", "content": "2+2?"}]
+    assert request_limits(solver, ChatRequest(messages=msgs)) == {}  # the Solver's limits apply
+    big = ChatRequest(messages=msgs, max_tokens=10 ** 6)
+    assert request_limits(solver, big) == {"max_tokens": DEFAULT_LIMITS.max_tokens}
