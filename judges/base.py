@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from reasoning.controller import RouteContext
+    from reasoning.context import StepContext
 
 
 @runtime_checkable
@@ -13,4 +13,4 @@ class Judge(Protocol):
 
     name: str
 
-    def score(self, ctx: RouteContext, step_text: str) -> float: ...
+    def score(self, ctx: StepContext, step_text: str) -> float: ...

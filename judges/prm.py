@@ -48,7 +48,7 @@ from reasoning.backends.base import count_params, usage
 from reasoning.errors import ConfigError, ModelSpecError
 
 if TYPE_CHECKING:
-    from reasoning.controller import RouteContext
+    from reasoning.context import StepContext
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ class PRMJudge:
             scores = torch.sigmoid(at[:, 0])
         return [min(1.0, max(0.0, float(s))) for s in scores]
 
-    def _pass(self, ids: list[int], positions: list[int], ctx: RouteContext | None, t0: float) -> list[float]:
+    def _pass(self, ids: list[int], positions: list[int], ctx: StepContext | None, t0: float) -> list[float]:
         scores = self._run(ids, positions)
         if ctx is not None:
             if not hasattr(self, "_params"):
@@ -294,7 +294,7 @@ class PRMJudge:
             ctx.report("judge", usage(self._params, len(ids), seconds=time.perf_counter() - t0))
         return scores
 
-    def score_steps(self, question: str, steps: list[str], ctx: RouteContext | None = None) -> list[float]:
+    def score_steps(self, question: str, steps: list[str], ctx: StepContext | None = None) -> list[float]:
         """The score of every step, each judged after the steps before it: one forward pass when the
         whole input fits `max_tokens`, else one for the steps that fit and one per step after them.
         With `ctx`, each pass is reported as a "judge" call."""
@@ -314,11 +314,11 @@ class PRMJudge:
         return scores
 
     def score_text(self, question: str, previous: list[str], step_text: str,
-                   ctx: RouteContext | None = None) -> float:
+                   ctx: StepContext | None = None) -> float:
         """The score of `step_text` after `previous` steps (one forward pass over the whole prefix)."""
         t0 = time.perf_counter()
         enc = [self._encode(s.strip()) for s in [*previous, step_text]]
         return self._pass(*self._fit_last(self.head_ids(question), enc), ctx, t0)[0]
 
-    def score(self, ctx: RouteContext, step_text: str) -> float:
+    def score(self, ctx: StepContext, step_text: str) -> float:
         return self.score_text(ctx.problem.question, [s.text for s in ctx.steps], step_text, ctx)

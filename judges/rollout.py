@@ -10,7 +10,7 @@ from reasoning.answers import answers_match, extract_answer
 from reasoning.errors import ConfigError
 
 if TYPE_CHECKING:
-    from reasoning.controller import RouteContext
+    from reasoning.context import StepContext
 
 
 class RolloutJudge:
@@ -29,20 +29,19 @@ class RolloutJudge:
             raise ConfigError(f"judge 'rollout': model must be 'draft' or 'target', got {model!r}")
         self.model = model
 
-    def rollout_answers(self, ctx: RouteContext, step_text: str) -> list[str | None]:
-        c = ctx.controller
+    def rollout_answers(self, ctx: StepContext, step_text: str) -> list[str | None]:
         if ctx.draft is not None and step_text == ctx.draft_text:
-            session = c.session_with_draft_step(self.model)
+            session = ctx.session(self.model, with_draft_step=True)
             mark = None
         else:
-            session = c.draft_session() if self.model == "draft" else c.target_session()
+            session = ctx.session(self.model)
             mark = session.n_tokens
-            session.append(step_text + c.limits.delimiter)
+            session.append(step_text + ctx.limits.delimiter)
         start = session.n_tokens
         try:
             answers = []
             for i in range(self.k):
-                g = session.generate(max_tokens=self.tokens, stop=list(c.limits.end_stops),
+                g = session.generate(max_tokens=self.tokens, stop=list(ctx.limits.end_stops),
                                      temperature=self.temperature,
                                      seed=self.seed * 1_000_003 + ctx.step_index * 101 + i)
                 ctx.report("judge", g.usage)
@@ -52,7 +51,7 @@ class RolloutJudge:
             session.rollback(start if mark is None else mark)
         return answers
 
-    def score(self, ctx: RouteContext, step_text: str) -> float:
+    def score(self, ctx: StepContext, step_text: str) -> float:
         answers = self.rollout_answers(ctx, step_text)
         gold = ctx.problem.gold
         if gold is not None:

@@ -16,7 +16,7 @@ from reasoning.backends.base import Backend, Session, Usage
 from reasoning.errors import ConfigError
 
 if TYPE_CHECKING:
-    from reasoning.controller import RouteContext
+    from reasoning.context import StepContext
 
 DIGITS = [str(d) for d in range(10)]
 INSTRUCTION = "Rate the last step's factual and logical correctness (not style) from 0 (wrong) to 9 (right)."
@@ -75,22 +75,21 @@ class SpecReasonJudge:
             raise ConfigError(f"judge 'specreason': mode must be 'expected' or 'greedy', got {mode!r}")
         self.model, self.mode = model, mode
 
-    def score(self, ctx: RouteContext, step_text: str) -> float:
-        c = ctx.controller
-        backend = c.target_backend if self.model == "target" else c.draft_backend
+    def score(self, ctx: StepContext, step_text: str) -> float:
+        backend = ctx.backend(self.model)
         if ctx.draft is not None and step_text == ctx.draft_text and not ctx.reviewing:
             # The draft's step goes into the session on trial: if it is kept, the model has read it
             # already. Its share of the forward pass is charged to that model if the step is kept,
-            # to the judge if it is rejected (the controller settles "trial:" reports).
-            session = c.session_with_draft_step(self.model)
+            # to the judge if it is rejected (the controller settles reports made on trial).
+            session = ctx.session(self.model, with_draft_step=True)
             score, usage = judge_on_session(session, backend, "", self.mode)
             own = backend.count_tokens(judge_suffix(backend))
             step_tokens = max(0, usage.input_tokens - own)
             share = step_tokens / usage.input_tokens if usage.input_tokens else 0.0
-            ctx.report(f"trial:{self.model}", usage.part(share, step_tokens))
+            ctx.report(self.model, usage.part(share, step_tokens), on_trial=True)
             ctx.report("judge", usage.part(1 - share, usage.input_tokens - step_tokens))
         else:
-            session = c.target_session() if self.model == "target" else c.draft_session()
+            session = ctx.session(self.model)
             score, usage = judge_on_session(session, backend, step_text, self.mode)
             ctx.report("judge", usage)
         return score

@@ -8,7 +8,8 @@ from typing import Any
 
 from reasoning.backends import load_backend
 from reasoning.batching import LOCKSTEP, run_threads
-from reasoning.controller import Controller, Router
+from reasoning.context import Router
+from reasoning.controller import Controller
 from reasoning.errors import ConfigError
 from reasoning.options import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET, Limits, make_limits
 from reasoning.prompts import check_question
@@ -37,8 +38,6 @@ class Solver:
                 s.alias is not None and s.alias.base is not None for s in (self.draft_spec, self.target_spec)):
             router_options["model"] = "testbed"  # the router shipped for the testbed pair
         self.router = make_router(router, threshold, **router_options) if isinstance(router, str) else router
-        if hasattr(self.router, "bind"):
-            self.router.bind(self)
         self.draft = load_backend(self.draft_spec) if self.router.needs_draft else None
         self.target = load_backend(self.target_spec) if self.router.needs_target else None
 

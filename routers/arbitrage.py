@@ -21,7 +21,7 @@ from typing import Any
 
 from reasoning.errors import ConfigError
 from routers.arbitrage_model import LoadedRouter, load_router, tau_for_escalation_rate
-from routers.base import BaseRouter, RouteContext
+from routers.base import BaseRouter, StepContext
 from routers.features import features_from_context
 
 log = logging.getLogger(__name__)
@@ -92,16 +92,16 @@ class ArbitrageRouter(BaseRouter):
             raise bad
         return rate
 
-    def score(self, ctx: RouteContext) -> float:
+    def score(self, ctx: StepContext) -> float:
         if not getattr(self, "_checked", False):
             self._checked = True
             self._warn_mismatch(ctx)
         return self.model.predict(features_from_context(ctx))
 
-    def _warn_mismatch(self, ctx: RouteContext) -> None:
+    def _warn_mismatch(self, ctx: StepContext) -> None:
         """One warning when the solve's models or limits differ from those the router was trained with."""
         want = self.model.meta.trained_with
-        cfg = ctx.controller.config
+        cfg = ctx.config
         have = {"draft": cfg.draft, "target": cfg.target, "step_tokens": cfg.step_tokens, "max_tokens": cfg.max_tokens}
         diff = [f"{k} {have[k]!r} (trained with {want[k]!r})" for k in have if k in want and want[k] != have[k]]
         if diff:

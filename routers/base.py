@@ -2,8 +2,8 @@
 
 As in RouteLLM, a router turns the situation into one float and the threshold decision is a
 concrete method of the base class, so all routers compare on one scale; each router documents
-what its score and its threshold mean. The Router protocol, `RouteContext` and `Decision` are the
-controller's (reasoning.controller) and are re-exported here.
+what its score and its threshold mean. The Router protocol, `StepContext` and `Decision` are the
+core's contract (reasoning.context) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from reasoning.backends.base import Generation
-from reasoning.controller import Decision, RouteContext, Router
+from reasoning.context import Decision, RouteContext, Router, StepContext
 from reasoning.errors import ConfigError
 
 # Score differences this small are numerical noise, not a better step: a near-tie keeps the draft.
@@ -29,10 +29,9 @@ def target_better(target_score: float, draft_score: float, tau: float = 0.0) -> 
     return target_score - draft_score > tau + TIE_TOLERANCE
 
 
-def target_load(ctx: RouteContext) -> int:
+def target_load(ctx: StepContext) -> int:
     """Calls waiting for or running on the target engine now (0 for engines that cannot tell)."""
-    backend = ctx.controller.target_backend
-    load = getattr(backend, "load", None)
+    load = getattr(ctx.backend("target"), "load", None)
     return int(load()) if callable(load) else 0
 
 
@@ -70,7 +69,7 @@ class BaseRouter:
                                   f"use a number between {lo} and {hi}")
         self.threshold = None if threshold is None else float(threshold)
 
-    def score(self, ctx: RouteContext) -> float:
+    def score(self, ctx: StepContext) -> float:
         raise NotImplementedError
 
     def set_load_aware(self, slope: float, free: int = 0) -> None:
@@ -80,7 +79,7 @@ class BaseRouter:
             raise ConfigError(f"load_slope must be a finite number >= 0 and load_free >= 0, got {slope}, {free}")
         self.load_slope, self.load_free = float(slope), int(free)
 
-    def effective_threshold(self, ctx: RouteContext) -> float:
+    def effective_threshold(self, ctx: StepContext) -> float:
         """The threshold for this step: raised (or, for `escalate_above = False`, lowered) under load."""
         if not self.load_slope:
             return self.threshold
@@ -92,12 +91,12 @@ class BaseRouter:
         tau = self.threshold if threshold is None else threshold
         return score > tau if self.escalate_above else score < tau
 
-    def route(self, ctx: RouteContext) -> Decision:
+    def route(self, ctx: StepContext) -> Decision:
         tau = self.effective_threshold(ctx)
         s = self.score(ctx)
         return Decision(escalate=self.decide(s, tau), score=s, threshold=tau)
 
-    def review(self, ctx: RouteContext, decision: Decision, target: Generation) -> None:
+    def review(self, ctx: StepContext, decision: Decision, target: Generation) -> None:
         """Called after an escalated step was written by the target (before it is appended); a router
         may score it and set `decision.target_score` / `decision.wasted`. Costs go through ctx.report."""
 
@@ -105,5 +104,5 @@ class BaseRouter:
         return self.name
 
 
-__all__ = ["TIE_TOLERANCE", "BaseRouter", "Decision", "RouteContext", "Router", "same_step", "target_better",
-           "target_load"]
+__all__ = ["TIE_TOLERANCE", "BaseRouter", "Decision", "RouteContext", "Router", "StepContext", "same_step",
+           "target_better", "target_load"]

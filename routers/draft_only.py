@@ -1,4 +1,4 @@
-from routers.base import BaseRouter, Decision, RouteContext
+from routers.base import BaseRouter, Decision, StepContext
 
 
 class DraftOnlyRouter(BaseRouter):
@@ -8,5 +8,5 @@ class DraftOnlyRouter(BaseRouter):
     needs_target = False
     threshold_range = None
 
-    def route(self, ctx: RouteContext) -> Decision:
+    def route(self, ctx: StepContext) -> Decision:
         return Decision(escalate=False)

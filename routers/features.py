@@ -7,7 +7,7 @@ index, the token budget, who wrote the earlier steps). The target's step is neve
 Three entry points compute the same vector:
 
 - `extract_features(...)`: the pure function, from plain values;
-- `features_from_context(ctx)`: at routing time, from a `RouteContext`;
+- `features_from_context(ctx)`: at routing time, from a `StepContext`;
 - `features_from_step(step, earlier, max_tokens)`: at training time, from a recorded `Step`
   (its `draft_text` and `draft_stats`) and the steps before it in the same `Solution`.
 
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from reasoning.answers import has_final_answer
 
 if TYPE_CHECKING:
-    from reasoning.controller import RouteContext
+    from reasoning.context import StepContext
     from reasoning.types import Step, TokenStats
 
 FEATURE_VERSION = 1
@@ -140,13 +140,13 @@ def extract_features(draft_text: str, logprobs: Sequence[float], entropies: Sequ
                                  max_tokens, history)
 
 
-def features_from_context(ctx: RouteContext) -> list[float]:
+def features_from_context(ctx: StepContext) -> list[float]:
     """The feature vector at routing time: the draft's proposal in `ctx` and the steps before it."""
     if ctx.draft is None or ctx.draft_text is None:
         raise RuntimeError("router features need the draft's proposed step (the router must set needs_draft)")
     return extract_features(
         ctx.draft_text, ctx.draft.logprobs, ctx.draft.entropies, ctx.step_index,
-        sum(s.tokens for s in ctx.steps), ctx.controller.limits.max_tokens, [s.author for s in ctx.steps],
+        sum(s.tokens for s in ctx.steps), ctx.limits.max_tokens, [s.author for s in ctx.steps],
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from judges import Judge, make_judge
 from reasoning.backends.base import Generation
 from reasoning.errors import ConfigError
-from routers.base import BaseRouter, Decision, RouteContext, same_step
+from routers.base import BaseRouter, Decision, StepContext, same_step
 
 
 def as_bool(value: Any, what: str) -> bool:
@@ -36,11 +36,11 @@ class JudgedRouter(BaseRouter):
         self.judge = make_judge(judge or self.default_judge, **(judge_options or {}))
         self.reviews = as_bool(audit, f"router {self.name!r} option audit")
 
-    def score(self, ctx: RouteContext) -> float:
+    def score(self, ctx: StepContext) -> float:
         return self.judge.score(ctx, ctx.draft_text)
 
-    def review(self, ctx: RouteContext, decision: Decision, target: Generation) -> None:
-        text = ctx.controller.segmenter.cut(target).text
+    def review(self, ctx: StepContext, decision: Decision, target: Generation) -> None:
+        text = ctx.step_text(target)
         if same_step(text, ctx.draft_text):  # the target wrote the draft's step again: a tie, no judge call
             decision.target_score = decision.score
         else:

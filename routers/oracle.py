@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from judges import Judge
-from routers.base import Decision, RouteContext, same_step, target_better
+from routers.base import Decision, StepContext, same_step, target_better
 from routers.judged import JudgedRouter
 
 
@@ -23,14 +23,12 @@ class OracleRouter(JudgedRouter):
                  judge_options: dict[str, Any] | None = None):
         super().__init__(threshold, judge, judge_options)
 
-    def route(self, ctx: RouteContext) -> Decision:
-        c = ctx.controller
+    def route(self, ctx: StepContext) -> Decision:
         tau = self.effective_threshold(ctx)
         draft_score = self.judge.score(ctx, ctx.draft_text)
-        target, mark = c.generate_step("target", ctx)
+        target = ctx.write_step("target")  # the controller appends it if it is kept
         ctx.report("target", target.usage)
-        c.target.session.rollback(mark)  # the controller appends the step if it is kept
-        text = c.segmenter.cut(target).text
+        text = ctx.step_text(target)
         # the same step written twice is a tie by definition: no second judge call, keep the draft
         target_score = draft_score if same_step(text, ctx.draft_text) else self.judge.score(ctx, text)
         escalate = target_better(target_score, draft_score, tau)

@@ -1,7 +1,7 @@
 import hashlib
 import random
 
-from routers.base import BaseRouter, RouteContext
+from routers.base import BaseRouter, StepContext
 
 
 class RandomRouter(BaseRouter):
@@ -16,7 +16,7 @@ class RandomRouter(BaseRouter):
         super().__init__(threshold)
         self.seed = int(seed)
 
-    def score(self, ctx: RouteContext) -> float:
+    def score(self, ctx: StepContext) -> float:
         key = f"{self.seed}|{ctx.problem.id}|{ctx.problem.question}|{ctx.step_index}".encode()
         return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big")).random()
 

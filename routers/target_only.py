@@ -1,4 +1,4 @@
-from routers.base import BaseRouter, Decision, RouteContext
+from routers.base import BaseRouter, Decision, StepContext
 
 
 class TargetOnlyRouter(BaseRouter):
@@ -8,5 +8,5 @@ class TargetOnlyRouter(BaseRouter):
     needs_draft = False
     threshold_range = None
 
-    def route(self, ctx: RouteContext) -> Decision:
+    def route(self, ctx: StepContext) -> Decision:
         return Decision(escalate=True)

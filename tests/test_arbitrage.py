@@ -314,7 +314,7 @@ class _RecordingArbitrage(ArbitrageRouter):
 
     def score(self, ctx):
         explicit = extract_features(ctx.draft_text, list(ctx.draft.logprobs), list(ctx.draft.entropies),
-                                    ctx.step_index, sum(s.tokens for s in ctx.steps), ctx.controller.limits.max_tokens,
+                                    ctx.step_index, sum(s.tokens for s in ctx.steps), ctx.limits.max_tokens,
                                     [s.author for s in ctx.steps])
         self.seen.append((features_from_context(ctx), explicit))
         return super().score(ctx)

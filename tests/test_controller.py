@@ -42,9 +42,9 @@ def test_mixed_authors_keep_every_session_on_the_solution_text():
     checked = []
 
     def check(step):
-        for slot in (ctl.draft, ctl.target):
+        for slot in (ctl.sessions.draft, ctl.sessions.target):
             if slot.session is not None:  # each session holds exactly the prefix it claims
-                assert slot.session.text == ctl.solution_text[: slot.chars]
+                assert slot.session.text == ctl.sessions.text[: slot.chars]
         checked.append(step.author)
 
     sol = ctl.run(Problem(question=QUESTION, id="mix"), on_step=check)

@@ -169,7 +169,7 @@ def test_a_template_that_opens_think_gets_it_once_and_steps_start_inside_thinkin
                       delimiter="\n\n", few_shot=0, temperature=0.0)
     c = Controller(b, None, make_router("draft-only"), lim, cfg)
     sol = c.run(Problem(question=QUESTION))
-    prompt = c.draft.prompt or c.prompt
+    prompt = c.sessions.draft.prompt or c.sessions.prompt
     assert (b.render(prompt) + "").count("<think>") == 1  # the template's, not a second one
     assert c._head == "<think>\n" and sol.steps[0].in_thinking  # inside thinking with or without think=True
     assert "</think>" in c.segmenter.stops(True)
@@ -186,15 +186,17 @@ def test_the_answer_is_read_after_think_everywhere():
     assert sol.answer_text == "The answer is \\boxed{5}." and sol.correct is True
     sol.steps = steps[:1]  # thinking never closed: a tentative value inside it is no answer
     assert sol.answer_text == "" and sol.correct is False
-    from reasoning.controller import Controller
+    from reasoning.controller import Controller, Limits
+    from reasoning.prompts import Prompt
+    from reasoning.segmenter import Segmenter
+    from reasoning.slots import Sessions
 
     c = Controller.__new__(Controller)
-    from reasoning.segmenter import Segmenter
-
     c.segmenter, c._head = Segmenter(), "<think>\n"
-    c.solution_text = "so \\boxed{3}\n\n"
+    c.sessions = Sessions(None, None, Prompt.math("q", 0), Limits(), c.segmenter)
+    c.sessions.text = "so \\boxed{3}\n\n"
     assert c._answer_region() == ""  # so the forced-answer rule still fires
-    c.solution_text += "</think>\n\nThe answer is \\boxed{4}."
+    c.sessions.text += "</think>\n\nThe answer is \\boxed{4}."
     assert c._answer_region() == "\n\nThe answer is \\boxed{4}."
 
 

@@ -9,8 +9,8 @@ import torch
 from judges import make_judge
 from judges.prm import PRMJudge
 from reasoning.errors import ConfigError, ModelSpecError
+from reasoning.slots import LoopContext
 from reasoning.types import Problem, Step
-from routers.base import RouteContext
 
 from .conftest import QUESTION
 
@@ -58,10 +58,10 @@ def prm_dirs(tmp_path_factory):
     return dirs
 
 
-def route_ctx(steps: list[str]) -> RouteContext:
-    return RouteContext(problem=Problem(question=QUESTION),
-                        steps=[Step(index=i, text=t, author="draft") for i, t in enumerate(steps)],
-                        draft=None, draft_text=None, step_index=len(steps), in_thinking=False, controller=None)
+def route_ctx(steps: list[str]) -> LoopContext:
+    return LoopContext(problem=Problem(question=QUESTION),
+                       steps=[Step(index=i, text=t, author="draft") for i, t in enumerate(steps)],
+                       step_index=len(steps))
 
 
 @pytest.mark.parametrize("style", ["classification", "value"])
@@ -122,7 +122,7 @@ def test_judge_reports_its_forward_pass(prm_dirs):
     ctx = route_ctx(STEPS[:2])
     judge.score(ctx, STEPS[2])
     assert len(ctx.reported) == 1
-    stage, usage = ctx.reported[0]
+    stage, usage = ctx.reported[0].stage, ctx.reported[0].usage
     ids, _ = judge.build_inputs(QUESTION, STEPS)
     assert stage == "judge" and usage.input_tokens == len(ids) > 0
     assert usage.output_tokens == 0 and usage.seconds > 0
@@ -143,8 +143,8 @@ def test_long_inputs_leave_out_the_oldest_steps(prm_dirs, caplog):
     assert scores[2] == pytest.approx(full.score_text(QUESTION, STEPS[1:2], STEPS[2]), abs=1e-6)
     assert scores[2] == pytest.approx(judge.score(route_ctx(STEPS[:2]), STEPS[2]), abs=1e-6)
     first_step = positions[0] + 1 - len(full.head_ids(QUESTION))  # step 1 and its separator
-    assert [u.input_tokens for _, u in ctx.reported] == [cap, positions[2] + 1 - first_step]
-    assert all(u.input_tokens <= cap for _, u in ctx.reported)
+    assert [r.usage.input_tokens for r in ctx.reported] == [cap, positions[2] + 1 - first_step]
+    assert all(r.usage.input_tokens <= cap for r in ctx.reported)
 
 
 def test_errors_name_the_bad_input(prm_dirs, tmp_path):

@@ -55,7 +55,7 @@ from reasoning.errors import ConfigError
 from reasoning.options import DEFAULT_DRAFT, DEFAULT_TARGET, SWEEP_LIMITS, make_limits
 from reasoning.specs import parse_spec
 from reasoning.types import Problem
-from routers.base import Decision, RouteContext, same_step, target_better
+from routers.base import Decision, StepContext, same_step, target_better
 from routers.features import FEATURE_NAMES, FEATURE_VERSION, features_from_context
 from routers.oracle import OracleRouter
 from training.traces import TargetSample, TraceRecord
@@ -165,31 +165,24 @@ class CollectingOracle(OracleRouter):
     def reset(self) -> None:
         self.traces = []
 
-    def _judge(self, ctx: RouteContext, text: str) -> tuple[float, float]:
+    def _judge(self, ctx: StepContext, text: str) -> tuple[float, float]:
         """The judge's score of `text` and the seconds it reported."""
         n0 = len(ctx.reported)
         score = float(self.judge.score(ctx, text))
-        return score, sum(u.seconds for _, u in ctx.reported[n0:])
+        return score, sum(r.usage.seconds for r in ctx.reported[n0:])
 
-    def _target_step(self, ctx: RouteContext, k: int) -> Generation:
-        c = ctx.controller
+    def _target_step(self, ctx: StepContext, k: int) -> Generation:
         if self.temperature == 0.0:  # the controller's own greedy step
-            gen, mark = c.generate_step("target", ctx)
+            gen = ctx.write_step("target")
         else:
-            session = c.target_session()
-            mark = session.n_tokens
-            gen = session.generate(max_tokens=ctx.step_cap, stop=c.segmenter.stops(ctx.in_thinking),
-                                   temperature=self.temperature,
-                                   seed=sample_seed(self.seed, ctx.problem.id, ctx.step_index, k),
-                                   ignore_eos=c.limits.ignore_eos)
-        ctx.report("target", gen.usage)
-        c.target.session.rollback(mark)  # the controller appends the step if it is kept
+            gen = ctx.write_step("target", temperature=self.temperature,
+                                 seed=sample_seed(self.seed, ctx.problem.id, ctx.step_index, k))
+        ctx.report("target", gen.usage)  # the controller appends the step if it is kept
         return gen
 
-    def route(self, ctx: RouteContext) -> Decision:
+    def route(self, ctx: StepContext) -> Decision:
         if ctx.draft is None or ctx.draft_text is None:
             raise RuntimeError("the collecting oracle needs the draft's step")
-        c = ctx.controller
         features = features_from_context(ctx)
         history = [s.author for s in ctx.steps]
         draft_score, judge_s = self._judge(ctx, ctx.draft_text)
@@ -198,13 +191,13 @@ class CollectingOracle(OracleRouter):
         target_s = 0.0
         for k in range(self.k):
             gen = self._target_step(ctx, k)
-            text = c.segmenter.cut(gen).text
+            text = ctx.step_text(gen)
             # the draft's own step again: advantage exactly 0, no judge call (float noise is no label)
             score, js = (draft_score, 0.0) if same_step(text, ctx.draft_text) else self._judge(ctx, text)
             judge_s += js
             target_s += gen.usage.seconds
             gens.append(gen)
-            samples.append(TargetSample(text=c.segmenter.cut(gen).text, tokens=len(gen.token_ids), score=score,
+            samples.append(TargetSample(text=text, tokens=len(gen.token_ids), score=score,
                                         seconds=gen.usage.seconds))
         target_score = sum(s.score for s in samples) / len(samples)
         advantage = target_score - draft_score

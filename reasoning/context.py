@@ -1,0 +1,100 @@
+"""The contract between the step loop and its policies.
+
+For every step the controller hands routers and judges a `StepContext`: what is known about the
+step (the problem, the accepted steps, the draft's proposal) and the few things a policy may do
+(read a model's session, with or without the draft's step on trial; let a model write the step as
+the controller would; report the cost of each model call). A router answers with a `Decision`.
+Routers and judges never see the controller; the controller owns every total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from reasoning.backends.base import Backend, Generation, Session, Usage
+from reasoning.options import Limits
+from reasoning.types import Problem, SolveConfig, Stage, Step
+
+Model = Literal["draft", "target"]
+
+
+@runtime_checkable
+class StepContext(Protocol):
+    """One step being decided. Policies read the fields and call the methods; nothing else."""
+
+    problem: Problem
+    steps: list[Step]  # accepted steps before this one
+    draft: Generation | None  # the draft's proposal (None when the router does not need one)
+    draft_text: str | None  # the proposal as a step (delimiter removed)
+    step_index: int
+    in_thinking: bool
+    step_cap: int  # token cap of this step
+    limits: Limits
+    config: SolveConfig
+    reported: list[Report]  # the calls reported for this step so far, in order
+    reviewing: bool  # True while a router reviews the target's step (the draft's is settled)
+    target_load: int | None  # set by load-aware routers: target calls queued or running
+
+    def backend(self, model: Model) -> Backend:
+        """The model's backend (for counting tokens, rendering, load)."""
+        ...
+
+    def session(self, model: Model, with_draft_step: bool = False) -> Session:
+        """The model's session holding the prompt and the accepted steps; with `with_draft_step`,
+        also the draft's step on trial (the session keeps it if the step is kept). A policy leaves
+        a session as it found it (roll back to marks read off `n_tokens`)."""
+        ...
+
+    def write_step(self, model: Model, *, temperature: float | None = None, seed: int | None = None) -> Generation:
+        """Let a model write this step from the accepted prefix, with the controller's stops and
+        cap (and its temperature and seed unless given); the session is left at the prefix. The
+        caller reports the generation's usage."""
+        ...
+
+    def step_text(self, gen: Generation) -> str:
+        """A generation as a step: cut at the delimiter, the delimiter removed."""
+        ...
+
+    def report(self, stage: Stage, usage: Usage, *, on_trial: bool = False) -> None:
+        """Account a model call. `on_trial`: work the model (`stage` "draft" or "target") did on the
+        draft's step held on trial; charged to that model if the step is kept, to the judge if not."""
+        ...
+
+
+@dataclass
+class Report:
+    stage: Stage
+    usage: Usage
+    on_trial: bool = False
+
+
+@dataclass
+class Decision:
+    escalate: bool
+    score: float | None = None
+    # A target step the router already wrote from the same prefix (with `write_step`); the
+    # controller appends it.
+    target: Generation | None = None
+    target_score: float | None = None
+    wasted: bool | None = None  # escalated although the target's step was not judged better
+    threshold: float | None = None  # the threshold in effect (load-aware routing moves it)
+
+
+@runtime_checkable
+class Router(Protocol):
+    """Every hook the controller calls."""
+
+    name: str
+    needs_draft: bool  # the draft proposes each step before `route`
+    needs_target: bool
+    reviews: bool  # `review` is called after each escalated step the target wrote
+
+    def route(self, ctx: StepContext) -> Decision: ...
+
+    def review(self, ctx: StepContext, decision: Decision, target: Generation) -> None: ...
+
+
+RouteContext = StepContext  # the name before the redesign
+
+__all__ = ["Decision", "Model", "Report", "RouteContext", "Router", "StepContext"]

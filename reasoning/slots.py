@@ -1,0 +1,196 @@
+"""Session slots and trial bookkeeping for the step loop, and the loop's `StepContext`.
+
+Each model keeps one session on its own rendering of the prompt. Both sessions hold the same
+solution text; a session that fell behind (because the other model wrote the last steps) catches
+up lazily by appending the missing text, so a model that is never asked (the target under
+draft-only) never runs. While a step is decided, the draft's step may sit "on trial" in a session:
+kept there if the step is kept, rolled back if it is rejected or anyone asks for the plain prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from reasoning.backends.base import Backend, Generation, Session, Usage
+from reasoning.context import Model, Report
+from reasoning.options import Limits
+from reasoning.prompts import Prompt
+from reasoning.segmenter import Cut, Segmenter
+from reasoning.types import Costs, Problem, SolveConfig, Stage, StageCost, Step
+
+
+@dataclass
+class Slot:
+    """One model's session and how much of the solution text it already holds."""
+
+    stage: Model
+    backend: Backend
+    prompt: Prompt | None = None  # this model's prompt (the <think> prefix depends on its template)
+    session: Session | None = None
+    chars: int = 0
+    # session length before the draft's current step, while the session holds it on trial
+    trial: int | None = None
+
+    def ready(self, prompt: Prompt, solution_text: str) -> Session:
+        """The session holding exactly the prompt and the solution so far."""
+        if self.session is None:
+            self.session = self.backend.open_session(self.prompt or prompt)
+            self.chars = 0
+        if self.trial is not None:
+            self.session.rollback(self.trial)
+            self.trial = None
+        if self.chars < len(solution_text):
+            self.session.append(solution_text[self.chars:])
+            self.chars = len(solution_text)
+        return self.session
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+class Sessions:
+    """The solution text so far, both models' slots and the draft's step on trial."""
+
+    def __init__(self, draft: Backend | None, target: Backend | None, prompt: Prompt, limits: Limits,
+                 segmenter: Segmenter):
+        self.prompt, self.limits, self.segmenter = prompt, limits, segmenter
+        self.draft = Slot("draft", draft) if draft is not None else None
+        self.target = Slot("target", target) if target is not None else None
+        self.text = ""  # the accepted solution
+        self.piece: str | None = None  # the draft's step on trial, with its delimiter
+
+    def slot(self, model: Model) -> Slot:
+        return self.draft if model == "draft" else self.target
+
+    def ready(self, model: Model) -> Session:
+        return self.slot(model).ready(self.prompt, self.text)
+
+    def with_draft_step(self, model: Model) -> Session:
+        """A model's session holding the solution so far plus the draft's step on trial."""
+        if self.piece is None:
+            raise RuntimeError("there is no draft step to judge")
+        slot = self.slot(model)
+        if slot.trial is None:
+            session = slot.ready(self.prompt, self.text)
+            slot.trial = session.n_tokens
+            session.append(self.piece)
+        return slot.session
+
+    def seed(self, step: int, model: Model) -> int | None:
+        return None if self.limits.seed is None else self.limits.seed * 1_000_003 + step * 7 + (model == "target")
+
+    def generate(self, model: Model, step: int, thinking: bool, cap: int, temperature: float | None = None,
+                 seed: int | None = None) -> tuple[Generation, int]:
+        """A model writes a step from the accepted prefix (it stays in its session). Returns the
+        generation and the session length before it."""
+        session = self.ready(model)
+        mark = session.n_tokens
+        gen = session.generate(max_tokens=cap, stop=self.segmenter.stops(thinking),
+                               temperature=self.limits.temperature if temperature is None else temperature,
+                               seed=self.seed(step, model) if seed is None else seed,
+                               ignore_eos=self.limits.ignore_eos)
+        return gen, mark
+
+    def hold(self, gen: Generation, cut: Cut, mark: int) -> None:
+        """The draft's proposal goes on trial in its own session, which holds exactly the piece."""
+        session = self.draft.session
+        if cut.piece.startswith(gen.text):
+            session.append(cut.piece[len(gen.text):])
+        else:  # an end stop was cut off: the session must hold the piece only
+            session.rollback(mark)
+            session.append(cut.piece)
+        self.draft.trial, self.piece = mark, cut.piece
+
+    def settle(self, keep: bool) -> None:
+        """After the decision: sessions holding the draft's step on trial keep it or drop it."""
+        for slot in (self.draft, self.target):
+            if slot is None or slot.trial is None:
+                continue
+            if keep:
+                slot.chars = len(self.text) + len(self.piece)
+            else:
+                slot.session.rollback(slot.trial)
+            slot.trial = None
+
+    def commit(self, cut: Cut, model: Model | None = None, gen: Generation | None = None,
+               mark: int | None = None) -> None:
+        """Append a step to the solution. A step the draft kept from trial needs nothing else; for a
+        step `model` wrote (`gen`), `mark` is where it starts in that model's session (None: it is
+        not there): the session keeps its tokens when they spell the step exactly."""
+        if model is not None:
+            slot = self.slot(model)
+            if mark is not None and cut.piece.startswith(gen.text):
+                slot.chars = len(self.text) + len(gen.text)
+            else:
+                if mark is not None:
+                    slot.session.rollback(mark)
+                slot.chars = len(self.text)
+        self.text += cut.piece
+
+    def close(self) -> None:
+        for slot in (self.draft, self.target):
+            if slot is not None:
+                slot.close()
+
+
+@dataclass
+class LoopContext:
+    """The controller's `StepContext`. Built without `sessions` (tests, offline scoring) it gives
+    the records and `report` only."""
+
+    problem: Problem
+    steps: list[Step]
+    draft: Generation | None = None
+    draft_text: str | None = None
+    step_index: int = 0
+    in_thinking: bool = False
+    step_cap: int = 256
+    limits: Limits = field(default_factory=Limits)
+    config: SolveConfig | None = None
+    sessions: Sessions | None = field(default=None, repr=False)
+    reviewing: bool = False
+    target_load: int | None = None
+    reported: list[Report] = field(default_factory=list)
+
+    def _live(self) -> Sessions:
+        if self.sessions is None:
+            raise RuntimeError("this step context has no model sessions")
+        return self.sessions
+
+    def backend(self, model: Model) -> Backend:
+        slot = self._live().slot(model)
+        if slot is None:
+            raise RuntimeError(f"this solve has no {model} model")
+        return slot.backend
+
+    def session(self, model: Model, with_draft_step: bool = False) -> Session:
+        live = self._live()
+        return live.with_draft_step(model) if with_draft_step else live.ready(model)
+
+    def write_step(self, model: Model, *, temperature: float | None = None, seed: int | None = None) -> Generation:
+        live = self._live()
+        gen, mark = live.generate(model, self.step_index, self.in_thinking, self.step_cap, temperature, seed)
+        live.slot(model).session.rollback(mark)
+        return gen
+
+    def step_text(self, gen: Generation) -> str:
+        return self._live().segmenter.cut(gen).text
+
+    def report(self, stage: Stage, usage: Usage, *, on_trial: bool = False) -> None:
+        self.reported.append(Report(stage, usage, on_trial))
+
+    def charge(self, costs: Costs, start: int = 0, keep: bool = False) -> float:
+        """Add the reports from `start` on to `costs`; returns their seconds. Work on the draft's step
+        on trial is part of a call already counted: its model's (no call) if the step is kept, else
+        the judge's."""
+        seconds = 0.0
+        for r in self.reported[start:]:
+            cost: StageCost = r.usage.cost()
+            stage = r.stage
+            if r.on_trial:
+                stage, cost.calls = (stage if keep else "judge"), 0
+            costs.stage(stage).add(cost)
+            seconds += r.usage.seconds
+        return seconds
