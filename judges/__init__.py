@@ -1,31 +1,20 @@
 """Judges score the newest step given the problem and the steps before it, in [0, 1] (higher is
-better). Registered by name; `make_judge(name, **options)` builds one."""
+better). Registered by name in reasoning.registry (`JUDGES`); `make_judge(name, **options)` builds one."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from judges.base import Judge
 from reasoning.errors import BackendUnavailableError, ConfigError
-
-# name -> "module:Class"; imported on use so that `import judges` stays light.
-JUDGES: dict[str, str] = {
-    "specreason": "judges.specreason:SpecReasonJudge",
-    "prm": "judges.prm:PRMJudge",
-    "rollout": "judges.rollout:RolloutJudge",
-}
+from reasoning.registry import JUDGES
 
 
 def make_judge(name: str | Judge, **options: Any) -> Judge:
     if not isinstance(name, str):
         return name
-    target = JUDGES.get(name)
-    if target is None:
-        raise ConfigError(f"unknown judge {name!r}: choose one of {', '.join(sorted(JUDGES))}")
-    module, _, cls = target.partition(":")
     try:
-        judge_class = getattr(importlib.import_module(module), cls)
+        judge_class = JUDGES.load(name)
     except ImportError as e:  # the PRM judge runs on transformers, an extra
         if (e.name or "").split(".")[0] in ("torch", "transformers"):
             raise BackendUnavailableError(f"judge {name!r} needs {e.name.split('.')[0]}, which is not installed: "

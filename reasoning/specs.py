@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reasoning.errors import ModelSpecError
+from reasoning.registry import BACKENDS
 
-ENGINES = ("hf", "vllm", "openai", "llamacpp")
-_ENGINE_ALIASES = {"transformers": "hf", "hf": "hf", "vllm": "vllm", "openai": "openai", "llamacpp": "llamacpp"}
+ENGINES = tuple(BACKENDS)  # built in; installed packages add engines (reasoning.registry)
+_ENGINE_ALIASES = {"transformers": "hf", **{e: e for e in ENGINES}}
 
 
 @dataclass(frozen=True)
@@ -109,14 +110,14 @@ def parse_spec(text: str) -> ModelSpec:
     m = re.match(r"^([A-Za-z][\w.-]*):(?!//)(.*)$", text)
     if m and not (len(m.group(1)) == 1 and os.name == "nt"):
         engine, model = m.group(1).lower(), m.group(2).strip()
-        if engine not in _ENGINE_ALIASES:
+        if engine not in _ENGINE_ALIASES and BACKENDS.target(engine) is None:
             raise ModelSpecError(
                 f"unknown engine {m.group(1)!r} in model spec {raw!r}: "
-                f"use one of {', '.join(sorted(_ENGINE_ALIASES))}"
+                f"use one of {', '.join(sorted({*_ENGINE_ALIASES, *BACKENDS.plugins()}))}"
             )
         if not model:
             raise ModelSpecError(f"model spec {raw!r} names no model after '{m.group(1)}:'")
-        return ModelSpec(_ENGINE_ALIASES[engine], model, options, raw)
+        return ModelSpec(_ENGINE_ALIASES.get(engine, engine), model, options, raw)
     if text in ALIASES:
         return ModelSpec("hf", text, options, raw)
     path = Path(text).expanduser()

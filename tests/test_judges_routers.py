@@ -125,13 +125,37 @@ def test_registry_lists_every_policy():
     assert make_judge("specreason").name == "specreason"
 
 
-def test_an_installed_package_adds_a_router_by_entry_point(monkeypatch):
-    from importlib.metadata import EntryPoint
+def test_installed_packages_add_routers_judges_and_engines_by_entry_point(tmp_path, monkeypatch):
+    """A real installed distribution (a dist-info folder on sys.path) registering one of each; its
+    engine is the README's minimal engine."""
+    import re
+    from pathlib import Path
 
-    import reasoning.registry as registry
+    from reasoning.api import Solver
+    from reasoning.specs import parse_spec
 
-    plugin = EntryPoint(name="plugin-draft", value="routers.draft_only:DraftOnlyRouter", group=registry.ROUTER_GROUP)
-    monkeypatch.setattr(registry, "entry_points", lambda group: [plugin] if group == registry.ROUTER_GROUP else [])
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (engine,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "class MyEngineBackend" in b]
+    (tmp_path / "demo_engine.py").write_text(engine)
+    (tmp_path / "demo_judge.py").write_text("class HalfJudge:\n    name = 'half'\n\n"
+                                            "    def score(self, ctx, step_text):\n        return 0.5\n")
+    info = tmp_path / "specstep_demo-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: specstep-demo\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[specstep.routers]\nplugin-draft = routers.draft_only:DraftOnlyRouter\n"
+        "draft-only = routers.target_only:TargetOnlyRouter\n"  # a built-in name wins
+        "[specstep.judges]\nhalf = demo_judge:HalfJudge\n"
+        "[specstep.engines]\nmyengine = demo_engine:MyEngineBackend\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
     assert type(make_router("plugin-draft")) is ROUTERS["draft-only"]
+    assert type(make_router("draft-only")).__name__ == "DraftOnlyRouter"
     with pytest.raises(ConfigError, match="unknown router 'nope': choose one of arbitrage, draft-only, .*plugin-draft"):
         make_router("nope")
+    assert make_judge("half").score(None, "x") == 0.5
+    with pytest.raises(ConfigError, match="unknown judge 'nope': choose one of half, prm, rollout, specreason"):
+        make_judge("nope")
+    assert parse_spec("myengine:any").engine == "myengine"
+    sol = Solver(draft="myengine:any", router="draft-only", max_steps=2).solve("What is 6 x 7?")
+    assert sol.answer == "42" and [s.author for s in sol.steps] == ["draft"]

@@ -7,6 +7,7 @@ import threading
 
 from reasoning.backends.base import Backend, Generation, Scored, Session, Usage
 from reasoning.errors import BackendUnavailableError
+from reasoning.registry import BACKENDS
 from reasoning.specs import ModelSpec, parse_spec
 
 __all__ = ["Backend", "Generation", "Scored", "Session", "Usage", "check_engine", "clear_backend_cache",
@@ -53,31 +54,7 @@ def load_backend(spec: str | ModelSpec) -> Backend:
     with _LOCK:
         if key not in _LOADED:
             check_engine(spec)
-            if spec.engine == "hf":
-                from reasoning.backends.hf_vision import wants_vision
-
-                if wants_vision(spec):  # vision-language model directory, or ?vision=1
-                    from reasoning.backends.hf_vision import HFVisionBackend
-
-                    _LOADED[key] = HFVisionBackend(spec)
-                else:
-                    from reasoning.backends.hf import HFBackend
-
-                    _LOADED[key] = HFBackend(spec)
-            elif spec.engine == "llamacpp":
-                from reasoning.backends.llamacpp import LlamaCppBackend
-
-                _LOADED[key] = LlamaCppBackend(spec)
-            elif spec.engine == "vllm":
-                from reasoning.backends.vllm import VLLMBackend
-
-                _LOADED[key] = VLLMBackend(spec)
-            elif spec.engine == "openai":
-                from reasoning.backends.openai import OpenAIBackend
-
-                _LOADED[key] = OpenAIBackend(spec)
-            else:  # parse_spec only returns known engines
-                raise BackendUnavailableError(f"no backend for engine {spec.engine!r}")
+            _LOADED[key] = BACKENDS.load(spec.engine)(spec)  # the engine's factory (reasoning.registry)
         return _LOADED[key]
 
 
