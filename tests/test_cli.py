@@ -26,7 +26,7 @@ def run(*args, timeout=300):
     (["solve", "2+2?", "--max-steps", "0"], "bad value for max_steps"),
     (["solve", "2+2?", "--draft", "openai:m?base_url=ftp://x", "--router", "draft-only"], "is not an http(s) URL"),
     (["solve", "2+2?", "--draft", "llamacpp:./missing.gguf", "--router", "draft-only"], "model file not found"),
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["frobnicate"], "No such command 'frobnicate'"),
     (["solve", "2+2?", "--router", "specreason", "--threshold", "1.5"], "out of range for router 'specreason'"),
     (["solve", "2+2?", "--router", "specreason", "--judge", "crystal"], "unknown judge 'crystal'"),
     (["solve", "2+2?", "--router", "random", "--router-opt", "seed"], "--router-opt takes KEY=VALUE, got 'seed'"),
@@ -62,3 +62,43 @@ def test_solve_prints_steps_with_authors_and_a_cost_table():
 def test_models_lists_the_bundled_aliases():
     r = run("models")
     assert r.returncode == 0 and "smollm2-135m" in r.stdout and "gemma3-270m" in r.stdout
+
+
+POLICY = {"--draft", "--target", "--router", "--threshold", "--escalation-rate", "--router-opt", "--judge",
+          "--judge-opt", "--max-steps", "--max-tokens", "--step-tokens", "--few-shot"}
+RUN = {"--dataset", "--data-dir", "--limit", "--out", "--judge", "--judge-opt", "--draft", "--target", "--seed",
+       "--steps", "--split", "--max-steps", "--max-tokens", "--step-tokens", "--few-shot"}
+FLAGS = {  # every command and flag of the argparse CLI before the port to typer
+    ("solve",): POLICY | {"--example", "--temperature", "--seed", "--think", "--json"},
+    ("eval",): RUN | {"--policies", "--thresholds", "--escalation-rates", "--router-opt"},
+    ("train-router",): {"--traces", "--out", "--model", "--seed", "--test-fraction", "--no-balance"},
+    ("collect",): RUN | {"--target-samples", "--temperature"},
+    ("models",): set(),
+    ("verdict",): {"--image", "--experts", "--samples", "--verdict-model", "-m", "--temperature", "--seed",
+                   "--max-tokens", "--path-tokens", "--skip-on-agreement", "--few-shot", "--json"},
+    ("serve",): POLICY | {"--think", "--host", "--port", "--model-name", "--api-key-env", "--api-key",
+                          "--max-concurrency"},
+    ("testbed", "train"): {"--out", "--only", "--seed", "--target-steps", "--draft-steps", "--batch", "--resume"},
+}
+
+
+def test_every_command_and_flag_is_kept():
+    import typer
+
+    from reasoning.cli import app
+
+    group = typer.main.get_command(app)
+    assert {opt for p in group.params for opt in p.opts} - {"--help"} == {"-v", "--verbose", "--version"}
+    found = {}
+    for name, command in group.commands.items():
+        for sub, leaf in (getattr(command, "commands", None) or {None: command}).items():
+            found[(name,) if sub is None else (name, sub)] = {o for p in leaf.params for o in p.opts
+                                                              if o.startswith("-")} - {"--help"}
+    assert found == FLAGS
+
+
+def test_version_and_help_exit_0():
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.startswith("specstep ")
+    r = run("eval", "--help")
+    assert r.returncode == 0 and "--escalation-rates" in r.stdout and "--policies" in r.stdout

@@ -1,6 +1,7 @@
 """`reasoning.options`: the API, the CLI and the server take the solve defaults from one model. No models load."""
 
 import inspect
+from types import SimpleNamespace
 
 import pytest
 
@@ -56,6 +57,16 @@ def test_api_defaults_come_from_the_model():
     assert (seg.delimiter, seg.step_tokens) == (DEFAULT_LIMITS.delimiter, DEFAULT_LIMITS.step_tokens)
 
 
+def parse_cli(argv: list[str]) -> SimpleNamespace:
+    """What the CLI parses from argv for its command, without running it."""
+    import typer
+
+    group = typer.main.get_command(cli.app)
+    ctx = group.make_context("specstep", list(argv))
+    command = group.get_command(ctx, argv[0])
+    return SimpleNamespace(**command.make_context(argv[0], list(argv[1:]), parent=ctx).params)
+
+
 @pytest.mark.parametrize("argv,preset", [
     (["solve", "2+2?"], DEFAULT_LIMITS),
     (["serve"], DEFAULT_LIMITS),
@@ -63,7 +74,7 @@ def test_api_defaults_come_from_the_model():
     (["collect", "--dataset", "synthetic", "--out", "o"], SWEEP_LIMITS),
 ])
 def test_cli_parser_defaults_come_from_the_model(argv, preset):
-    args = cli._parser().parse_args(argv)
+    args = parse_cli(argv)
     assert {k: getattr(args, k) for k in BUDGETS} == {k: getattr(preset, k) for k in BUDGETS}
     assert (args.draft, args.target) == (DEFAULT_DRAFT, DEFAULT_TARGET)
     if argv[0] == "solve":

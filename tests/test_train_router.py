@@ -301,7 +301,7 @@ def test_cli_trains_prints_metrics_and_fails_with_one_line(traces, tmp_path):
     for args, msg in ((["--traces", str(tmp_path / "none"), "--out", str(tmp_path / "x")], "does not exist"),
                       (["--traces", str(traces), "--out", str(tmp_path / "x"), "--test-fraction", "2"],
                        "strictly between 0 and 1"),
-                      (["--traces", str(traces), "--out", str(tmp_path / "x"), "--model", "svm"], "invalid choice")):
+                      (["--traces", str(traces), "--out", str(tmp_path / "x"), "--model", "svm"], "is not one of")):
         r = _cli("train-router", *args)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("specstep: error: ") and msg in lines[0]
