@@ -276,7 +276,7 @@ def serve(
                                                         "get 429 (default: no limit)")] = None,
 ) -> int:
     if api_key_env is not None and api_key is not None:
-        raise typer.BadParameter("not allowed with --api-key-env", param_hint="'--api-key'")
+        raise SpecstepError("argument --api-key: not allowed with argument --api-key-env")
     return _cmd_serve(_args(locals()))
 
 

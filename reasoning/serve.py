@@ -260,109 +260,55 @@ class _StripSlash:
         await self.app(scope, receive, send)
 
 
-def create_app(solver: Any, *, api_key: str | None = None, model_name: str = DEFAULT_MODEL_NAME,
-               max_concurrency: int | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-               max_question_chars: int = MAX_QUESTION_CHARS) -> FastAPI:
-    """The FastAPI application serving `solver` (run it with any ASGI server; `make_server` uses uvicorn)."""
-    from reasoning import __version__
+class _Service:
+    """What the endpoints share: the solver, the API key, the model card, the concurrency slots and the
+    request limits."""
 
-    if api_key is not None and not api_key.strip():
-        raise ConfigError("the API key is empty")
-    if not model_name.strip():
-        raise ConfigError("the model name is empty")
-    if max_concurrency is not None and max_concurrency < 1:
-        raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
-    slots = threading.BoundedSemaphore(max_concurrency) if max_concurrency else None
-    created = int(time.time())
+    def __init__(self, solver: Any, api_key: str | None, model_name: str, max_concurrency: int | None,
+                 max_body_bytes: int, max_question_chars: int):
+        if api_key is not None and not api_key.strip():
+            raise ConfigError("the API key is empty")
+        if not model_name.strip():
+            raise ConfigError("the model name is empty")
+        if max_concurrency is not None and max_concurrency < 1:
+            raise ConfigError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        self.solver, self.api_key, self.model_name = solver, api_key, model_name
+        self.max_body_bytes, self.max_question_chars = max_body_bytes, max_question_chars
+        self.slots = threading.BoundedSemaphore(max_concurrency) if max_concurrency else None
+        self.created = int(time.time())
 
-    def authorized(creds: HTTPAuthorizationCredentials | None) -> bool:
-        return api_key is None or (creds is not None and hmac.compare_digest(creds.credentials.encode(),
-                                                                              api_key.encode()))
+    def authorized(self, creds: HTTPAuthorizationCredentials | None) -> bool:
+        return self.api_key is None or (creds is not None and hmac.compare_digest(creds.credentials.encode(),
+                                                                                   self.api_key.encode()))
 
-    def unauthorized() -> _HTTPError:
+    def unauthorized(self) -> _HTTPError:
         return _HTTPError(401, "missing or wrong API key: send Authorization: Bearer <key>",
                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
-    async def require_key(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
-        if not authorized(creds):
-            raise unauthorized()
+    def card(self) -> dict:
+        return {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "specstep"}
 
-    app = FastAPI(title="specstep", version=__version__, dependencies=[Depends(require_key)],
-                  redirect_slashes=False,
-                  description="An OpenAI-compatible chat completions API whose one model is a specstep solver.")
-    app.add_middleware(_StripSlash)
-
-    # errors: OpenAI-style JSON with today's statuses and one-line messages
-
-    @app.exception_handler(_HTTPError)
-    async def _on_error(request: Request, e: _HTTPError) -> Response:
-        return _error_response(request, e)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _on_routing(request: Request, e: StarletteHTTPException) -> Response:
-        path = request.url.path
-        if not authorized(await _BEARER(request)):  # the key is checked before the path, as it always was
-            return _error_response(request, unauthorized())
-        if e.status_code == 404:
-            err = _HTTPError(404, f"unknown path {path!r}: this server has /v1/models and {CHAT_PATH}",
-                             code="not_found")
-        elif e.status_code == 405:
-            allowed = "POST" if path == CHAT_PATH else "GET"
-            err = _HTTPError(405, f"method {request.method} is not allowed on {path}; use {allowed}",
-                             code="method_not_allowed", headers={"Allow": allowed})
-        else:
-            err = _HTTPError(e.status_code, str(e.detail), headers=dict(e.headers or {}))
-        return _error_response(request, err)
-
-    @app.exception_handler(RequestValidationError)
-    async def _on_invalid(request: Request, e: RequestValidationError) -> Response:
-        return _error_response(request, _validation_error(e))  # 400, not FastAPI's 422
-
-    @app.exception_handler(Exception)
-    async def _on_crash(request: Request, e: Exception) -> Response:
-        log.error("request %s %s failed", request.method, request.url.path, exc_info=e)
-        return _json(500, _HTTPError(500, f"internal error: {type(e).__name__}: {e}", "server_error").body())
-
-    # endpoints
-
-    def card() -> dict:
-        return {"id": model_name, "object": "model", "created": created, "owned_by": "specstep"}
-
-    def no_such_model(name: str) -> _HTTPError:
-        return _HTTPError(404, f"model {name!r} does not exist; this server has {model_name!r}",
+    def no_such_model(self, name: str) -> _HTTPError:
+        return _HTTPError(404, f"model {name!r} does not exist; this server has {self.model_name!r}",
                           param="model", code="model_not_found")
 
-    @app.get("/v1/models", summary="The server's one model")
-    async def models() -> Response:
-        return _json(200, {"object": "list", "data": [card()]})
-
-    @app.get("/v1/models/{model_id:path}", summary="One model by id")
-    async def model(model_id: str) -> Response:
-        if model_id != model_name:
-            raise no_such_model(model_id)
-        return _json(200, card())
-
-    @app.post(CHAT_PATH, summary="Solve the last user message", openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}}},
-        "responses": {"200": {"description": "a chat.completion, or with stream: true Server-Sent Events of "
-                                             "chat.completion.chunk objects ending with data: [DONE]"}}})
-    async def chat_completions(request: Request) -> Response:
-        req, question = parse(await read_body(request))
-        limits = request_limits(solver, req)
-        if slots is not None and not slots.acquire(blocking=False):
+    async def chat(self, request: Request) -> Response:
+        req, question = self.parse(await self.read_body(request))
+        limits = request_limits(self.solver, req)
+        if self.slots is not None and not self.slots.acquire(blocking=False):
             raise _HTTPError(429, "the server is busy: too many requests at once; retry later", "rate_limit_error",
                              code="rate_limit_exceeded", headers={"Retry-After": "1"})
         if req.stream:
-            return await stream(req, question, limits)
+            return await self.stream(req, question, limits)
         done: asyncio.Future = asyncio.get_running_loop().create_future()
-        start_solve(question, limits, None, lambda ok, value: _settle(done, ok, value))
+        self.start_solve(question, limits, None, lambda ok, value: _settle(done, ok, value))
         try:
             sol = await done
         except Exception as e:
             raise _solve_failed(e) from None
         return _json(200, {
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": model_name,
+            "model": self.model_name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": sol.text},
                          "logprobs": None, "finish_reason": finish_reason_of(sol)}],
             "usage": usage_of(sol), "specstep": specstep_of(sol),
@@ -370,7 +316,7 @@ def create_app(solver: Any, *, api_key: str | None = None, model_name: str = DEF
 
     # the request
 
-    async def read_body(request: Request) -> bytes:
+    async def read_body(self, request: Request) -> bytes:
         if request.headers.get("Transfer-Encoding"):
             raise _HTTPError(411, "send the body with Content-Length (chunked bodies are not supported)")
         length = request.headers.get("Content-Length")
@@ -382,8 +328,8 @@ def create_app(solver: Any, *, api_key: str | None = None, model_name: str = DEF
             n = -1
         if n < 0:
             raise _HTTPError(400, f"bad Content-Length {length!r}")
-        if n > max_body_bytes:
-            err = _HTTPError(413, f"the request body is too large ({n} bytes; the limit is {max_body_bytes})",
+        if n > self.max_body_bytes:
+            err = _HTTPError(413, f"the request body is too large ({n} bytes; the limit is {self.max_body_bytes})",
                              code="request_too_large")
             if n > DRAIN_BYTES:
                 err.headers["Connection"] = "close"
@@ -396,7 +342,7 @@ def create_app(solver: Any, *, api_key: str | None = None, model_name: str = DEF
             raise _HTTPError(400, "the request body is shorter than its Content-Length")
         return body
 
-    def parse(body: bytes) -> tuple[ChatRequest, str]:
+    def parse(self, body: bytes) -> tuple[ChatRequest, str]:
         try:
             data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
         except UnicodeDecodeError:
@@ -412,8 +358,8 @@ def create_app(solver: Any, *, api_key: str | None = None, model_name: str = DEF
             req = ChatRequest.model_validate(data)
         except ValidationError as e:
             raise _validation_error(e) from None
-        if req.model is not None and req.model != model_name:
-            raise no_such_model(req.model)
+        if req.model is not None and req.model != self.model_name:
+            raise self.no_such_model(req.model)
         if req.max_tokens is not None and req.max_completion_tokens is not None:
             raise _HTTPError(400, "give max_tokens or max_completion_tokens, not both", param="max_tokens")
         if req.stream_options is not None and not req.stream:
@@ -424,31 +370,31 @@ def create_app(solver: Any, *, api_key: str | None = None, model_name: str = DEF
         question = users[-1].content or ""
         if not question.strip():
             raise _HTTPError(400, "the last user message is empty", param="messages")
-        if len(question) > max_question_chars:
+        if len(question) > self.max_question_chars:
             raise _HTTPError(400, f"the question is too long ({len(question)} characters; the limit is "
-                             f"{max_question_chars})", param="messages", code="context_length_exceeded")
+                             f"{self.max_question_chars})", param="messages", code="context_length_exceeded")
         return req, question
 
     # the solve: in its own thread, which frees the slot when it ends
 
-    def start_solve(question: str, limits: dict[str, Any], on_step: Callable[[Step], None] | None,
+    def start_solve(self, question: str, limits: dict[str, Any], on_step: Callable[[Step], None] | None,
                     finish: Callable[[bool, Any], None]) -> None:
         def run() -> None:
             try:
-                sol = solver.solve(Problem(question=question), on_step=on_step, **limits)
+                sol = self.solver.solve(Problem(question=question), on_step=on_step, **limits)
             except BaseException as e:  # noqa: BLE001 - handed to the request
                 outcome: tuple[bool, Any] = (False, e)
             else:
                 log.info("solved: %d steps, stop %s, %.2fs", len(sol.steps), sol.stop_reason, sol.wall_seconds)
                 outcome = (True, sol)
             finally:
-                if slots is not None:
-                    slots.release()
+                if self.slots is not None:
+                    self.slots.release()
             finish(*outcome)
 
         threading.Thread(target=run, name="specstep-solve", daemon=True).start()
 
-    async def stream(req: ChatRequest, question: str, limits: dict[str, Any]) -> Response:
+    async def stream(self, req: ChatRequest, question: str, limits: dict[str, Any]) -> Response:
         cid, created_at = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         include_usage = req.stream_options is not None and req.stream_options.include_usage
         loop = asyncio.get_running_loop()
@@ -466,7 +412,7 @@ def create_app(solver: Any, *, api_key: str | None = None, model_name: str = DEF
                 raise _ClientGone
             post("step", step)
 
-        start_solve(question, limits, on_step, lambda ok, value: post("done" if ok else "error", value))
+        self.start_solve(question, limits, on_step, lambda ok, value: post("done" if ok else "error", value))
         try:  # the headers wait for the first step, so that an earlier error gets a status
             first = await events.get()
         except BaseException:  # cancelled (the server stops): the solve ends at its next step
@@ -479,7 +425,7 @@ def create_app(solver: Any, *, api_key: str | None = None, model_name: str = DEF
             return f"data: {obj if isinstance(obj, str) else json.dumps(obj)}\n\n".encode()
 
         def chunk(choices: list, **extra: Any) -> bytes:
-            body = {"id": cid, "object": "chat.completion.chunk", "created": created_at, "model": model_name,
+            body = {"id": cid, "object": "chat.completion.chunk", "created": created_at, "model": self.model_name,
                     "choices": choices, **extra}
             if include_usage:
                 body.setdefault("usage", None)
@@ -511,19 +457,90 @@ def create_app(solver: Any, *, api_key: str | None = None, model_name: str = DEF
 
         return StreamingResponse(body(), headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
 
-    def openapi() -> dict[str, Any]:  # the request model, which the endpoint validates itself, in the docs
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes)
-            model_schema = ChatRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(model_schema.pop("$defs", {}))
-            components["ChatRequest"] = model_schema
-            app.openapi_schema = schema
-        return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+def create_app(solver: Any, *, api_key: str | None = None, model_name: str = DEFAULT_MODEL_NAME,
+               max_concurrency: int | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+               max_question_chars: int = MAX_QUESTION_CHARS) -> FastAPI:
+    """The FastAPI application serving `solver` (run it with any ASGI server; `make_server` uses uvicorn)."""
+    from reasoning import __version__
+
+    svc = _Service(solver, api_key, model_name, max_concurrency, max_body_bytes, max_question_chars)
+
+    async def require_key(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
+        if not svc.authorized(creds):
+            raise svc.unauthorized()
+
+    app = FastAPI(title="specstep", version=__version__, dependencies=[Depends(require_key)],
+                  redirect_slashes=False,
+                  description="An OpenAI-compatible chat completions API whose one model is a specstep solver.")
+    app.add_middleware(_StripSlash)
+    _add_error_handlers(app, svc)
+
+    @app.get("/v1/models", summary="The server's one model")
+    async def models() -> Response:
+        return _json(200, {"object": "list", "data": [svc.card()]})
+
+    @app.get("/v1/models/{model_id:path}", summary="One model by id")
+    async def model(model_id: str) -> Response:
+        if model_id != svc.model_name:
+            raise svc.no_such_model(model_id)
+        return _json(200, svc.card())
+
+    @app.post(CHAT_PATH, summary="Solve the last user message", openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}}},
+        "responses": {"200": {"description": "a chat.completion, or with stream: true Server-Sent Events of "
+                                             "chat.completion.chunk objects ending with data: [DONE]"}}})
+    async def chat_completions(request: Request) -> Response:
+        return await svc.chat(request)
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _add_error_handlers(app: FastAPI, svc: _Service) -> None:
+    """Errors as OpenAI-style JSON with the server's statuses and one-line messages."""
+
+    @app.exception_handler(_HTTPError)
+    async def _on_error(request: Request, e: _HTTPError) -> Response:
+        return _error_response(request, e)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_routing(request: Request, e: StarletteHTTPException) -> Response:
+        path = request.url.path
+        if not svc.authorized(await _BEARER(request)):  # the key is checked before the path, as it always was
+            return _error_response(request, svc.unauthorized())
+        if e.status_code == 404:
+            err = _HTTPError(404, f"unknown path {path!r}: this server has /v1/models and {CHAT_PATH}",
+                             code="not_found")
+        elif e.status_code == 405:
+            allowed = "POST" if path == CHAT_PATH else "GET"
+            err = _HTTPError(405, f"method {request.method} is not allowed on {path}; use {allowed}",
+                             code="method_not_allowed", headers={"Allow": allowed})
+        else:
+            err = _HTTPError(e.status_code, str(e.detail), headers=dict(e.headers or {}))
+        return _error_response(request, err)
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(request: Request, e: RequestValidationError) -> Response:
+        return _error_response(request, _validation_error(e))  # 400, not FastAPI's 422
+
+    @app.exception_handler(Exception)
+    async def _on_crash(request: Request, e: Exception) -> Response:
+        log.error("request %s %s failed", request.method, request.url.path, exc_info=e)
+        return _json(500, _HTTPError(500, f"internal error: {type(e).__name__}: {e}", "server_error").body())
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI schema with the request model, which the endpoint validates itself."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes)
+        model_schema = ChatRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(model_schema.pop("$defs", {}))
+        components["ChatRequest"] = model_schema
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _settle(fut: asyncio.Future, ok: bool, value: Any) -> None:
