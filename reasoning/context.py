@@ -57,10 +57,12 @@ class StepContext(Protocol):
         """A generation as a step: cut at the delimiter, the delimiter removed."""
         ...
 
-    def report(self, stage: Stage, usage: Usage, *, on_trial: bool = False, thrown_away: bool = False) -> None:
+    def report(self, stage: Stage, usage: Usage, *, on_trial: bool = False, thrown_away: bool = False,
+               calls: int = 1) -> None:
         """Account a model call. `on_trial`: work the model (`stage` "draft" or "target") did on the
         draft's step held on trial; charged to that model if the step is kept, to the judge if not.
-        `thrown_away`: draft work whose text is not kept (also counted in `Costs.discarded`)."""
+        `thrown_away`: draft work whose text is not kept (also counted in `Costs.discarded`).
+        `calls`: 0 for a share of a call that is reported in parts."""
         ...
 
 
@@ -70,6 +72,7 @@ class Report:
     usage: Usage
     on_trial: bool = False
     thrown_away: bool = False
+    calls: int = 1
 
 
 @dataclass

@@ -180,8 +180,9 @@ class LoopContext:
     def step_text(self, gen: Generation) -> str:
         return self._live().segmenter.cut(gen).text
 
-    def report(self, stage: Stage, usage: Usage, *, on_trial: bool = False, thrown_away: bool = False) -> None:
-        self.reported.append(Report(stage, usage, on_trial, thrown_away))
+    def report(self, stage: Stage, usage: Usage, *, on_trial: bool = False, thrown_away: bool = False,
+               calls: int = 1) -> None:
+        self.reported.append(Report(stage, usage, on_trial, thrown_away, calls))
 
     def charge(self, costs: Costs, start: int = 0, keep: bool = False) -> float:
         """Add the reports from `start` on to `costs`; returns their seconds. Work on the draft's step
@@ -190,6 +191,7 @@ class LoopContext:
         seconds = 0.0
         for r in self.reported[start:]:
             cost: StageCost = r.usage.cost()
+            cost.calls = r.calls
             stage = r.stage
             if r.on_trial:
                 stage, cost.calls = (stage if keep else "judge"), 0

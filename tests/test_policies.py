@@ -43,8 +43,8 @@ def test_first_token_decides_before_the_step_and_reduces_to_the_anchors(anchors)
             continue
         assert s.decision == ("escalate" if s.score > tau else "keep") and s.score >= 0
         assert s.author == ("target" if s.decision == "escalate" else "draft")
-        # one probe token per step, thrown away; a kept step is the draft's only other call
-        assert s.costs.discarded.calls == 1 and s.costs.discarded.output_tokens == 1
+        # one probe token per step, thrown away (not its prefill); a kept step is the draft's only other call
+        assert (s.costs.discarded.calls, s.costs.discarded.input_tokens, s.costs.discarded.output_tokens) == (0, 0, 1)
         assert s.costs.draft.calls == (2 if s.author == "draft" else 1)
         assert s.costs.target.calls == (1 if s.author == "target" else 0)
         if s.author == "draft":
