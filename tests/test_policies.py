@@ -11,8 +11,6 @@ from routers import make_router
 KW = dict(draft="testbed-draft", target="testbed-target", step_tokens=96, max_tokens=384)
 PROBLEM = generate(2, steps=3, seed=0, split="test")[1]
 
-pytestmark = pytest.mark.slow
-
 
 def texts(sol):
     """The steps' texts, without a forced answer (the target writes it whenever the router loads it)."""
@@ -28,6 +26,7 @@ def anchors():
     return {name: solve(name) for name in ("draft-only", "target-only")}
 
 
+@pytest.mark.slow
 def test_first_token_decides_before_the_step_and_reduces_to_the_anchors(anchors):
     keep_all = solve(make_router("first-token", 20.0))
     assert texts(keep_all) == texts(anchors["draft-only"])  # the draft writes from the same prefix
@@ -51,6 +50,7 @@ def test_first_token_decides_before_the_step_and_reduces_to_the_anchors(anchors)
             assert s.draft_text == s.text and s.draft_tokens == s.tokens
 
 
+@pytest.mark.slow
 def test_best_of_n_keeps_the_best_of_its_candidates_and_counts_the_rest_as_thrown_away():
     one = solve(make_router("best-of-n", 0.5, n=1))
     spec = solve(make_router("specreason", 0.5))
@@ -80,6 +80,7 @@ def test_best_of_n_keeps_the_best_of_its_candidates_and_counts_the_rest_as_throw
     assert seen and any(len({t for t, _ in c}) > 1 for c in seen)  # sampling gave other candidates
 
 
+@pytest.mark.slow
 def test_cascade_calls_the_judge_only_when_no_gate_settles(anchors):
     never = solve(make_router("cascade", 0.5, confident=1.0))  # no step is that sure: always the judge
     spec = solve(make_router("specreason", 0.5))
@@ -107,3 +108,11 @@ def test_bad_options_are_one_line(name, opts, msg):
     threshold = opts.pop("threshold", None)
     with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)")):
         make_router(name, threshold, **opts)
+
+
+def test_eval_plans_the_new_policies_at_thresholds():
+    from eval.sweep import SweepConfig, plan
+
+    cfg = SweepConfig(dataset="synthetic", policies=["first-token", "cascade", "best-of-n"], thresholds=[0.01, 0.9],
+                      router_options={"n": "2", "confident": "-0.1"})
+    assert plan(cfg) == [(p, t, None) for p in ("first-token", "cascade", "best-of-n") for t in (0.01, 0.9)]
