@@ -98,7 +98,6 @@ def main() -> None:
 
     torch.set_num_threads(2)
     from eval.report import write_outputs
-    from eval.summary import area_score, latency_at_accuracy
     from eval.synthetic import generate
     from reasoning.backends import load_backend
     from reasoning.prompts import Prompt
@@ -132,6 +131,16 @@ def main() -> None:
     matched = [r for r in matched if 0.0 < r < 1.0]
     recs += _sweep(out, args.n, args.steps, ["random"], rates=matched)
     points = write_outputs(recs, out, DRAFT, TARGET)
+    body = report(points) + ["", f"curve: {out}/curve.png, report: {out}/report.md"]
+    print("\n".join(body))
+    (out / "testbed.md").write_text("\n".join(lines + body) + "\n")
+
+
+def report(points, versus: str | None = None) -> list[str]:
+    """The two tables: one row per configuration, then one per policy (speedups at matched accuracy,
+    area scores; with `versus`, also each policy's latency against that policy's at matched accuracy)."""
+    from eval.summary import area_score, latency_at_accuracy
+
     ref = {p.policy: p for p in points if p.policy in ("draft-only", "target-only")}
     d, t = ref["draft-only"], ref["target-only"]
     rnd = [p for p in points if p.policy == "random"]
@@ -150,7 +159,10 @@ def main() -> None:
                     f"{p.mean_latency:.2f} | {p.mean_flops / 1e9:.1f} | {100 * p.escalation_rate:.0f}% | "
                     f"{p.wasted_draft_tokens:.1f} | {100 * p.judge_share:.0f}% | {bound:.2f}x |")
     heads = ["| policy | speedup at target-only accuracy (wall / FLOPs) | within 2 points (wall / FLOPs) "
-             "| area score | minus random's |", "| --- | --- | --- | --- | --- |"]
+             "| area score | minus random's |" + (f" vs {versus} at the best accuracy both reach (wall / FLOPs) |"
+                                                   if versus else ""),
+             "| --- | --- | --- | --- | --- |" + (" --- |" if versus else "")]
+    other = [p for p in points if p.policy == versus]
     for policy in sorted({p.policy for p in points} - {"draft-only", "target-only"}):
         pts = [p for p in points if p.policy == policy]
         gap = t.accuracy > d.accuracy
@@ -163,11 +175,19 @@ def main() -> None:
                 sp[2 * k + 1] = t.mean_flops / fl if fl else None
         area = area_score(pts, d.accuracy, t.accuracy)
         diff = "-" if area is None or rnd_area is None else f"{area - rnd_area:+.3f}"
-        heads.append(f"| {policy} | {fmt_speed(sp[0])} / {fmt_speed(sp[1])} | {fmt_speed(sp[2])} / "
-                     f"{fmt_speed(sp[3])} | {'-' if area is None else f'{area:.3f}'} | {diff} |")
-    body = rows + [""] + heads + ["", f"curve: {out}/curve.png, report: {out}/report.md"]
-    print("\n".join(body))
-    (out / "testbed.md").write_text("\n".join(lines + body) + "\n")
+        row = (f"| {policy} | {fmt_speed(sp[0])} / {fmt_speed(sp[1])} | {fmt_speed(sp[2])} / "
+               f"{fmt_speed(sp[3])} | {'-' if area is None else f'{area:.3f}'} | {diff} |")
+        if versus:
+            vs = "-"
+            if other and policy != versus:
+                acc = min(max(p.accuracy for p in pts), max(p.accuracy for p in other))
+                lat, ref_lat = latency_at_accuracy(pts, acc), latency_at_accuracy(other, acc)
+                fl, ref_fl = latency_at_accuracy(pts, acc, "mean_flops"), latency_at_accuracy(other, acc, "mean_flops")
+                if lat and ref_lat and fl and ref_fl:
+                    vs = f"{ref_lat / lat:.2f}x / {ref_fl / fl:.2f}x at {100 * acc:.0f}%"
+            row += f" {vs} |"
+        heads.append(row)
+    return rows + [""] + heads
 
 
 if __name__ == "__main__":

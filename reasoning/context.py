@@ -46,19 +46,23 @@ class StepContext(Protocol):
         a session as it found it (roll back to marks read off `n_tokens`)."""
         ...
 
-    def write_step(self, model: Model, *, temperature: float | None = None, seed: int | None = None) -> Generation:
+    def write_step(self, model: Model, *, temperature: float | None = None, seed: int | None = None,
+                   max_tokens: int | None = None) -> Generation:
         """Let a model write this step from the accepted prefix, with the controller's stops and
-        cap (and its temperature and seed unless given); the session is left at the prefix. The
-        caller reports the generation's usage."""
+        cap (and its temperature, seed and the step's token cap unless given); the session is left
+        at the prefix. The caller reports the generation's usage."""
         ...
 
     def step_text(self, gen: Generation) -> str:
         """A generation as a step: cut at the delimiter, the delimiter removed."""
         ...
 
-    def report(self, stage: Stage, usage: Usage, *, on_trial: bool = False) -> None:
+    def report(self, stage: Stage, usage: Usage, *, on_trial: bool = False, thrown_away: bool = False,
+               calls: int = 1) -> None:
         """Account a model call. `on_trial`: work the model (`stage` "draft" or "target") did on the
-        draft's step held on trial; charged to that model if the step is kept, to the judge if not."""
+        draft's step held on trial; charged to that model if the step is kept, to the judge if not.
+        `thrown_away`: draft work whose text is not kept (also counted in `Costs.discarded`).
+        `calls`: 0 for a share of a call that is reported in parts."""
         ...
 
 
@@ -67,6 +71,8 @@ class Report:
     stage: Stage
     usage: Usage
     on_trial: bool = False
+    thrown_away: bool = False
+    calls: int = 1
 
 
 @dataclass
@@ -74,8 +80,11 @@ class Decision:
     escalate: bool
     score: float | None = None
     # A target step the router already wrote from the same prefix (with `write_step`); the
-    # controller appends it.
+    # controller appends it when the step escalates.
     target: Generation | None = None
+    # A draft step the router wrote (with `write_step`) to keep instead of the draft's proposal
+    # (or where the draft proposed nothing); the controller appends it when the step is kept.
+    draft: Generation | None = None
     target_score: float | None = None
     wasted: bool | None = None  # escalated although the target's step was not judged better
     threshold: float | None = None  # the threshold in effect (load-aware routing moves it)
@@ -86,8 +95,9 @@ class Router(Protocol):
     """Every hook the controller calls."""
 
     name: str
-    needs_draft: bool  # the draft proposes each step before `route`
+    needs_draft: bool  # the draft model is loaded
     needs_target: bool
+    proposes: bool  # with needs_draft: the draft writes a proposal before `route`
     reviews: bool  # `review` is called after each escalated step the target wrote
 
     def route(self, ctx: StepContext) -> Decision: ...

@@ -108,7 +108,7 @@ class Controller:
 
     def _propose(self, ctx: LoopContext, c: Costs) -> Cut | None:
         self.sessions.piece = None
-        if not self.router.needs_draft:
+        if not (self.router.needs_draft and self.router.proposes):
             return None
         gen, mark = self.sessions.generate("draft", ctx.step_index, ctx.in_thinking, ctx.step_cap)
         c.draft.add(gen.usage.cost())
@@ -120,15 +120,20 @@ class Controller:
     def _route(self, ctx: LoopContext, c: Costs) -> Decision:
         t0 = time.perf_counter()
         decision = self.router.route(ctx)
-        keep = ctx.draft is not None and not decision.escalate
+        keep = ctx.draft is not None and not decision.escalate and decision.draft is None  # the proposal
         _charge(c, ctx, 0, time.perf_counter() - t0, keep, calls=1)
         self.sessions.settle(keep)
         return decision
 
     def _rewrite(self, ctx: LoopContext, decision: Decision, draft_cut: Cut | None,
                  c: Costs) -> tuple[str, Generation, Cut, int | None]:
-        """The step's author, generation and cut: the draft's if kept, else the target's (the router's,
-        if it wrote one), with where it starts in the target's session (None: it is not there)."""
+        """The step's author, generation and cut: the draft's if kept (the router's draft step, if it
+        wrote one, else the proposal), else the target's (the router's, if it wrote one), with where
+        it starts in the target's session (None: it is not there)."""
+        if not decision.escalate and decision.draft is not None:  # written (and paid for) by the router
+            if ctx.draft is not None:
+                c.discarded.add(ctx.draft.usage.cost())
+            return "draft", decision.draft, self.segmenter.cut(decision.draft), None
         if ctx.draft is not None and not decision.escalate:
             return "draft", ctx.draft, draft_cut, None
         if ctx.draft is not None:
@@ -149,22 +154,26 @@ class Controller:
 
     def _commit(self, ctx: LoopContext, decision: Decision, author: str, gen: Generation, cut: Cut,
                 mark: int | None, c: Costs) -> Step:
-        if author == "draft":  # kept from trial: the sessions that held it have settled
+        if gen is ctx.draft:  # kept from trial: the sessions that held it have settled
             self.sessions.commit(cut)
         else:
-            self.sessions.commit(cut, "target", gen, mark)
+            self.sessions.commit(cut, author, gen, mark)
         final = self.limits.stop_on_answer and self.segmenter.is_final(cut.text, ctx.in_thinking)
-        draft = ctx.draft
+        # the draft's step: its proposal, or the step a router wrote for it where it proposed none
+        draft, draft_text = ctx.draft, ctx.draft_text
+        if draft is None and decision.draft is not None:
+            draft, draft_text = decision.draft, self.segmenter.cut(decision.draft).text
+        routed = draft is not None or decision.score is not None
         return Step(
             index=ctx.step_index, text=cut.text, author=author,
             kind="answer" if final else "reasoning", in_thinking=ctx.in_thinking,
             tokens=len(gen.token_ids), end=cut.end,
-            draft_text=ctx.draft_text,
+            draft_text=draft_text,
             draft_tokens=len(draft.token_ids) if draft is not None else 0,
             draft_stats=draft.stats() if draft is not None else None,
             score=decision.score, target_score=decision.target_score,
             threshold=decision.threshold, target_load=ctx.target_load,
-            decision=("escalate" if decision.escalate else "keep") if draft is not None else None,
+            decision=("escalate" if decision.escalate else "keep") if routed else None,
             wasted_escalation=decision.wasted, costs=c,
         )
 

@@ -60,6 +60,9 @@ ROUTERS = Registry("router", "specstep.routers", {
     "rsd": "routers.rsd:RSDRouter",
     "oracle": "routers.oracle:OracleRouter",
     "arbitrage": "routers.arbitrage:ArbitrageRouter",
+    "first-token": "routers.first_token:FirstTokenRouter",
+    "cascade": "routers.cascade:CascadeRouter",
+    "best-of-n": "routers.best_of_n:BestOfNRouter",
 })
 JUDGES = Registry("judge", "specstep.judges", {
     "specreason": "judges.specreason:SpecReasonJudge",

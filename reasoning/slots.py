@@ -169,17 +169,20 @@ class LoopContext:
         live = self._live()
         return live.with_draft_step(model) if with_draft_step else live.ready(model)
 
-    def write_step(self, model: Model, *, temperature: float | None = None, seed: int | None = None) -> Generation:
+    def write_step(self, model: Model, *, temperature: float | None = None, seed: int | None = None,
+                   max_tokens: int | None = None) -> Generation:
         live = self._live()
-        gen, mark = live.generate(model, self.step_index, self.in_thinking, self.step_cap, temperature, seed)
+        cap = self.step_cap if max_tokens is None else min(max_tokens, self.step_cap)
+        gen, mark = live.generate(model, self.step_index, self.in_thinking, cap, temperature, seed)
         live.slot(model).session.rollback(mark)
         return gen
 
     def step_text(self, gen: Generation) -> str:
         return self._live().segmenter.cut(gen).text
 
-    def report(self, stage: Stage, usage: Usage, *, on_trial: bool = False) -> None:
-        self.reported.append(Report(stage, usage, on_trial))
+    def report(self, stage: Stage, usage: Usage, *, on_trial: bool = False, thrown_away: bool = False,
+               calls: int = 1) -> None:
+        self.reported.append(Report(stage, usage, on_trial, thrown_away, calls))
 
     def charge(self, costs: Costs, start: int = 0, keep: bool = False) -> float:
         """Add the reports from `start` on to `costs`; returns their seconds. Work on the draft's step
@@ -188,9 +191,12 @@ class LoopContext:
         seconds = 0.0
         for r in self.reported[start:]:
             cost: StageCost = r.usage.cost()
+            cost.calls = r.calls
             stage = r.stage
             if r.on_trial:
                 stage, cost.calls = (stage if keep else "judge"), 0
             costs.stage(stage).add(cost)
+            if r.thrown_away:
+                costs.discarded.add(cost)
             seconds += r.usage.seconds
         return seconds

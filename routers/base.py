@@ -49,6 +49,7 @@ class BaseRouter:
     reviews = False  # True: `review` is called on escalated steps
     needs_draft = True
     needs_target = True
+    proposes = True  # the draft writes its proposal before `route` (routers that decide first: False)
     threshold_range: tuple[float, float] | None = (0.0, 1.0)
     default_threshold: float | None = None
     escalate_above = True

@@ -14,7 +14,7 @@ from reasoning.slots import LoopContext
 from reasoning.types import Costs, Problem
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-HOOKS = ("name", "needs_draft", "needs_target", "reviews", "route", "review")
+HOOKS = ("name", "needs_draft", "needs_target", "proposes", "reviews", "route", "review")
 
 
 def readme_example(marker: str) -> dict:
@@ -34,7 +34,7 @@ def test_every_router_declares_every_hook_the_controller_calls(name):
 
 def test_the_router_protocol_requires_reviews():
     class NoReviews:
-        name, needs_draft, needs_target = "x", True, False
+        name, needs_draft, needs_target, proposes = "x", True, False, True
 
         def route(self, ctx): ...
 

@@ -1,0 +1,63 @@
+"""Best of n (SpecCoT-style): the draft proposes n candidate steps, the judge
+picks the best, and the step escalates when even the best scores below tau.
+
+Candidates: the draft's proposal (the controller's step) and n - 1 samples at `temperature`, seeded
+by `seed`, the problem and the step. A candidate equal to an earlier one is not judged again. The
+kept step is the best-scored candidate (the earliest on a tie); every other candidate is charged to
+the draft and counted as thrown away. tau in [0, 1]; default 0.5. Options: judge, judge_options (as
+for specreason), n (>= 1, default 4), temperature (> 0, default 0.8), seed (default 0).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from judges import Judge
+from reasoning.backends.base import Generation
+from reasoning.errors import ConfigError
+from routers.base import Decision, StepContext
+from routers.judged import JudgedRouter
+
+
+class BestOfNRouter(JudgedRouter):
+    name = "best-of-n"
+    default_threshold = 0.5
+
+    def __init__(self, threshold: float | None = None, judge: str | Judge | None = None,
+                 judge_options: dict[str, Any] | None = None, n: int | str = 4, temperature: float | str = 0.8,
+                 seed: int | str = 0):
+        super().__init__(threshold, judge, judge_options)
+        try:
+            self.n, self.temperature, self.seed = int(n), float(temperature), int(seed)
+        except ValueError as e:
+            raise ConfigError(f"router 'best-of-n': bad option value ({e})") from None
+        if self.n < 1 or not self.temperature > 0:
+            raise ConfigError("router 'best-of-n': n must be >= 1 and temperature > 0")
+        self.candidates: list[tuple[str, float]] = []  # the last step's candidates and their scores
+
+    def _seed(self, ctx: StepContext, k: int) -> int:
+        return zlib.crc32(f"{self.seed}|{ctx.problem.id}|{ctx.problem.question}|{ctx.step_index}|{k}".encode())
+
+    def route(self, ctx: StepContext) -> Decision:
+        if ctx.draft is None or ctx.draft_text is None:
+            raise RuntimeError("best-of-n needs the draft's proposal")
+        tau = self.effective_threshold(ctx)
+        scores = {" ".join(ctx.draft_text.split()): self.judge.score(ctx, ctx.draft_text)}
+        best: tuple[float, Generation | None] = (scores[" ".join(ctx.draft_text.split())], None)
+        samples: list[Generation] = []
+        for k in range(1, self.n):
+            gen = ctx.write_step("draft", temperature=self.temperature, seed=self._seed(ctx, k))
+            samples.append(gen)
+            key = " ".join(ctx.step_text(gen).split())
+            if key not in scores:
+                scores[key] = self.judge.score(ctx, ctx.step_text(gen))
+            if scores[key] > best[0]:
+                best = (scores[key], gen)
+        self.candidates = [(ctx.draft_text, scores[" ".join(ctx.draft_text.split())])]
+        self.candidates += [(ctx.step_text(g), scores[" ".join(ctx.step_text(g).split())]) for g in samples]
+        score, chosen = best
+        escalate = score < tau
+        for gen in samples:
+            ctx.report("draft", gen.usage, thrown_away=escalate or gen is not chosen)
+        return Decision(escalate=escalate, score=score, draft=None if escalate else chosen, threshold=tau)

@@ -1,0 +1,118 @@
+"""The step policies beyond the anchors (first-token, best-of-n, cascade), on the testbed pair: their
+mechanics and their accounting, checked against the anchors they reduce to."""
+
+import pytest
+
+from eval.synthetic import generate
+from reasoning.api import Solver
+from reasoning.errors import ConfigError
+from routers import make_router
+
+KW = dict(draft="testbed-draft", target="testbed-target", step_tokens=96, max_tokens=384)
+PROBLEM = generate(2, steps=3, seed=0, split="test")[1]
+
+
+def texts(sol):
+    """The steps' texts, without a forced answer (the target writes it whenever the router loads it)."""
+    return [s.text for s in sol.steps if s.kind != "forced_answer"]
+
+
+def solve(router, **opts):
+    return Solver(router=router, **KW, **opts).solve(PROBLEM)
+
+
+@pytest.fixture(scope="module")
+def anchors():
+    return {name: solve(name) for name in ("draft-only", "target-only")}
+
+
+@pytest.mark.slow
+def test_first_token_decides_before_the_step_and_reduces_to_the_anchors(anchors):
+    keep_all = solve(make_router("first-token", 20.0))
+    assert texts(keep_all) == texts(anchors["draft-only"])  # the draft writes from the same prefix
+    escalate_all = solve(make_router("first-token", 0.0))
+    assert all(s.author == "target" for s in escalate_all.steps if s.score > 0)
+    if all(s.score > 0 for s in escalate_all.steps if s.kind != "forced_answer"):
+        assert texts(escalate_all) == texts(anchors["target-only"])
+    scores = sorted(s.score for s in keep_all.steps if s.kind != "forced_answer")
+    tau = scores[len(scores) // 2]  # the median entropy on the draft's path
+    sol = solve(make_router("first-token", tau))
+    for s in sol.steps:
+        if s.kind == "forced_answer":
+            continue
+        assert s.decision == ("escalate" if s.score > tau else "keep") and s.score >= 0
+        assert s.author == ("target" if s.decision == "escalate" else "draft")
+        # one probe token per step, thrown away (not its prefill); a kept step is the draft's only other call
+        assert (s.costs.discarded.calls, s.costs.discarded.input_tokens, s.costs.discarded.output_tokens) == (0, 0, 1)
+        assert s.costs.draft.calls == (2 if s.author == "draft" else 1)
+        assert s.costs.target.calls == (1 if s.author == "target" else 0)
+        if s.author == "draft":
+            assert s.draft_text == s.text and s.draft_tokens == s.tokens
+
+
+@pytest.mark.slow
+def test_best_of_n_keeps_the_best_of_its_candidates_and_counts_the_rest_as_thrown_away():
+    one = solve(make_router("best-of-n", 0.5, n=1))
+    spec = solve(make_router("specreason", 0.5))
+    assert texts(one) == texts(spec) and [s.score for s in one.steps] == [s.score for s in spec.steps]
+
+    router = make_router("best-of-n", 0.5, n=3, temperature=1.0)
+    seen = []
+
+    def check(step):
+        if step.kind == "forced_answer":
+            return
+        cands = router.candidates
+        assert len(cands) == 3
+        best = max(score for _, score in cands)
+        assert step.score == best
+        first_best = next(text for text, score in cands if score == best)
+        if step.decision == "keep":
+            assert step.author == "draft" and step.text == first_best.strip()
+            assert step.costs.discarded.calls == 2  # the two candidates not kept
+        else:
+            assert step.author == "target" and best < 0.5
+            assert step.costs.discarded.calls == 3
+        assert step.costs.draft.calls == 3
+        seen.append(cands)
+
+    Solver(router=router, **KW).solve(PROBLEM, on_step=check)
+    assert seen and any(len({t for t, _ in c}) > 1 for c in seen)  # sampling gave other candidates
+
+
+@pytest.mark.slow
+def test_cascade_calls_the_judge_only_when_no_gate_settles(anchors):
+    never = solve(make_router("cascade", 0.5, confident=1.0))  # no step is that sure: always the judge
+    spec = solve(make_router("specreason", 0.5))
+    assert texts(never) == texts(spec) and [s.decision for s in never.steps] == [s.decision for s in spec.steps]
+    always = solve(make_router("cascade", 0.5, confident=-1e9))  # every step is sure: never the judge
+    assert texts(always) == texts(anchors["draft-only"]) and always.costs.judge.calls == 0
+
+    router = make_router("cascade", 0.5, confident=-0.02, arbitrage="testbed", low=0.3, high=0.7)
+    sol = Solver(router=router, **KW).solve(PROBLEM)
+    for s in sol.steps:
+        if s.kind == "forced_answer":
+            continue
+        assert (s.score is None) == (s.costs.judge.calls == 0)
+    assert sum(router.gates.values()) == len([s for s in sol.steps if s.kind != "forced_answer"])
+
+
+@pytest.mark.parametrize("name,opts,msg", [
+    ("best-of-n", {"n": 0}, "n must be >= 1"),
+    ("best-of-n", {"temperature": "x"}, "bad option value"),
+    ("cascade", {"confident": -2, "doubtful": -1}, "doubtful (-1.0) must be below confident"),
+    ("cascade", {"low": 0.9, "high": 0.1}, "need 0 <= low < high <= 1"),
+    ("first-token", {"threshold": 30}, "out of range for router 'first-token'"),
+])
+def test_bad_options_are_one_line(name, opts, msg):
+    threshold = opts.pop("threshold", None)
+    with pytest.raises(ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+        make_router(name, threshold, **opts)
+
+
+def test_eval_plans_the_new_policies_at_thresholds():
+    from eval.sweep import SweepConfig, plan
+
+    cfg = SweepConfig(dataset="synthetic", policies=["first-token", "cascade", "best-of-n"], thresholds=[0.01, 0.9],
+                      router_options={"n": "2", "confident": "-0.1"})
+    assert plan(cfg) == [(p, t, None) for p in ("first-token", "cascade", "best-of-n") for t in (0.01, 0.9)]
