@@ -23,7 +23,8 @@ def solve(router, **opts):
 
 @pytest.fixture(scope="module")
 def anchors():
-    return {name: solve(name) for name in ("draft-only", "target-only")}
+    return {name: solve(name) for name in ("draft-only", "target-only")} | {
+        "specreason": solve(make_router("specreason", 0.5))}
 
 
 @pytest.mark.slow
@@ -51,9 +52,9 @@ def test_first_token_decides_before_the_step_and_reduces_to_the_anchors(anchors)
 
 
 @pytest.mark.slow
-def test_best_of_n_keeps_the_best_of_its_candidates_and_counts_the_rest_as_thrown_away():
+def test_best_of_n_keeps_the_best_of_its_candidates_and_counts_the_rest_as_thrown_away(anchors):
     one = solve(make_router("best-of-n", 0.5, n=1))
-    spec = solve(make_router("specreason", 0.5))
+    spec = anchors["specreason"]
     assert texts(one) == texts(spec) and [s.score for s in one.steps] == [s.score for s in spec.steps]
 
     router = make_router("best-of-n", 0.5, n=3, temperature=1.0)
@@ -83,7 +84,7 @@ def test_best_of_n_keeps_the_best_of_its_candidates_and_counts_the_rest_as_throw
 @pytest.mark.slow
 def test_cascade_calls_the_judge_only_when_no_gate_settles(anchors):
     never = solve(make_router("cascade", 0.5, confident=1.0))  # no step is that sure: always the judge
-    spec = solve(make_router("specreason", 0.5))
+    spec = anchors["specreason"]
     assert texts(never) == texts(spec) and [s.decision for s in never.steps] == [s.decision for s in spec.steps]
     always = solve(make_router("cascade", 0.5, confident=-1e9))  # every step is sure: never the judge
     assert texts(always) == texts(anchors["draft-only"]) and always.costs.judge.calls == 0
