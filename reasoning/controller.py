@@ -162,7 +162,8 @@ class Controller:
         # the draft's step: its proposal, or the step a router wrote for it where it proposed none
         draft, draft_text = ctx.draft, ctx.draft_text
         if draft is None and decision.draft is not None:
-            draft, draft_text = decision.draft, self.segmenter.cut(decision.draft).text
+            draft_text = cut.text if gen is decision.draft else self.segmenter.cut(decision.draft).text
+            draft = decision.draft
         routed = draft is not None or decision.score is not None
         return Step(
             index=ctx.step_index, text=cut.text, author=author,

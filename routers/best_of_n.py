@@ -43,19 +43,24 @@ class BestOfNRouter(JudgedRouter):
         if ctx.draft is None or ctx.draft_text is None:
             raise RuntimeError("best-of-n needs the draft's proposal")
         tau = self.effective_threshold(ctx)
-        scores = {" ".join(ctx.draft_text.split()): self.judge.score(ctx, ctx.draft_text)}
-        best: tuple[float, Generation | None] = (scores[" ".join(ctx.draft_text.split())], None)
+        scores: dict[str, float] = {}  # by text with whitespace normalised: an equal candidate is judged once
+
+        def judged(text: str) -> float:
+            key = " ".join(text.split())
+            if key not in scores:
+                scores[key] = self.judge.score(ctx, text)
+            return scores[key]
+
+        self.candidates = [(ctx.draft_text, judged(ctx.draft_text))]
+        best: tuple[float, Generation | None] = (self.candidates[0][1], None)
         samples: list[Generation] = []
         for k in range(1, self.n):
             gen = ctx.write_step("draft", temperature=self.temperature, seed=self._seed(ctx, k))
+            text = ctx.step_text(gen)
             samples.append(gen)
-            key = " ".join(ctx.step_text(gen).split())
-            if key not in scores:
-                scores[key] = self.judge.score(ctx, ctx.step_text(gen))
-            if scores[key] > best[0]:
-                best = (scores[key], gen)
-        self.candidates = [(ctx.draft_text, scores[" ".join(ctx.draft_text.split())])]
-        self.candidates += [(ctx.step_text(g), scores[" ".join(ctx.step_text(g).split())]) for g in samples]
+            self.candidates.append((text, judged(text)))
+            if self.candidates[-1][1] > best[0]:
+                best = (self.candidates[-1][1], gen)
         score, chosen = best
         escalate = score < tau
         for gen in samples:
