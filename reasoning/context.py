@@ -47,10 +47,16 @@ class StepContext(Protocol):
         ...
 
     def write_step(self, model: Model, *, temperature: float | None = None, seed: int | None = None,
-                   max_tokens: int | None = None) -> Generation:
+                   max_tokens: int | None = None, prefix: str = "") -> Generation:
         """Let a model write this step from the accepted prefix, with the controller's stops and
         cap (and its temperature, seed and the step's token cap unless given); the session is left
-        at the prefix. The caller reports the generation's usage."""
+        at the prefix. With `prefix`, the model continues a step that starts with that text (the
+        generation holds the continuation only). The caller reports the generation's usage."""
+        ...
+
+    def draft_prefix(self, n_tokens: int) -> str:
+        """The text of the proposal's first `n_tokens` tokens (ValueError when they do not decode
+        to a prefix of its text)."""
         ...
 
     def step_text(self, gen: Generation) -> str:
@@ -85,6 +91,9 @@ class Decision:
     # A draft step the router wrote (with `write_step`) to keep instead of the draft's proposal
     # (or where the draft proposed nothing); the controller appends it when the step is kept.
     draft: Generation | None = None
+    # With `target`: the proposal's first `handoff` tokens stay at the start of the step and
+    # `target` continues them (written with `write_step(prefix=ctx.draft_prefix(handoff))`).
+    handoff: int | None = None
     target_score: float | None = None
     wasted: bool | None = None  # escalated although the target's step was not judged better
     threshold: float | None = None  # the threshold in effect (load-aware routing moves it)

@@ -39,6 +39,23 @@ def _charge(c: Costs, ctx: LoopContext, start: int, seconds: float, keep: bool, 
     c.router.add(StageCost(calls=calls, seconds=max(0.0, seconds - reported)))
 
 
+def _thrown(draft: Generation, kept: int) -> StageCost:
+    """The cost of the proposal's tokens after the first `kept` (all of it when none is kept)."""
+    if not kept:
+        return draft.usage.cost()
+    u = draft.usage
+    out = max(0, u.output_tokens - kept)
+    share = out / (u.input_tokens + u.output_tokens) if out else 0.0
+    return StageCost(calls=0, output_tokens=out, seconds=u.seconds * share, flops=u.flops * share)
+
+
+def _stitch(draft: Generation, kept: int, prefix: str, rest: Generation) -> Generation:
+    """One step of the proposal's first `kept` tokens (`prefix`) and the target's continuation."""
+    return Generation(prefix + rest.text, draft.token_ids[:kept] + rest.token_ids,
+                      draft.logprobs[:kept] + rest.logprobs, draft.entropies[:kept] + rest.entropies,
+                      rest.finish_reason, rest.stop, rest.usage)
+
+
 class Controller:
     def __init__(self, draft: Backend | None, target: Backend | None, router: Router, limits: Limits,
                  config: SolveConfig):
@@ -137,9 +154,12 @@ class Controller:
         if ctx.draft is not None and not decision.escalate:
             return "draft", ctx.draft, draft_cut, None
         if ctx.draft is not None:
-            c.discarded.add(ctx.draft.usage.cost())
+            c.discarded.add(_thrown(ctx.draft, decision.handoff or 0))
         if decision.target is not None:  # already written (and paid for) by the router
-            return "target", decision.target, self.segmenter.cut(decision.target), None
+            gen = decision.target
+            if decision.handoff:  # the target continued the proposal's first tokens
+                gen = _stitch(ctx.draft, decision.handoff, ctx.draft_prefix(decision.handoff), gen)
+            return "target", gen, self.segmenter.cut(gen), None
         gen, mark = self.sessions.generate("target", ctx.step_index, ctx.in_thinking, ctx.step_cap)
         c.target.add(gen.usage.cost())
         if self.router.reviews:
@@ -172,6 +192,7 @@ class Controller:
             draft_text=draft_text,
             draft_tokens=len(draft.token_ids) if draft is not None else 0,
             draft_stats=draft.stats() if draft is not None else None,
+            handoff_tokens=(decision.handoff or 0) if author == "target" else 0,
             score=decision.score, target_score=decision.target_score,
             threshold=decision.threshold, target_load=ctx.target_load,
             decision=("escalate" if decision.escalate else "keep") if routed else None,

@@ -63,6 +63,7 @@ ROUTERS = Registry("router", "specstep.routers", {
     "first-token": "routers.first_token:FirstTokenRouter",
     "cascade": "routers.cascade:CascadeRouter",
     "best-of-n": "routers.best_of_n:BestOfNRouter",
+    "handoff": "routers.handoff:HandoffRouter",
 })
 JUDGES = Registry("judge", "specstep.judges", {
     "specreason": "judges.specreason:SpecReasonJudge",

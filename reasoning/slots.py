@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from reasoning.backends.base import Backend, Generation, Session, Usage
 from reasoning.context import Model, Report
+from reasoning.errors import ConfigError
 from reasoning.options import Limits
 from reasoning.prompts import Prompt
 from reasoning.segmenter import Cut, Segmenter
@@ -82,11 +83,13 @@ class Sessions:
         return None if self.limits.seed is None else self.limits.seed * 1_000_003 + step * 7 + (model == "target")
 
     def generate(self, model: Model, step: int, thinking: bool, cap: int, temperature: float | None = None,
-                 seed: int | None = None) -> tuple[Generation, int]:
-        """A model writes a step from the accepted prefix (it stays in its session). Returns the
-        generation and the session length before it."""
+                 seed: int | None = None, prefix: str = "") -> tuple[Generation, int]:
+        """A model writes a step from the accepted prefix (it stays in its session), continuing
+        `prefix` when given. Returns the generation and the session length before it (and `prefix`)."""
         session = self.ready(model)
         mark = session.n_tokens
+        if prefix:
+            session.append(prefix)
         gen = session.generate(max_tokens=cap, stop=self.segmenter.stops(thinking),
                                temperature=self.limits.temperature if temperature is None else temperature,
                                seed=self.seed(step, model) if seed is None else seed,
@@ -170,12 +173,26 @@ class LoopContext:
         return live.with_draft_step(model) if with_draft_step else live.ready(model)
 
     def write_step(self, model: Model, *, temperature: float | None = None, seed: int | None = None,
-                   max_tokens: int | None = None) -> Generation:
+                   max_tokens: int | None = None, prefix: str = "") -> Generation:
         live = self._live()
         cap = self.step_cap if max_tokens is None else min(max_tokens, self.step_cap)
-        gen, mark = live.generate(model, self.step_index, self.in_thinking, cap, temperature, seed)
+        gen, mark = live.generate(model, self.step_index, self.in_thinking, cap, temperature, seed, prefix)
         live.slot(model).session.rollback(mark)
         return gen
+
+    def draft_prefix(self, n_tokens: int) -> str:
+        if self.draft is None:
+            raise RuntimeError("there is no draft proposal")
+        if n_tokens <= 0:
+            return ""
+        decode = getattr(self.backend("draft"), "decode", None)
+        if decode is None:
+            raise ConfigError(f"{self.backend('draft').name} cannot decode token ids, so a draft step cannot be "
+                              "cut mid-step on it")
+        text = decode(self.draft.token_ids[:n_tokens])
+        if not self.draft.text.startswith(text):
+            raise ValueError(f"the proposal's first {n_tokens} tokens do not decode to a prefix of its text")
+        return text
 
     def step_text(self, gen: Generation) -> str:
         return self._live().segmenter.cut(gen).text

@@ -98,7 +98,33 @@ def test_cascade_calls_the_judge_only_when_no_gate_settles(anchors):
     assert sum(router.gates.values()) == len([s for s in sol.steps if s.kind != "forced_answer"])
 
 
+@pytest.mark.slow
+def test_handoff_keeps_the_drafts_prefix_exactly_and_throws_away_only_the_rest(anchors):
+    assert texts(solve(make_router("handoff", 20.0))) == texts(anchors["draft-only"])
+    router = make_router("handoff", 0.1)
+    seen = []
+
+    def check(step):
+        if step.kind == "forced_answer":
+            return
+        if step.decision == "keep":
+            assert step.author == "draft" and step.score <= 0.1 and step.text == step.draft_text
+            assert step.costs.target.calls == 0 and step.costs.discarded.output_tokens == 0
+            return
+        n, prefix = router.kept[-1]
+        assert step.author == "target" and step.score > 0.1 and step.handoff_tokens == n < step.draft_tokens
+        assert step.draft_text.startswith(prefix.strip()) and step.text.startswith(prefix.strip())
+        assert step.costs.discarded.output_tokens == step.draft_tokens - n  # only the tokens after the point
+        assert step.costs.target.calls == 1 and step.costs.draft.calls == 1
+        assert step.tokens == n + step.costs.target.output_tokens - (step.end == "eos")
+        seen.append(n)
+
+    Solver(router=router, **KW).solve(PROBLEM, on_step=check)
+    assert any(n > 0 for n in seen)  # some step kept a non-empty prefix
+
+
 @pytest.mark.parametrize("name,opts,msg", [
+    ("handoff", {"signal": "vibes"}, "signal must be 'entropy' or 'surprise'"),
     ("best-of-n", {"n": 0}, "n must be >= 1"),
     ("best-of-n", {"temperature": "x"}, "bad option value"),
     ("cascade", {"confident": -2, "doubtful": -1}, "doubtful (-1.0) must be below confident"),
