@@ -8,7 +8,8 @@ Forms::
     org/name                              a Hugging Face Hub id (transformers backend)
     vllm:MODEL  openai:MODEL  llamacpp:MODEL   other engines (reserved)
 
-Options follow a ``?``: ``hf:./dir?dtype=bfloat16&threads=2``.
+Options follow a ``?``: ``hf:./dir?dtype=bfloat16&threads=2``; token-level speculative decoding on
+the transformers engine: ``hf:TARGET?assistant=DRAFT&spec_tokens=4``.
 """
 
 from __future__ import annotations

@@ -134,3 +134,43 @@ def test_a_local_gguf_file_and_a_local_directory_load_the_same_model(smol, tmp_p
         assert backend.chat  # the chat template travels with the tokenizer
         assert backend.open_session(prompt).generate(max_tokens=8).token_ids == want
     assert any((tmp_path / "cache" / "hf").iterdir())
+
+
+def _script(backend):
+    """Generations (with a stop string, a stop inside a token, a rollback, a one-token cap) and the state."""
+    s = backend.open_session(Prompt.math(QUESTION))
+    out = [s.generate(max_tokens=40, stop=["\n\n"])]
+    mark = s.n_tokens
+    out.append(s.generate(max_tokens=30, stop=[" "]))
+    s.rollback(mark)
+    s.append("After giving 3 away she has")
+    out += [s.generate(max_tokens=25), s.generate(max_tokens=1)]
+    return [(g.text, g.token_ids, g.finish_reason) for g in out], [g.logprobs for g in out], s.token_ids, out
+
+
+def test_token_level_speculation_gives_exactly_the_greedy_output(smol):
+    from reasoning.backends import load_backend
+
+    # the testbed draft (SmolLM2's tokenizer) proposes; on a general question it is often wrong
+    spec = load_backend("hf:smollm2-135m?assistant=testbed-draft&spec_tokens=3")
+    plain_out, plain_lps, plain_ids, plain = _script(smol)
+    spec_out, spec_lps, spec_ids, assisted = _script(spec)
+    assert spec_out == plain_out and spec_ids == plain_ids
+    for a, b in zip(plain_lps, spec_lps):
+        assert a == pytest.approx(b, abs=1e-3)
+    # rejected proposals made the target check more tokens than it kept; the assistant's FLOPs are counted
+    assert sum(g.usage.input_tokens for g in assisted) > sum(g.usage.input_tokens for g in plain)
+    assert all(g.usage.flops > p.usage.flops for g, p in zip(assisted, plain) if p.usage.output_tokens > 1)
+    s = spec.open_session(Prompt.math(QUESTION))
+    sampled = s.generate(max_tokens=8, temperature=0.7, seed=3)  # sampling: plain decoding, seeded as usual
+    assert sampled.token_ids == smol.open_session(Prompt.math(QUESTION)).generate(
+        max_tokens=8, temperature=0.7, seed=3).token_ids
+
+
+def test_an_assistant_with_another_tokenizer_is_one_clear_error(gemma):
+    from reasoning.backends import load_backend
+    from reasoning.errors import ConfigError
+
+    spec = load_backend("hf:smollm2-135m?assistant=gemma3-270m")
+    with pytest.raises(ConfigError, match="assistant 'gemma3-270m' must be a transformers model with the same"):
+        spec.open_session(Prompt.math(QUESTION)).generate(max_tokens=4)

@@ -162,6 +162,24 @@ class HFBackend:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.turns = Turns()  # forward passes of all sessions take turns
         self.n_params = count_params(model)
+        self.spec_tokens = int(self.spec.number("spec_tokens", 4, 1, integer=True))
+        self._assistant: HFBackend | None = None
+
+    @property
+    def assistant(self) -> HFBackend | None:
+        """The draft model of token-level speculative decoding (`?assistant=SPEC`), loaded on first use."""
+        name = self.spec.options.get("assistant")
+        if not name:
+            return None
+        if self._assistant is None:
+            from reasoning.backends import load_backend
+
+            a = load_backend(name)
+            if not isinstance(a, HFBackend) or a.tokenizer.get_vocab() != self.tokenizer.get_vocab():
+                raise ConfigError(f"model spec {str(self.spec)!r}: the assistant {name!r} must be a transformers "
+                                  "model with the same tokenizer")
+            self._assistant = a
+        return self._assistant
 
     @property
     def name(self) -> str:
@@ -229,6 +247,7 @@ class HFSession:
         self._kv_len = 0
         self._logits: torch.Tensor | None = None  # next-token logits after ids[:_kv_len]
         self._saved: tuple[int, torch.Tensor] | None = None
+        self._assist: HFSession | None = None  # the assistant's session (token-level speculation)
         self.refed = 0  # tokens an engine had to run again (llama.cpp after another session used it)
 
     # --- state -------------------------------------------------------------------------------
@@ -247,6 +266,9 @@ class HFSession:
     def close(self) -> None:
         self._cache = None
         self._logits = self._saved = None
+        if self._assist is not None:
+            self._assist.close()
+            self._assist = None
 
     # --- model calls -------------------------------------------------------------------------
     # The two hooks an engine implements (the llama.cpp session overrides them).
@@ -311,6 +333,8 @@ class HFSession:
     @torch.inference_mode()
     def generate(self, *, max_tokens: int, stop: Sequence[str] = (), temperature: float = 0.0,
                  seed: int | None = None, ignore_eos: bool = False) -> Generation:
+        if temperature == 0 and getattr(self.backend, "assistant", None) is not None:
+            return self._generate_assisted(max_tokens, stop, ignore_eos)
         t0 = time.perf_counter()
         b = self.backend
         start = len(self.ids)
@@ -368,6 +392,90 @@ class HFSession:
             text = text[:cut]
         usage_ = usage(b.n_params, fed + self._take_refed(), sampled, time.perf_counter() - t0)
         return Generation(text, out, lps, ents, finish, matched, usage_)
+
+    def _assistant_session(self) -> HFSession:
+        """The assistant's session, holding exactly this session's token ids."""
+        a = self._assist
+        if a is None:
+            a = self._assist = self.backend.assistant.open_session_ids(self.ids)
+            return a
+        n = next((i for i, (x, y) in enumerate(zip(a.ids, self.ids)) if x != y), min(len(a.ids), len(self.ids)))
+        if n < len(a.ids):
+            a.rollback(max(n, 1))
+        a.append_tokens(self.ids[len(a.ids):])
+        return a
+
+    def _generate_assisted(self, max_tokens: int, stop: Sequence[str], ignore_eos: bool) -> Generation:
+        """Greedy decoding with token-level speculation (Leviathan et al.): the assistant proposes up
+        to `spec_tokens` tokens, one forward pass of this model checks them all, and the longest
+        prefix that greedy decoding would have produced is kept, plus this model's own next token.
+        The output equals plain greedy decoding; the usage includes the assistant's work."""
+        t0 = time.perf_counter()
+        b, a_params = self.backend, self.backend.assistant.n_params
+        out: list[int] = []
+        lps: list[float] = []
+        ents: list[float] = []
+        finish, matched, text = "length", None, ""
+        processed = a_processed = 0
+        start = len(self.ids)
+        while finish == "length" and len(out) < max_tokens:
+            a = self._assistant_session()
+            props: list[int] = []
+            for _ in range(min(b.spec_tokens, max_tokens - len(out) - 1)):
+                logits, fed = a._next_logits()
+                a_processed += fed
+                props.append(int(torch.argmax(logits)))
+                a.ids.append(props[-1])
+                if props[-1] in b.eos_ids:
+                    break
+            if self._kv_len == len(self.ids) and self._logits is None:
+                self._crop_kv(len(self.ids) - 1)
+            pending = self.ids[self._kv_len:]
+            first = self._logits
+            base = len(self.ids)
+            self.ids.extend(props)
+            rows = list(self._forward(pending + props, all_logits=True)) if pending or props else []
+            processed += len(pending) + len(props)
+            dists = rows[len(pending) - 1:] if pending else [first, *rows]
+            m = 0
+            while m < len(props) and props[m] == int(torch.argmax(dists[m])):
+                m += 1
+            self.rollback(base + m)  # the accepted tokens stay in the cache
+            for i, tok in enumerate(props[:m] + [int(torch.argmax(dists[m]))]):
+                if tok in b.eos_ids and not ignore_eos:
+                    finish = "eos"
+                    self.rollback(base + i)
+                    break
+                logp = torch.log_softmax(dists[i], dim=-1)
+                out.append(tok)
+                lps.append(float(logp[tok]))
+                ents.append(float(-(logp.exp() * logp).sum()))
+                if i == m:
+                    self.ids.append(tok)  # this model's own token: fed by the next forward pass
+                text = b.decode(out)
+                hit = min(((text.find(s_), s_) for s_ in stop if text.find(s_) >= 0), default=None)
+                if hit is not None or len(out) >= max_tokens:
+                    if hit is not None:
+                        finish, matched = "stop", hit[1]
+                    self.rollback(base + min(i + 1, len(self.ids) - base))
+                    break
+        if matched is not None:
+            cut = text.find(matched) + len(matched)
+            if cut < len(text):  # the stop string ended inside a token: keep whole tokens, re-encode the rest
+                keep = len(out)
+                while keep and not text[:cut].startswith(b.decode(out[:keep])):
+                    keep -= 1
+                head = b.decode(out[:keep])
+                self.rollback(start + keep)
+                out, lps, ents = out[:keep], lps[:keep], ents[:keep]
+                rest = b.encode(text[len(head):cut])
+                self.ids.extend(rest)
+                out += rest
+                text = text[:cut]
+        sampled = len(lps) + (finish == "eos")
+        u = Usage(processed - min(processed, sampled), sampled, time.perf_counter() - t0,
+                  2.0 * (b.n_params * processed + a_params * a_processed))
+        return Generation(text, out, lps, ents, finish, matched, u)
 
     @torch.inference_mode()
     def score(self, text: str) -> Scored:
