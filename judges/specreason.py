@@ -45,10 +45,15 @@ def judge_on_session(session: Session, backend: Backend, step_text: str = "",
         if mode == "greedy":
             score = greedy_score(probs, session, usage)
         else:
-            score = sum(i * p for i, p in enumerate(probs)) / sum(probs) / 9
+            score = expected_score(probs)
     finally:
         session.rollback(mark)
     return score, Usage(input_tokens=usage.input_tokens, seconds=time.perf_counter() - t0, flops=usage.flops)
+
+
+def expected_score(probs: list[float]) -> float:
+    """The expected digit under the distribution renormalised over the ten digits, / 9."""
+    return sum(i * p for i, p in enumerate(probs)) / sum(probs) / 9
 
 
 def greedy_score(probs: list[float], session: Session | None = None, usage: Usage | None = None) -> float:
@@ -74,6 +79,31 @@ class SpecReasonJudge:
         if mode not in ("expected", "greedy"):
             raise ConfigError(f"judge 'specreason': mode must be 'expected' or 'greedy', got {mode!r}")
         self.model, self.mode = model, mode
+
+    def score_chain(self, ctx: StepContext, pieces: list[str]) -> list[float]:
+        """Scores of consecutive steps after the accepted prefix: step j (a piece as it joins the
+        solution, delimiter included) is judged after pieces[:j]. In one forward pass where the session
+        can branch (transformers), else one pass per step; reported as one judge call either way."""
+        backend, session = ctx.backend(self.model), ctx.session(self.model)
+        suffix = judge_suffix(backend)
+        if getattr(session, "can_branch", False) and self.mode == "expected":
+            t0 = time.perf_counter()
+            dists, usage = session.branch_logprobs(pieces, suffix, DIGITS)
+            scores = [expected_score([math.exp(d[x]) for x in DIGITS]) for d in dists]
+            usage.seconds = time.perf_counter() - t0
+        else:
+            mark, scores, usage = session.n_tokens, [], Usage()
+            try:
+                for piece in pieces:
+                    usage.seconds += session.append(piece).seconds
+                    score, u = judge_on_session(session, backend, "", self.mode)
+                    scores.append(score)
+                    usage.input_tokens, usage.seconds = usage.input_tokens + u.input_tokens, usage.seconds + u.seconds
+                    usage.flops += u.flops
+            finally:
+                session.rollback(mark)
+        ctx.report("judge", usage)
+        return scores
 
     def score(self, ctx: StepContext, step_text: str) -> float:
         backend = ctx.backend(self.model)

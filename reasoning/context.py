@@ -63,6 +63,10 @@ class StepContext(Protocol):
         """A generation as a step: cut at the delimiter, the delimiter removed."""
         ...
 
+    def step_piece(self, gen: Generation) -> str:
+        """The text a generation adds to the solution as a step (the delimiter included)."""
+        ...
+
     def report(self, stage: Stage, usage: Usage, *, on_trial: bool = False, thrown_away: bool = False,
                calls: int = 1) -> None:
         """Account a model call. `on_trial`: work the model (`stage` "draft" or "target") did on the

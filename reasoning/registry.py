@@ -64,6 +64,7 @@ ROUTERS = Registry("router", "specstep.routers", {
     "cascade": "routers.cascade:CascadeRouter",
     "best-of-n": "routers.best_of_n:BestOfNRouter",
     "handoff": "routers.handoff:HandoffRouter",
+    "lookahead": "routers.lookahead:LookaheadRouter",
 })
 JUDGES = Registry("judge", "specstep.judges", {
     "specreason": "judges.specreason:SpecReasonJudge",

@@ -197,6 +197,9 @@ class LoopContext:
     def step_text(self, gen: Generation) -> str:
         return self._live().segmenter.cut(gen).text
 
+    def step_piece(self, gen: Generation) -> str:
+        return self._live().segmenter.cut(gen).piece
+
     def report(self, stage: Stage, usage: Usage, *, on_trial: bool = False, thrown_away: bool = False,
                calls: int = 1) -> None:
         self.reported.append(Report(stage, usage, on_trial, thrown_away, calls))

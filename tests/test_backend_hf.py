@@ -174,3 +174,19 @@ def test_an_assistant_with_another_tokenizer_is_one_clear_error(gemma):
     spec = load_backend("hf:smollm2-135m?assistant=gemma3-270m")
     with pytest.raises(ConfigError, match="assistant 'gemma3-270m' must be a transformers model with the same"):
         spec.open_session(Prompt.math(QUESTION)).generate(max_tokens=4)
+
+
+def test_branch_logprobs_read_every_branch_in_one_pass_as_separate_passes_would(smol):
+    s = smol.open_session(Prompt.math(QUESTION))
+    s.generate(max_tokens=6)  # a pending token, fed by the next call
+    ids, before = s.token_ids, s.next_token_logprobs(["1", " "])[0]
+    pieces, suffix, cands = ["She has 5 + 7 = 12.\n\n", "Then 12 - 3 = 9.\n\n", "So 9."], "\nScore: ", ["1", "9"]
+    got, usage = s.branch_logprobs(pieces, suffix, cands)
+    assert s.token_ids == ids and s.next_token_logprobs(["1", " "])[0] == pytest.approx(before, abs=1e-4)
+    mark = s.n_tokens
+    for j, want in enumerate(got):
+        for text in (*pieces[: j + 1], suffix):  # encoded apart, as the branches are
+            s.append(text)
+        assert s.next_token_logprobs(cands)[0] == pytest.approx(want, abs=2e-3)
+        s.rollback(mark)
+    assert s.can_branch and usage.input_tokens == sum(smol.count_tokens(p) + smol.count_tokens(suffix) for p in pieces)

@@ -123,7 +123,33 @@ def test_handoff_keeps_the_drafts_prefix_exactly_and_throws_away_only_the_rest(a
     assert any(n > 0 for n in seen)  # some step kept a non-empty prefix
 
 
+@pytest.mark.slow
+def test_lookahead_keeps_exactly_the_judged_prefix_of_its_drafted_steps(anchors):
+    one = solve(make_router("lookahead", 0.5, k=1))  # one step ahead: SpecReason's decisions
+    spec = anchors["specreason"]
+    assert texts(one) == texts(spec)
+    assert [s.score for s in one.steps] == pytest.approx([s.score for s in spec.steps], abs=1e-3)
+
+    for tau in (0.5, 0.75):
+        router = make_router("lookahead", tau, k=3)
+        sol = Solver(router=router, **KW).solve(PROBLEM)
+        steps = [s for s in sol.steps if s.kind != "forced_answer"]
+        assert sol.costs.judge.calls == len(router.rounds) and all(1 <= m + 1 for _, m in router.rounds)
+        kept = [s for s in steps if s.author == "draft"]
+        escalated = [s for s in steps if s.author == "target"]
+        assert all(s.score >= tau and s.text == s.draft_text for s in kept)
+        assert all(s.score < tau and s.decision == "escalate" and s.draft_text for s in escalated)
+        assert len(kept) == sum(m for _, m in router.rounds)  # every step judged good is kept, in order
+        assert len(escalated) == sum(m < n for n, m in router.rounds)  # the first bad one is rewritten
+        # drafted steps after the first bad one are thrown away, and only those and the bad one
+        assert sol.costs.discarded.calls == sum(n - m for n, m in router.rounds)
+        if tau == 0.5:
+            assert any(m > 1 for _, m in router.rounds)  # some call kept several steps
+
+
 @pytest.mark.parametrize("name,opts,msg", [
+    ("lookahead", {"k": 0}, "k must be >= 1"),
+    ("lookahead", {"judge": "rollout"}, "cannot score steps ahead"),
     ("handoff", {"signal": "vibes"}, "signal must be 'entropy' or 'surprise'"),
     ("best-of-n", {"n": 0}, "n must be >= 1"),
     ("best-of-n", {"temperature": "x"}, "bad option value"),

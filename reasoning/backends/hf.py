@@ -509,6 +509,56 @@ class HFSession:
         return ({c: float(logp[i]) for c, i in zip(candidates, ids)},
                 usage(self.backend.n_params, fed + self._take_refed(), seconds=time.perf_counter() - t0))
 
+    @property
+    def can_branch(self) -> bool:
+        """Whether `branch_logprobs` works here: plain transformers forward passes and full attention."""
+        types = getattr(self.backend.model.config, "layer_types", None) or ()
+        return (type(self)._model_forward is HFSession._model_forward and not getattr(self, "has_images", False)
+                and not any("sliding" in str(t) for t in types))
+
+    @torch.inference_mode()
+    def branch_logprobs(self, pieces: Sequence[str], suffix: str,
+                        candidates: Sequence[str]) -> tuple[list[dict[str, float]], Usage]:
+        """For each j, the log-probability of each candidate next token after this session's text +
+        pieces[0..j] + `suffix`, in one forward pass: a tree attention mask lets each suffix see
+        only the pieces before it (each piece is fed once). The session is left as it was."""
+        t0 = time.perf_counter()
+        b = self.backend
+        ids = [b.encode(c) for c in candidates]
+        if any(len(i) != 1 for i in ids):
+            raise ValueError(f"candidates {list(candidates)!r} must be single tokens for {b.name}")
+        _, fed = self._next_logits()
+        self._remember()
+        p0, tail = self._kv_len, b.encode(suffix)
+        seq: list[int] = []
+        pos: list[int] = []
+        branch: list[int] = []  # the piece each token belongs to, or -1 - j for the suffix after piece j
+        for j, piece in enumerate(pieces):
+            for k, part in ((j, b.encode(piece)), (-1 - j, tail)):
+                start = p0 + sum(1 for x in branch if x >= 0)  # after the pieces so far
+                seq += part
+                pos += range(start, start + len(part))
+                branch += [k] * len(part)
+        if not seq:
+            return [], Usage(seconds=time.perf_counter() - t0)
+        own = torch.tensor(branch)
+        piece_of = torch.where(own >= 0, own, -1 - own)
+        is_piece = own >= 0
+        # a piece token sees earlier pieces up to its own; a suffix token sees its pieces and its own suffix
+        sees = (piece_of[None, :] <= piece_of[:, None]) & is_piece[None, :]
+        sees |= (~is_piece[:, None]) & (own[None, :] == own[:, None])
+        sees &= torch.ones(len(seq), len(seq), dtype=torch.bool).tril()
+        mask = torch.cat([torch.ones(len(seq), p0, dtype=torch.bool), sees], 1)[None, None]
+        with b.turns.turn():
+            out = b.model(input_ids=torch.tensor([seq]), position_ids=torch.tensor([pos]), attention_mask=mask,
+                          use_cache=True, **{b._cache_kw: self._cache})
+        self._kv_len += len(seq)
+        self._crop_kv(p0)
+        ends = [i for i in range(len(seq)) if branch[i] < 0 and (i + 1 == len(seq) or branch[i + 1] != branch[i])]
+        logp = torch.log_softmax(out.logits[0, ends].float(), dim=-1)
+        dists = [{c: float(row[i[0]]) for c, i in zip(candidates, ids)} for row in logp]
+        return dists, usage(b.n_params, fed + len(seq) + self._take_refed(), seconds=time.perf_counter() - t0)
+
     @torch.inference_mode()
     def next_token_top(self) -> tuple[str, float, Usage]:
         t0 = time.perf_counter()
