@@ -126,10 +126,10 @@ class Sessions:
             slot = self.slot(model)
             if mark is not None and cut.piece.startswith(gen.text):
                 slot.chars = len(self.text) + len(gen.text)
-            else:
-                if mark is not None:
-                    slot.session.rollback(mark)
+            elif mark is not None:
+                slot.session.rollback(mark)
                 slot.chars = len(self.text)
+            # else the session holds what it held (a step written ahead, as lookahead's, finds it behind)
         self.text += cut.piece
 
     def close(self) -> None:

@@ -53,6 +53,9 @@ class LookaheadRouter(JudgedRouter):
     def route(self, ctx: StepContext) -> Decision:
         tau = self.effective_threshold(ctx)
         with self._lock:
+            if ctx.step_index == 0:  # a new solve: plans left by an earlier solve of this problem go
+                mine = self._key(ctx)
+                self._ahead = {k: v for k, v in self._ahead.items() if k[:2] != mine}
             queued = self._ahead.pop(self._key(ctx), None)
         if queued and len(queued[0][0].token_ids) <= ctx.step_cap:
             return self._serve(ctx, queued, tau)

@@ -5,6 +5,7 @@ import pytest
 
 from eval.synthetic import generate
 from reasoning.api import Solver
+from reasoning.controller import Controller
 from reasoning.errors import ConfigError
 from routers import make_router
 
@@ -132,7 +133,15 @@ def test_lookahead_keeps_exactly_the_judged_prefix_of_its_drafted_steps(anchors)
 
     for tau in (0.5, 0.75):
         router = make_router("lookahead", tau, k=3)
-        sol = Solver(router=router, **KW).solve(PROBLEM)
+        solver = Solver(router=router, **KW)
+        ctl = Controller(solver.draft, solver.target, router, solver.limits, solver.config(solver.limits))
+
+        def held(step, ctl=ctl):  # a step served from the plan leaves the draft's session behind, never ahead
+            for slot in (ctl.sessions.draft, ctl.sessions.target):
+                if slot.session is not None:
+                    assert slot.session.text == ctl.sessions.text[: slot.chars]
+
+        sol = ctl.run(PROBLEM, on_step=held)
         steps = [s for s in sol.steps if s.kind != "forced_answer"]
         assert sol.costs.judge.calls == len(router.rounds) and all(1 <= m + 1 for _, m in router.rounds)
         kept = [s for s in steps if s.author == "draft"]
@@ -166,6 +175,7 @@ def test_bad_options_are_one_line(name, opts, msg):
 def test_eval_plans_the_new_policies_at_thresholds():
     from eval.sweep import SweepConfig, plan
 
-    cfg = SweepConfig(dataset="synthetic", policies=["first-token", "cascade", "best-of-n"], thresholds=[0.01, 0.9],
-                      router_options={"n": "2", "confident": "-0.1"})
-    assert plan(cfg) == [(p, t, None) for p in ("first-token", "cascade", "best-of-n") for t in (0.01, 0.9)]
+    names = ("first-token", "cascade", "best-of-n", "handoff", "lookahead")
+    cfg = SweepConfig(dataset="synthetic", policies=list(names), thresholds=[0.01, 0.9],
+                      router_options={"n": "2", "confident": "-0.1", "k": "2", "signal": "surprise"})
+    assert plan(cfg) == [(p, t, None) for p in names for t in (0.01, 0.9)]
