@@ -74,11 +74,12 @@ def judge_auc(target, problems, seed: int = 0) -> tuple[float, float, int]:
     return roc_auc(labels, scores), wins / max(1, pairs), pairs
 
 
-def _sweep(out: Path, n: int, steps: int, policies: list[str], thresholds=(), rates=(), options=None):
+def _sweep(out: Path, n: int, steps: int, policies: list[str], thresholds=(), rates=(), options=None,
+           target: str = TARGET):
     from eval.sweep import SweepConfig, run_sweep
 
     cfg = SweepConfig(dataset="synthetic", limit=n, synthetic_steps=steps, synthetic_split="test", draft=DRAFT,
-                      target=TARGET, policies=policies, thresholds=list(thresholds), escalation_rates=list(rates),
+                      target=target, policies=policies, thresholds=list(thresholds), escalation_rates=list(rates),
                       router_options=options or {}, limits={"max_steps": 12, "max_tokens": 512, "step_tokens": 96})
     return run_sweep(cfg, out)
 
