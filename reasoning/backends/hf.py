@@ -379,19 +379,23 @@ class HFSession:
             text = b.decode(out)
         sampled = len(lps) + (finish == "eos")
         if cut is not None and cut < len(text):
-            # The stop string ended inside a token: keep whole tokens up to it, re-encode the rest.
-            keep = len(out)
-            while keep and not text[:cut].startswith(b.decode(out[:keep])):
-                keep -= 1
-            head = b.decode(out[:keep])
-            self.rollback(start + keep)
-            out, lps, ents = out[:keep], lps[:keep], ents[:keep]
-            rest = b.encode(text[len(head):cut])
-            self.ids.extend(rest)
-            out += rest
-            text = text[:cut]
+            out, lps, ents, text = self._cut_inside_token(start, out, lps, ents, text, cut)
         usage_ = usage(b.n_params, fed + self._take_refed(), sampled, time.perf_counter() - t0)
         return Generation(text, out, lps, ents, finish, matched, usage_)
+
+    def _cut_inside_token(self, start: int, out: list[int], lps: list[float], ents: list[float], text: str,
+                          cut: int) -> tuple[list[int], list[float], list[float], str]:
+        """The stop string ended inside a token (at `cut`): keep whole tokens up to it, re-encode the
+        rest; the session (whose generation began at `start`) holds exactly the text up to `cut`."""
+        b = self.backend
+        keep = len(out)
+        while keep and not text[:cut].startswith(b.decode(out[:keep])):
+            keep -= 1
+        head = b.decode(out[:keep])
+        self.rollback(start + keep)
+        rest = b.encode(text[len(head):cut])
+        self.ids.extend(rest)
+        return out[:keep] + rest, lps[:keep], ents[:keep], text[:cut]
 
     def _assistant_session(self) -> HFSession:
         """The assistant's session, holding exactly this session's token ids."""
@@ -453,25 +457,14 @@ class HFSession:
                 if i == m:
                     self.ids.append(tok)  # this model's own token: fed by the next forward pass
                 text = b.decode(out)
-                hit = min(((text.find(s_), s_) for s_ in stop if text.find(s_) >= 0), default=None)
+                hit = min(((at, s_) for s_ in stop if (at := text.find(s_)) >= 0), default=None)
                 if hit is not None or len(out) >= max_tokens:
                     if hit is not None:
                         finish, matched = "stop", hit[1]
-                    self.rollback(base + min(i + 1, len(self.ids) - base))
+                    self.rollback(base + i + 1)
                     break
-        if matched is not None:
-            cut = text.find(matched) + len(matched)
-            if cut < len(text):  # the stop string ended inside a token: keep whole tokens, re-encode the rest
-                keep = len(out)
-                while keep and not text[:cut].startswith(b.decode(out[:keep])):
-                    keep -= 1
-                head = b.decode(out[:keep])
-                self.rollback(start + keep)
-                out, lps, ents = out[:keep], lps[:keep], ents[:keep]
-                rest = b.encode(text[len(head):cut])
-                self.ids.extend(rest)
-                out += rest
-                text = text[:cut]
+        if matched is not None and (cut := text.find(matched) + len(matched)) < len(text):
+            out, lps, ents, text = self._cut_inside_token(start, out, lps, ents, text, cut)
         sampled = len(lps) + (finish == "eos")
         u = Usage(processed - min(processed, sampled), sampled, time.perf_counter() - t0,
                   2.0 * (b.n_params * processed + a_params * a_processed))
