@@ -43,10 +43,9 @@ def _thrown(draft: Generation, kept: int) -> StageCost:
     """The cost of the proposal's tokens after the first `kept` (all of it when none is kept)."""
     if not kept:
         return draft.usage.cost()
-    u = draft.usage
-    out = max(0, u.output_tokens - kept)
-    share = out / (u.input_tokens + u.output_tokens) if out else 0.0
-    return StageCost(calls=0, output_tokens=out, seconds=u.seconds * share, flops=u.flops * share)
+    thrown = draft.usage.outputs(max(0, draft.usage.output_tokens - kept)).cost()
+    thrown.calls = 0  # a share of the proposal's call
+    return thrown
 
 
 def _stitch(draft: Generation, kept: int, prefix: str, rest: Generation) -> Generation:

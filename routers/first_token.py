@@ -24,10 +24,9 @@ class FirstTokenRouter(BaseRouter):
     def score(self, ctx: StepContext) -> float:
         probe = ctx.write_step("draft", max_tokens=1)
         u = probe.usage
-        share = u.output_tokens / (u.input_tokens + u.output_tokens) if u.output_tokens else 0.0
-        ctx.report("draft", u.part(1 - share, u.input_tokens))  # the prefill
-        ctx.report("draft", Usage(0, u.output_tokens, u.seconds * share, u.flops * share), thrown_away=True,
-                   calls=0)
+        token = u.outputs(u.output_tokens)
+        ctx.report("draft", Usage(u.input_tokens, 0, u.seconds - token.seconds, u.flops - token.flops))  # the prefill
+        ctx.report("draft", token, thrown_away=True, calls=0)
         return probe.entropies[0] if probe.entropies else 0.0
 
     def route(self, ctx: StepContext) -> Decision:

@@ -36,6 +36,11 @@ class Usage:
         """A share of this call (seconds and FLOPs pro rata) with `input_tokens` of its input."""
         return Usage(input_tokens=input_tokens, seconds=self.seconds * share, flops=self.flops * share)
 
+    def outputs(self, n: int) -> Usage:
+        """The part of this call spent on `n` of its output tokens (seconds and FLOPs pro rata by tokens)."""
+        share = n / (self.input_tokens + self.output_tokens) if n else 0.0
+        return Usage(output_tokens=n, seconds=self.seconds * share, flops=self.flops * share)
+
 
 def usage(params: int, input_tokens: int = 0, output_tokens: int = 0, seconds: float = 0.0) -> Usage:
     """A call's usage with FLOPs estimated as 2 x `params` x tokens processed."""
