@@ -14,7 +14,7 @@ from reasoning.errors import ConfigError
 from reasoning.options import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET, Limits, make_limits
 from reasoning.prompts import check_question
 from reasoning.registry import make_router
-from reasoning.specs import ModelSpec, default_few_shot, parse_spec
+from reasoning.specs import ModelSpec, default_few_shot, pair_of, parse_spec
 from reasoning.types import Problem, Solution, SolveConfig, Step
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,9 @@ class Solver:
             limits["few_shot"] = default_few_shot(self.target_spec, self.draft_spec)
         self.limits = make_limits(**limits)
         router_options = dict(router_options or {})
-        if router == "arbitrage" and "model" not in router_options and any(
-                s.alias is not None and s.alias.base is not None for s in (self.draft_spec, self.target_spec)):
-            router_options["model"] = "testbed"  # the router shipped for the testbed pair
+        pair = pair_of(self.draft_spec, self.target_spec)
+        if router == "arbitrage" and "model" not in router_options and pair is not None:
+            router_options["model"] = pair  # the router shipped for the pair
         self.router = make_router(router, threshold, **router_options) if isinstance(router, str) else router
         self.draft = load_backend(self.draft_spec) if self.router.needs_draft else None
         self.target = load_backend(self.target_spec) if self.router.needs_target else None

@@ -32,11 +32,10 @@ TESTBED_EXAMPLE = 0
 
 def example_question(draft: str, target: str) -> str:
     """The built-in example: a held-out testbed problem for the testbed pair, else a word problem."""
-    from reasoning.specs import parse_spec
+    from reasoning.specs import pair_of
 
     try:
-        testbed = any(parse_spec(s).alias is not None and parse_spec(s).alias.base is not None
-                      for s in (draft, target))
+        testbed = pair_of(draft, target) is not None
     except SpecstepError:
         testbed = False
     if not testbed:
@@ -373,7 +372,7 @@ def _cmd_solve(args: SimpleNamespace) -> int:
     by_author = {a: sum(1 for s in sol.steps if s.author == a) for a in ("draft", "target")}
     out.print(f"steps by draft: {by_author['draft']}, by target: {by_author['target']}; "
               f"draft acceptance: {acc['steps']:.0%} of steps, {acc['tokens']:.0%} of tokens")
-    if "testbed" in f"{args.draft} {args.target}":
+    if any(spec.pair is not None for spec in (solver.draft_spec, solver.target_spec)):
         out.print("[dim]The testbed pair: tiny models fine-tuned on a synthetic arithmetic task. They show the method "
                   "working; their numbers are not the method's quality on real models.[/dim]")
     else:

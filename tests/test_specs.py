@@ -21,6 +21,28 @@ def test_aliases_paths_and_engines_parse(tmp_path):
     assert parse_spec("org/name").model == "org/name"
 
 
+def test_the_testbed_aliases_name_their_pair_and_nothing_else_does():
+    from reasoning.specs import ALIASES, alias_gguf, pair_of
+
+    assert [a.name for a in ALIASES.values() if a.pair == "testbed"] == ["testbed-target", "testbed-draft"]
+    assert parse_spec("testbed-draft").pair == "testbed" and parse_spec("smollm2-135m").pair is None
+    assert parse_spec("openai:testbed-draft?base_url=http://x/v1").pair is None  # a served model's name
+    assert pair_of("smollm2-135m", "testbed-target") == "testbed" and pair_of(None, "gemma3-270m") is None
+    assert pair_of("testbed-draft", "not a spec") == "testbed"  # the specs are read in turn
+    with pytest.raises(ModelSpecError, match="fine-tuned transformers model"):
+        alias_gguf(ALIASES["testbed-target"])
+    assert ALIASES["gemma3-270m"].assemble is not None and ALIASES["smollm2-135m"].assemble is None
+
+
+@pytest.mark.parametrize("value, default, expected", [
+    (None, True, True), (None, False, False), ("", False, False), ("0", True, False), ("false", True, False),
+    ("1", False, True), ("yes", False, True),
+])
+def test_a_yes_no_option_is_no_only_for_0_and_false(value, default, expected):
+    spec = parse_spec("smollm2-135m" + (f"?chat={value}" if value is not None else ""))
+    assert spec.flag("chat", default) is expected
+
+
 @pytest.mark.parametrize("spec,msg", [
     ("", "empty model spec"),
     ("tinyllama", "unknown model spec 'tinyllama'"),

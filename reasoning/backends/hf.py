@@ -22,7 +22,7 @@ import torch
 from reasoning.backends.base import Generation, Scored, Turns, Usage, count_params, usage
 from reasoning.errors import ConfigError, ModelSpecError
 from reasoning.prompts import Prompt
-from reasoning.specs import ModelSpec, alias_gguf, assemble_gemma, cache_dir, check_gguf
+from reasoning.specs import ModelSpec, alias_gguf, cache_dir, check_gguf
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +82,11 @@ def transformers_dir(model: str) -> Path:
     from reasoning.specs import parse_spec
 
     spec = parse_spec(model)
-    if spec.alias is not None and spec.alias.base is not None:
+    if spec.pair is not None:
         return testbed_dir(spec)
     if spec.alias is not None:
         path, key = alias_gguf(spec.alias)
-        return _convert_gguf(path, key, assemble_gemma if spec.alias.name == "gemma3-270m" else None,
-                             keep=False)[0]
+        return _convert_gguf(path, key, spec.alias.assemble, keep=False)[0]
     p = Path(spec.model)
     if p.is_file() and p.suffix == ".gguf":
         return _convert_gguf(p, _file_key(p), keep=False)[0]
@@ -115,7 +114,7 @@ class HFBackend:
         self.spec = spec
         alias = spec.alias
         t0 = time.perf_counter()
-        if alias is not None and alias.base is not None:
+        if spec.pair is not None:
             from reasoning.testbed import apply_head
 
             cached = testbed_dir(spec)
@@ -123,7 +122,7 @@ class HFBackend:
             apply_head(model, cached)
         elif alias is not None:
             path, key = alias_gguf(alias)
-            model, tok = _load_gguf(path, key, assemble_gemma if alias.name == "gemma3-270m" else None)
+            model, tok = _load_gguf(path, key, alias.assemble)
         else:
             p = Path(spec.model)
             if p.is_file() and p.suffix == ".gguf":

@@ -25,7 +25,7 @@ from reasoning.backends.hf import HFSession
 from reasoning.backends.prefix import chat_turn_markers
 from reasoning.errors import BackendUnavailableError, ConfigError, ModelSpecError
 from reasoning.prompts import Prompt
-from reasoning.specs import ModelSpec, alias_gguf, assemble_gemma, check_gguf, parse_spec
+from reasoning.specs import ModelSpec, alias_gguf, check_gguf, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def gguf_path(spec: ModelSpec) -> Path:
     inner = parse_spec(spec.model)
     if inner.alias is not None:
         path, _ = alias_gguf(inner.alias)
-        return assemble_gemma(path) if inner.alias.name == "gemma3-270m" else path
+        return inner.alias.assemble(path) if inner.alias.assemble is not None else path
     path = Path(inner.model)
     if not (path.is_file() and path.suffix == ".gguf"):
         raise ModelSpecError(f"model spec {str(spec)!r}: llama.cpp needs a .gguf file or a bundled alias")
