@@ -162,6 +162,22 @@ def test_replicas_take_sessions_round_robin_and_keep_them(server, proxy):
     assert len(proxy.seen) == n + 2  # session 1 stays on its replica, session 0 never goes there
 
 
+@pytest.mark.parametrize("choice, text, expected", [
+    ({"finish_reason": "length"}, "a b", ("length", None)),
+    ({"finish_reason": "content_filter"}, "a b", ("length", None)),
+    ({"finish_reason": "stop", "stop_reason": "\n\n"}, "a b", ("stop", "\n\n")),  # vLLM
+    ({"finish_reason": "stop", "stop_reason": None}, "a b", ("eos", None)),
+    ({"finish_reason": "stop", "matched_stop": "\n\n"}, "a b", ("stop", "\n\n")),  # SGLang
+    ({"finish_reason": "stop", "matched_stop": None}, "a b", ("eos", None)),
+    ({"finish_reason": "stop"}, "a b", ("stop", "\n\n")),  # llama-cpp-python's server does not say
+    ({"finish_reason": "stop"}, "", ("eos", None)),
+])
+def test_completions_and_chat_read_why_the_server_stopped_alike(choice, text, expected):
+    from reasoning.backends.openai import _finish
+
+    assert _finish(choice, text, ["\n\n", "STOP"]) == expected
+
+
 def test_bad_specs_are_one_line_errors(monkeypatch):
     from reasoning.backends.openai import OpenAIBackend
     from reasoning.errors import ModelSpecError

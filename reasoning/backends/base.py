@@ -129,6 +129,16 @@ class Turns:
                 self.waiting -= 1
 
 
+def chat_turn_markers(template) -> tuple[str, str]:
+    """(end of assistant turn + start of user turn, end of user turn + start of assistant turn), read off
+    what `template.apply_chat_template` (a tokenizer's, a processor's) renders around three messages."""
+    msgs = [{"role": "user", "content": "\x01"}, {"role": "assistant", "content": "\x02"},
+            {"role": "user", "content": "\x03"}]
+    t = template.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    a, u = t.index("\x02") + 1, t.index("\x03")
+    return t[a:u], t[u + 1:]
+
+
 @runtime_checkable
 class Session(Protocol):
     @property

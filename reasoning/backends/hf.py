@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from reasoning.backends.base import Generation, Scored, Turns, Usage, count_params, usage
+from reasoning.backends.base import Generation, Scored, Turns, Usage, chat_turn_markers, count_params, usage
 from reasoning.errors import ConfigError, ModelSpecError
 from reasoning.prompts import Prompt
 from reasoning.specs import ModelSpec, alias_gguf, cache_dir, check_gguf
@@ -147,8 +147,8 @@ class HFBackend:
             model = model.to(getattr(torch, dtype))
         model.eval()
         self.model, self.tokenizer = model, tok
-        chat_opt = self.spec.options.get("chat")
-        self.chat = (chat_opt not in ("0", "false")) if chat_opt else has_chat
+        self.chat = self.spec.flag("chat", has_chat)
+        self._markers: tuple[str, str] | None = None
         eos = {tok.eos_token_id}
         gen_eos = getattr(model.generation_config, "eos_token_id", None)
         eos |= set(gen_eos) if isinstance(gen_eos, list) else {gen_eos}
@@ -201,17 +201,18 @@ class HFBackend:
             return text + prompt.prefix
         return prompt.plain()
 
+    @property
+    def template(self):
+        """What renders the chat template: the tokenizer."""
+        return self.tokenizer
+
     def turn_markers(self) -> tuple[str, str] | None:
         """(end of assistant turn + start of user turn, end of user turn + start of assistant turn),
         read off the chat template; None for the plain prompt format."""
         if not self.chat:
             return None
-        if not hasattr(self, "_markers"):
-            msgs = [{"role": "user", "content": "\x01"}, {"role": "assistant", "content": "\x02"},
-                    {"role": "user", "content": "\x03"}]
-            t = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-            a, u = t.index("\x02") + 1, t.index("\x03")
-            self._markers = (t[a:u], t[u + 1:])
+        if self._markers is None:
+            self._markers = chat_turn_markers(self.template)
         return self._markers
 
     def encode(self, text: str) -> list[int]:

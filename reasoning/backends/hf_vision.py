@@ -153,6 +153,11 @@ class HFVisionBackend(HFBackend):
         self.image_token_id = getattr(processor, "image_token_id", None)
         log.info("loaded %s in %.1fs (vision, chat=%s)", spec, time.perf_counter() - t0, self.chat)
 
+    @property
+    def template(self):
+        """What renders the chat template: the processor where it has one, else the tokenizer."""
+        return self._template_owner
+
     def _apply_template(self, messages: list[dict[str, Any]]) -> str:
         return self._template_owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -160,17 +165,6 @@ class HFVisionBackend(HFBackend):
         if self.chat:
             return self._apply_template(prompt.messages()) + prompt.prefix
         return prompt.plain(self.name)
-
-    def turn_markers(self) -> tuple[str, str] | None:
-        if not self.chat:
-            return None
-        if not hasattr(self, "_markers"):
-            msgs = [{"role": "user", "content": "\x01"}, {"role": "assistant", "content": "\x02"},
-                    {"role": "user", "content": "\x03"}]
-            t = self._apply_template(msgs)
-            a, u = t.index("\x02") + 1, t.index("\x03")
-            self._markers = (t[a:u], t[u + 1:])
-        return self._markers
 
     def open_session(self, prompt: Prompt) -> HFVisionSession:
         text = self.render(prompt)

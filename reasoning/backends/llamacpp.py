@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reasoning.backends.base import Turns
+from reasoning.backends.base import Turns, chat_turn_markers
 from reasoning.backends.hf import HFSession
-from reasoning.backends.prefix import chat_turn_markers
 from reasoning.errors import BackendUnavailableError, ConfigError, ModelSpecError
 from reasoning.prompts import Prompt
 from reasoning.specs import ModelSpec, alias_gguf, check_gguf, parse_spec
@@ -86,8 +85,7 @@ class LlamaCppBackend:
         self.n_params = int(self.llm._model.n_params())
         meta = self.llm.metadata
         source = meta.get("tokenizer.chat_template")
-        chat_opt = spec.options.get("chat")
-        self.chat = (chat_opt not in ("0", "false")) if chat_opt else bool(source)
+        self.chat = spec.flag("chat", bool(source))
         if self.chat and not source:
             raise ModelSpecError(f"model spec {str(spec)!r}: chat=1 but the GGUF has no chat template")
         vocab = self.llm._model.vocab

@@ -39,7 +39,8 @@ from typing import Any
 
 import openai
 
-from reasoning.backends.prefix import Completion, PrefixSession, chat_turn_markers, entropy_from_top, render_prompt
+from reasoning.backends.base import chat_turn_markers
+from reasoning.backends.prefix import Completion, PrefixSession, entropy_from_top, render_prompt
 from reasoning.batching import LOCKSTEP
 from reasoning.errors import BackendUnavailableError, ModelSpecError, SpecstepError
 from reasoning.prompts import Prompt
@@ -94,9 +95,8 @@ class OpenAIBackend:
             except (OSError, ValueError) as e:
                 raise ModelSpecError(f"model spec {str(spec)!r}: cannot load tokenizer {o['tokenizer']!r}: "
                                      f"{str(e).splitlines()[0]}") from None
-        chat_opt = o.get("chat")
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
-        self.chat = (chat_opt not in ("0", "false")) if chat_opt else has_template
+        self.chat = spec.flag("chat", has_template)
         if self.chat and not has_template:
             raise ModelSpecError(f"model spec {str(spec)!r}: chat=1 needs ?tokenizer=... with a chat template")
         self._lock = threading.Lock()
@@ -242,14 +242,7 @@ class OpenAIBackend:
         content = (ch.get("logprobs") or {}).get("content") or []
         lps = [c.get("logprob", -math.inf) for c in content]
         ents = [entropy_from_top([t["logprob"] for t in c.get("top_logprobs") or []]) for c in content]
-        finish = ch.get("finish_reason") or "stop"
-        matched = None
-        if finish == "stop":
-            reason = ch.get("stop_reason")
-            matched = reason if isinstance(reason, str) and reason in stop else None
-            finish = "stop" if matched else "eos"
-        elif finish != "length":
-            finish = "length"
+        finish, matched = _finish(ch, text, stop)
         if matched is not None and not text.endswith(matched):
             text += matched
         return Completion(text, self.count_tokens(text) if self.tokenizer is not None else len(content), lps,
@@ -302,19 +295,7 @@ class OpenAIBackend:
         lps = [x if x is not None else -math.inf for x in (lp.get("token_logprobs") or [])]
         tops = lp.get("top_logprobs") or []
         ents = [entropy_from_top(sorted((t or {}).values(), reverse=True)[: self.top_k]) for t in tops]
-        finish = ch.get("finish_reason") or "stop"
-        matched = None
-        if finish == "stop":
-            reason = ch.get("stop_reason", ch.get("matched_stop"))
-            if isinstance(reason, str) and reason in stop:
-                matched = reason
-            elif reason is None and ("stop_reason" in ch or "matched_stop" in ch):
-                finish = "eos"
-            else:  # the server does not say which
-                matched = self._guess_stop(text, stop)
-                finish = "stop" if matched else "eos"
-        elif finish != "length":
-            finish = "length"
+        finish, matched = _finish(ch, text, stop)
         if matched is not None and not text.endswith(matched):
             text += matched
         if self.tokenizer is not None or not tokens:
@@ -322,13 +303,6 @@ class OpenAIBackend:
         else:
             n = len(tokens) + (self.count_tokens(matched) if matched and tokens[-1:] != [matched] else 0)
         return Completion(text, n, lps, ents, finish, matched)
-
-    @staticmethod
-    def _guess_stop(text: str, stop: Sequence[str]) -> str | None:
-        """For servers that do not say why they stopped (llama-cpp-python's): an empty text is an end of
-        sequence, any other text ended at the first stop string. An end of sequence after text is thus
-        taken for a step delimiter, and the solution ends one (empty) step later."""
-        return stop[0] if stop and text else None
 
     def continuation_logprobs(self, url: str, prompt: str, continuation: str) -> tuple[list[int], list[float]]:
         if self._echo_broken(url):
@@ -378,6 +352,24 @@ class OpenAIBackend:
             raise ServerError(f"{url}: the server returned no top logprobs, which the judge needs")
         token = max(tops[0], key=tops[0].get)
         return token, tops[0][token]
+
+
+def _finish(choice: dict[str, Any], text: str, stop: Sequence[str]) -> tuple[str, str | None]:
+    """(finish reason: "stop" | "length" | "eos", the stop string that matched) of a completion or chat
+    choice. A server says which stop string matched in `stop_reason` (vLLM; None: an end of sequence) or
+    `matched_stop` (SGLang). One that says neither (llama-cpp-python's) is read thus: an empty text is an
+    end of sequence, any other text ended at the first stop string, so an end of sequence after text is
+    taken for a step delimiter and the solution ends one (empty) step later."""
+    finish = choice.get("finish_reason") or "stop"
+    if finish != "stop":
+        return "length", None
+    reason = choice.get("stop_reason", choice.get("matched_stop"))
+    if isinstance(reason, str) and reason in stop:
+        return "stop", reason
+    if reason is None and ("stop_reason" in choice or "matched_stop" in choice):
+        return "eos", None
+    matched = stop[0] if stop and text else None  # the server does not say which
+    return ("stop" if matched else "eos"), matched
 
 
 def _error_message(e: openai.APIStatusError) -> str:

@@ -146,11 +146,3 @@ def render_prompt(prompt: Prompt, tokenizer, chat: bool) -> str:
         return tokenizer.apply_chat_template(prompt.messages(), tokenize=False, add_generation_prompt=True) + \
             prompt.prefix
     return prompt.plain()
-
-
-def chat_turn_markers(tokenizer) -> tuple[str, str]:
-    msgs = [{"role": "user", "content": "\x01"}, {"role": "assistant", "content": "\x02"},
-            {"role": "user", "content": "\x03"}]
-    t = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    a, u = t.index("\x02") + 1, t.index("\x03")
-    return t[a:u], t[u + 1:]

@@ -26,7 +26,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from reasoning.backends.prefix import Completion, PrefixSession, chat_turn_markers, entropy_from_top, render_prompt
+from reasoning.backends.base import chat_turn_markers
+from reasoning.backends.prefix import Completion, PrefixSession, entropy_from_top, render_prompt
 from reasoning.batching import LOCKSTEP
 from reasoning.errors import BackendUnavailableError, ModelSpecError
 from reasoning.prompts import Prompt
@@ -105,14 +106,12 @@ class VLLMBackend:
         from reasoning.backends.base import params_in_dir
 
         self.n_params = int(spec.number("params", params_in_dir(self.model_path), 0))
-        chat_opt = spec.options.get("chat")
-        self.chat = (chat_opt not in ("0", "false")) if chat_opt else bool(getattr(self.tokenizer, "chat_template",
-                                                                                    None))
+        self.chat = spec.flag("chat", bool(getattr(self.tokenizer, "chat_template", None)))
         gen = self.llm.llm_engine.model_config.try_get_generation_config() or {}
         eos = gen.get("eos_token_id")
         self.eos_ids = {self.tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
         self.lock = threading.Lock()
-        self.lockstep = spec.options.get("lockstep", "1") not in ("0", "false")
+        self.lockstep = spec.flag("lockstep", True)
         self.prompt_tokens = 0  # prompt tokens sent, and how many of them vLLM served from its prefix cache
         self.cached_tokens = 0
         log.info("loaded %s with vLLM in %.1fs", spec, time.perf_counter() - t0)
