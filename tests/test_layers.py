@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("reasoning", "routers", "judges", "eval", "training")
 
@@ -24,18 +22,12 @@ def test_contracts_are_kept():
     assert "3 kept, 0 broken" in r.stdout, r.stdout
 
 
-@pytest.mark.parametrize("path, code, shown", [
-    ("reasoning/types.py", "def _late():\n    from eval.grading import grade\n", "reasoning.types -> eval.grading"),
-    ("judges/base.py", "import routers\n", "judges.base -> routers"),
-    ("reasoning/api.py", "import reasoning.cli\n", "reasoning.api -> reasoning.cli"),
-    ("routers/oracle.py", "from reasoning.controller import Controller\n", "routers.oracle -> reasoning.controller"),
-    ("judges/rollout.py", "import reasoning.slots\n", "judges.rollout -> reasoning.slots"),
-])
-def test_an_upward_import_breaks_a_contract(tmp_path, path, code, shown):
+def test_a_policy_that_reaches_for_the_loop_breaks_a_contract(tmp_path):
+    """One case on a copy of the tree: the contracts are specific enough to catch a policy importing the loop."""
     for pkg in PACKAGES:
         shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__", "data"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
-    with open(tmp_path / path, "a") as f:
-        f.write("\n\n" + code)
+    with open(tmp_path / "routers" / "oracle.py", "a") as f:
+        f.write("\n\nfrom reasoning.controller import Controller\n")
     r = lint_imports(tmp_path)
-    assert r.returncode == 1 and shown in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 1 and "routers.oracle -> reasoning.controller" in r.stdout, r.stdout + r.stderr
