@@ -86,7 +86,7 @@ class SpecReasonJudge:
         can branch (transformers), else one pass per step; reported as one judge call either way."""
         backend, session = ctx.backend(self.model), ctx.session(self.model)
         suffix = judge_suffix(backend)
-        if getattr(session, "can_branch", False) and self.mode == "expected":
+        if session.can_branch and self.mode == "expected":
             t0 = time.perf_counter()
             dists, usage = session.branch_logprobs(pieces, suffix, DIGITS)
             scores = [expected_score([math.exp(d[x]) for x in DIGITS]) for d in dists]

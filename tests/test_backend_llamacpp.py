@@ -91,6 +91,13 @@ def test_sessions_sharing_the_context_stay_exact_and_count_what_they_refeed(lsmo
     assert x2.usage.input_tokens == 1 + held - common > 10
 
 
+def test_sessions_say_they_read_judge_branches_one_at_a_time(lsmol):
+    s = lsmol.open_session(Prompt.math(QUESTION))
+    assert s.can_branch is False  # the judge appends, reads and rolls back each step instead
+    with pytest.raises(NotImplementedError, match="one branch at a time"):
+        s.branch_logprobs(["a"], "b", ["1"])
+
+
 def test_context_overflow_is_one_clear_error(lsmol):
     from reasoning.errors import ModelSpecError
 
@@ -115,6 +122,7 @@ def test_specs_and_options(tmp_path):
 
 
 def test_a_full_solve_runs_both_models_on_llama_cpp(lsmol, lgemma):
+    from reasoning.answers import last_boxed
     from reasoning.api import Solver
 
     sol = Solver("llamacpp:smollm2-135m", "llamacpp:gemma3-270m", router="specreason", threshold=0.5,
@@ -125,4 +133,6 @@ def test_a_full_solve_runs_both_models_on_llama_cpp(lsmol, lgemma):
     assert c.judge.input_tokens > 0
     escalated = sum(1 for s in sol.steps if s.decision == "escalate")
     assert c.discarded.calls == escalated and c.target.calls >= escalated
-    assert sol.answer is not None
+    last = sol.steps[-1]  # the solution's own answer step ends it (no answer forced)
+    assert (sol.stop_reason, last.kind, sol.forced_answer, sol.answer_rule) == ("answer", "answer", False, "boxed")
+    assert sol.answer is not None and sol.answer == last_boxed(last.text)

@@ -139,6 +139,18 @@ def chat_turn_markers(template) -> tuple[str, str]:
     return t[a:u], t[u + 1:]
 
 
+class Unbranched:
+    """The branch part of `Session` for sessions that read one branch of the text at a time."""
+
+    @property
+    def can_branch(self) -> bool:
+        return False
+
+    def branch_logprobs(self, pieces: Sequence[str], suffix: str,
+                        candidates: Sequence[str]) -> tuple[list[dict[str, float]], Usage]:
+        raise NotImplementedError(f"{type(self).__name__} reads one branch at a time (can_branch is False)")
+
+
 @runtime_checkable
 class Session(Protocol):
     @property
@@ -171,6 +183,19 @@ class Session(Protocol):
 
     def next_token_top(self) -> tuple[str, float, Usage]:
         """The most likely next token over the whole vocabulary, and its log-probability."""
+        ...
+
+    @property
+    def can_branch(self) -> bool:
+        """Whether `branch_logprobs` works here. Where it does not, a caller reads each branch in turn
+        with `append`, `next_token_logprobs` and `rollback`."""
+        ...
+
+    def branch_logprobs(self, pieces: Sequence[str], suffix: str,
+                        candidates: Sequence[str]) -> tuple[list[dict[str, float]], Usage]:
+        """For each j, the log-probability of each candidate next token after this session's text +
+        pieces[0..j] + `suffix`, in one forward pass; the session is left as it was. Only where
+        `can_branch`."""
         ...
 
     def rollback(self, n_tokens: int) -> None:

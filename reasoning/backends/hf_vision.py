@@ -235,6 +235,10 @@ class HFVisionSession(HFSession):
         more = self._run(rest, len(head), all_logits, None)
         return torch.cat([logits, more]) if all_logits else more
 
+    @property
+    def can_branch(self) -> bool:
+        return False  # its forward passes carry pixels and multimodal positions, which branch_logprobs does not
+
     def _model_crop(self, n: int) -> None:
         if n < self._min_kv:
             raise ValueError(f"cannot crop the KV cache to {n} tokens: the prompt's images end at token "

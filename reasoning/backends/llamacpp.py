@@ -1,8 +1,8 @@
 """llama.cpp backend (llama-cpp-python): GGUF files run as they are, 5-8x faster than transformers on CPU.
 
-Sessions reuse the transformers session's logic (pending tokens, rollback that keeps logits, stop
-strings inside a token) and swap its two model hooks: a forward pass through llama.cpp's batch API, and
-a crop that is free. One llama.cpp context holds one sequence; sessions sharing a model keep it as long
+Sessions are `KVSession`s (reasoning.backends.kv: pending tokens, rollback that keeps logits, stop strings
+inside a token, as on transformers) with llama.cpp's two model hooks: a forward pass through its batch API,
+and a crop that is free. One llama.cpp context holds one sequence; sessions sharing a model keep it as long
 as they do not interleave. A session that finds the context holding another session's tokens re-feeds
 the part that differs (counted as input tokens of that call), so interleaving stays correct.
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from reasoning.backends.base import Turns, chat_turn_markers
-from reasoning.backends.hf import HFSession
+from reasoning.backends.kv import KVSession
 from reasoning.errors import BackendUnavailableError, ConfigError, ModelSpecError
 from reasoning.prompts import Prompt
 from reasoning.specs import ModelSpec, alias_gguf, check_gguf, parse_spec
@@ -170,15 +170,10 @@ class LlamaCppBackend:
         return logits, len(held) - common
 
 
-class LlamaCppSession(HFSession):
+class LlamaCppSession(KVSession):
     def __init__(self, backend: LlamaCppBackend, prompt_ids: list[int]):
-        self.backend = backend
-        self.ids = list(prompt_ids)
-        self.n_prompt = len(prompt_ids)
-        self._kv_len = 0
-        self._logits = None
-        self._saved = None
-        self.refed = 0
+        super().__init__(backend, prompt_ids)
+        self.refed = 0  # held tokens re-fed since the last call (another session had used the context)
 
     def _model_forward(self, ids: list[int], all_logits: bool) -> torch.Tensor:
         b = self.backend
@@ -190,5 +185,6 @@ class LlamaCppSession(HFSession):
     def _model_crop(self, n: int) -> None:
         pass  # the next forward compares token ids and drops what differs
 
-    def close(self) -> None:
-        self._logits = self._saved = None
+    def _take_refed(self) -> int:
+        n, self.refed = self.refed, 0
+        return n

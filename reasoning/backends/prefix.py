@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from reasoning.backends.base import Generation, Scored, Usage, usage
+from reasoning.backends.base import Generation, Scored, Unbranched, Usage, usage
 from reasoning.prompts import Prompt
 
 
@@ -54,7 +54,7 @@ def entropy_from_top(logprobs: Sequence[float]) -> float:
     return -sum(math.exp(lp) * lp for lp in logprobs if lp > -math.inf)
 
 
-class PrefixSession:
+class PrefixSession(Unbranched):
     def __init__(self, engine: PrefixEngine, prompt_text: str, n_prompt: int, images: tuple = ()):
         self.engine = engine
         self.prompt_text = prompt_text

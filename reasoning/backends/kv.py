@@ -1,0 +1,227 @@
+"""Sessions over token ids whose KV cache the engine keeps in this process (transformers, llama.cpp).
+
+Token ids that are known but not yet run through the model ("pending": the last sampled token, appended
+text) are fed together in the next forward, so no call runs a token twice. Rolling back crops the KV and
+keeps the next-token logits remembered at that point, so a rollback to a mark needs no forward pass. An
+engine implements two hooks: a forward pass after the cached prefix, and a crop of the KV.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+
+from reasoning.backends.base import Generation, Scored, Unbranched, Usage, usage
+
+
+class TokenEngine(Protocol):
+    """What a `KVSession` reads off its engine."""
+
+    name: str
+    n_params: int
+    eos_ids: set[int]
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+class KVSession(Unbranched):
+    def __init__(self, backend: TokenEngine, prompt_ids: list[int]):
+        self.backend = backend
+        self.ids: list[int] = list(prompt_ids)
+        self.n_prompt = len(prompt_ids)
+        self._kv_len = 0
+        self._logits: torch.Tensor | None = None  # next-token logits after ids[:_kv_len]
+        self._saved: tuple[int, torch.Tensor] | None = None
+
+    # --- state -------------------------------------------------------------------------------
+    @property
+    def n_tokens(self) -> int:
+        return len(self.ids)
+
+    @property
+    def token_ids(self) -> list[int]:
+        return list(self.ids)
+
+    @property
+    def text(self) -> str:
+        return self.backend.decode(self.ids[self.n_prompt:])
+
+    def close(self) -> None:
+        self._logits = self._saved = None
+
+    # --- the engine's hooks ------------------------------------------------------------------
+    def _model_forward(self, ids: list[int], all_logits: bool) -> torch.Tensor:
+        """Run `ids` after the first `_kv_len` tokens; logits [len(ids) or 1, vocab]."""
+        raise NotImplementedError
+
+    def _model_crop(self, n: int) -> None:
+        """Drop the KV of every token after the first `n`."""
+        raise NotImplementedError
+
+    def _take_refed(self) -> int:
+        """Tokens the engine ran again for this session since the last call (input tokens of this call)."""
+        return 0
+
+    # --- model calls -------------------------------------------------------------------------
+    def _forward(self, ids: list[int], all_logits: bool = False) -> torch.Tensor:
+        """Run `ids` after the cached prefix; returns logits [len(ids) or 1, vocab] (float32)."""
+        logits = self._model_forward(ids, all_logits).float()
+        self._kv_len += len(ids)
+        self._logits = logits[-1]
+        return logits
+
+    def _crop_kv(self, n: int) -> None:
+        if self._kv_len > n:
+            self._model_crop(n)
+            self._kv_len = n
+            if self._saved is not None and self._saved[0] > n:
+                self._saved = None
+            # the KV below n is unchanged, so logits remembered at n are still right
+            self._logits = self._saved[1] if self._saved is not None and self._saved[0] == n else None
+
+    def _remember(self) -> None:
+        """Keep the current next-token logits, so a rollback to here needs no forward pass."""
+        if self._logits is not None and self._kv_len == len(self.ids):
+            self._saved = (self._kv_len, self._logits)
+
+    def _pend_last_without_logits(self) -> None:
+        """When the KV holds every id but their next-token logits are lost (a rollback to a point with
+        none remembered), make the last id pending again: the next forward re-runs it and gives them."""
+        if self._kv_len == len(self.ids) and self._logits is None:
+            self._crop_kv(len(self.ids) - 1)
+
+    def _next_logits(self) -> tuple[torch.Tensor, int]:
+        """Logits for the token after ids; feeds pending ids. Returns (logits, tokens fed)."""
+        self._pend_last_without_logits()
+        pending = self.ids[self._kv_len:]
+        if pending:
+            self._forward(pending)
+        return self._logits, len(pending)
+
+    # --- protocol ----------------------------------------------------------------------------
+    def append(self, text: str) -> Usage:
+        t0 = time.perf_counter()
+        new = self.backend.encode(text)
+        self._remember()
+        self.ids.extend(new)
+        # Fed (and counted as input tokens) by the next call that needs the model's output.
+        return Usage(seconds=time.perf_counter() - t0)
+
+    def append_tokens(self, ids: Sequence[int]) -> None:
+        self.ids.extend(int(i) for i in ids)
+
+    @torch.inference_mode()
+    def generate(self, *, max_tokens: int, stop: Sequence[str] = (), temperature: float = 0.0,
+                 seed: int | None = None, ignore_eos: bool = False) -> Generation:
+        t0 = time.perf_counter()
+        b = self.backend
+        start = len(self.ids)
+        gen = torch.Generator().manual_seed(seed) if (temperature > 0 and seed is not None) else None
+        out: list[int] = []
+        lps: list[float] = []
+        ents: list[float] = []
+        finish, matched, cut = "length", None, None
+        text = ""
+        longest_stop = max((len(s) for s in stop), default=0)
+        logits, fed = self._next_logits()
+        self._remember()
+        for _ in range(max(0, max_tokens)):
+            logp = torch.log_softmax(logits, dim=-1)
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                tok = int(torch.multinomial(probs, 1, generator=gen))
+            else:
+                tok = int(torch.argmax(logits))
+            if tok in b.eos_ids and not ignore_eos:
+                finish = "eos"
+                break
+            out.append(tok)
+            lps.append(float(logp[tok]))
+            ents.append(float(-(logp.exp() * logp).sum()))
+            self.ids.append(tok)
+            if stop:  # without stop strings the text is decoded once, after the loop
+                prev = len(text)
+                text = b.decode(out)
+                lo = max(0, prev - longest_stop)
+                hits = [(text.find(s, lo), s) for s in stop]
+                hits = [(i, s) for i, s in hits if i >= 0]
+                if hits:
+                    i, matched = min(hits)
+                    cut = i + len(matched)
+                    finish = "stop"
+                    break
+            if len(out) >= max_tokens:
+                break
+            logits = self._forward([tok])[-1]
+        if not stop:
+            text = b.decode(out)
+        sampled = len(lps) + (finish == "eos")
+        if cut is not None and cut < len(text):
+            out, lps, ents, text = self._cut_inside_token(start, out, lps, ents, text, cut)
+        usage_ = usage(b.n_params, fed + self._take_refed(), sampled, time.perf_counter() - t0)
+        return Generation(text, out, lps, ents, finish, matched, usage_)
+
+    def _cut_inside_token(self, start: int, out: list[int], lps: list[float], ents: list[float], text: str,
+                          cut: int) -> tuple[list[int], list[float], list[float], str]:
+        """The stop string ended inside a token (at `cut`): keep whole tokens up to it, re-encode the
+        rest; the session (whose generation began at `start`) holds exactly the text up to `cut`."""
+        b = self.backend
+        keep = len(out)
+        while keep and not text[:cut].startswith(b.decode(out[:keep])):
+            keep -= 1
+        head = b.decode(out[:keep])
+        self.rollback(start + keep)
+        rest = b.encode(text[len(head):cut])
+        self.ids.extend(rest)
+        return out[:keep] + rest, lps[:keep], ents[:keep], text[:cut]
+
+    @torch.inference_mode()
+    def score(self, text: str) -> Scored:
+        t0 = time.perf_counter()
+        new = self.backend.encode(text)
+        if not new:
+            return Scored([], [], Usage(seconds=time.perf_counter() - t0))
+        self._pend_last_without_logits()
+        pending = self.ids[self._kv_len:]
+        first = self._logits if not pending else None
+        self.ids.extend(new)
+        logits = self._forward(pending + new, all_logits=True)
+        pred = logits[len(pending) - 1: len(pending) - 1 + len(new)] if pending else torch.cat(
+            [first[None], logits[: len(new) - 1]])
+        lp = torch.log_softmax(pred, dim=-1).gather(1, torch.tensor(new)[:, None])[:, 0]
+        return Scored(new, lp.tolist(), usage(self.backend.n_params, len(pending) + len(new) + self._take_refed(),
+                                              seconds=time.perf_counter() - t0))
+
+    @torch.inference_mode()
+    def next_token_logprobs(self, candidates: Sequence[str]) -> tuple[dict[str, float], Usage]:
+        t0 = time.perf_counter()
+        ids = []
+        for c in candidates:
+            enc = self.backend.encode(c)
+            if len(enc) != 1:
+                raise ValueError(f"candidate {c!r} is {len(enc)} tokens for {self.backend.name}, not one")
+            ids.append(enc[0])
+        logits, fed = self._next_logits()
+        logp = torch.log_softmax(logits, dim=-1)
+        return ({c: float(logp[i]) for c, i in zip(candidates, ids)},
+                usage(self.backend.n_params, fed + self._take_refed(), seconds=time.perf_counter() - t0))
+
+    @torch.inference_mode()
+    def next_token_top(self) -> tuple[str, float, Usage]:
+        t0 = time.perf_counter()
+        logits, fed = self._next_logits()
+        logp = torch.log_softmax(logits, dim=-1)
+        i = int(torch.argmax(logp))
+        return (self.backend.decode([i]), float(logp[i]),
+                usage(self.backend.n_params, fed + self._take_refed(), seconds=time.perf_counter() - t0))
+
+    def rollback(self, n_tokens: int) -> None:
+        if not 0 < n_tokens <= len(self.ids):
+            raise ValueError(f"cannot roll back to {n_tokens} tokens: session has {len(self.ids)}")
+        del self.ids[n_tokens:]
+        self._crop_kv(n_tokens)
