@@ -73,7 +73,7 @@ JUDGES = Registry("judge", "specstep.judges", {
 })
 # engine -> a callable taking a ModelSpec and returning a Backend (reasoning.backends.load_backend)
 BACKENDS = Registry("engine", "specstep.engines", {
-    "hf": "reasoning.backends.hf_vision:load_hf",
+    "hf": "reasoning.backends.hf:load_hf",
     "llamacpp": "reasoning.backends.llamacpp:LlamaCppBackend",
     "vllm": "reasoning.backends.vllm:VLLMBackend",
     "openai": "reasoning.backends.openai:OpenAIBackend",

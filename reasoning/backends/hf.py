@@ -103,6 +103,14 @@ def testbed_dir(spec: ModelSpec) -> Path:
     return testbed.build(spec.alias.name, folder, manifest, transformers_dir(manifest.base), cache_dir())
 
 
+def load_hf(spec: ModelSpec) -> HFBackend:
+    """The transformers engine's factory: a vision-language model directory (or ?vision=1) gets the
+    vision backend (reasoning.backends.hf_vision), anything else the text one."""
+    from reasoning.backends.hf_vision import HFVisionBackend, wants_vision
+
+    return HFVisionBackend(spec) if wants_vision(spec) else HFBackend(spec)
+
+
 class HFBackend:
     """A causal LM through transformers. One instance serves many sessions; sessions may live in
     different threads (forward passes take turns on one lock), but one session is one thread's."""

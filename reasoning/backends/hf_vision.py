@@ -261,9 +261,3 @@ class HFVisionSession(HFSession):
     def close(self) -> None:
         super().close()
         self._mm = self._prompt_logits = None
-
-
-def load_hf(spec: ModelSpec) -> HFBackend:
-    """The transformers engine's factory: a vision-language model directory (or ?vision=1) gets the
-    vision backend, anything else the text one."""
-    return HFVisionBackend(spec) if wants_vision(spec) else HFBackend(spec)
