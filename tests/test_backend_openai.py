@@ -1,6 +1,7 @@
 """The OpenAI-compatible backend against a real server (llama-cpp-python's, bundled SmolLM2) on 127.0.0.1."""
 
 import math
+import re
 import subprocess
 import sys
 import time
@@ -87,6 +88,39 @@ def test_scoring_is_refused_with_one_clear_error_on_this_server(server):
         s.score("The answer is 9.")
 
 
+@pytest.mark.parametrize("shifted", [False, True])
+def test_echoed_logprobs_are_probed_once_per_server_before_scoring(monkeypatch, shifted):
+    """A stand-in server whose words are tokens: it echoes each prompt token with its own logprob, or (shifted,
+    as llama-cpp-python's server) with the next token's; after "The capital of France is" it is sure of " Paris"."""
+    import re
+
+    from reasoning.backends.openai import ECHO_PROBE, OpenAIBackend, ServerError
+    from reasoning.specs import parse_spec
+
+    def lp(before: list[str], token: str) -> float:
+        return -0.1 if "".join(before) == ECHO_PROBE and token == " Paris" else -7.0
+
+    def completion(url, body, extra=None):
+        sent.append(body)
+        toks = re.findall(r"\s?\S+", body["prompt"])
+        if not body.get("echo"):
+            return {"text": " Paris", "logprobs": {"tokens": [" Paris"], "token_logprobs": [lp(toks, " Paris")]}}
+        rows = [lp(toks[:i + shifted], toks[i + shifted] if i + shifted < len(toks) else "") for i in range(len(toks))]
+        return {"text": body["prompt"] + " x", "usage": {"prompt_tokens": len(toks)},
+                "logprobs": {"tokens": [*toks, " x"], "token_logprobs": [None, *rows[1:], -1.0]}}
+
+    sent: list[dict] = []
+    b = OpenAIBackend(parse_spec("openai:m?base_url=http://127.0.0.1:1/v1"))
+    monkeypatch.setattr(b, "_completion", completion)
+    for _ in range(2):
+        if shifted:
+            with pytest.raises(ServerError, match="wrong prompt logprobs"):
+                b.continuation_logprobs(b.urls[0], "Q: what? A:", " It is")
+        else:
+            assert b.continuation_logprobs(b.urls[0], "Q: what? A:", " It is") == ([3, 4], [-7.0, -7.0])
+    assert len(sent) == (2 if shifted else 4)  # the probe's two calls, once
+
+
 def test_a_full_solve_with_the_specreason_judge(server):
     from reasoning.api import Solver
 
@@ -95,8 +129,13 @@ def test_a_full_solve_with_the_specreason_judge(server):
     c = sol.costs
     drafted = sum(1 for st in sol.steps if st.decision is not None)
     assert drafted >= 1 and c.draft.calls == drafted and c.judge.calls == drafted
-    assert c.discarded.calls == sum(1 for st in sol.steps if st.decision == "escalate")
-    assert sol.answer is not None
+    escalated = sum(1 for st in sol.steps if st.decision == "escalate")
+    assert c.discarded.calls == escalated
+    # no answer in 3 steps: the target (loaded by specreason) writes the forced answer step over the server
+    last = sol.steps[-1]
+    assert (sol.stop_reason, sol.forced_answer, sol.answer_rule) == ("max_steps", True, "forced")
+    assert (last.kind, last.author, c.target.calls) == ("forced_answer", "target", escalated + 1)
+    assert re.fullmatch(r"-?\d+", sol.answer or "") and last.text == f"The answer is \\boxed{{{sol.answer}}}."
 
 
 def test_without_a_tokenizer_the_plain_format_and_server_token_counts_are_used(server):

@@ -3,7 +3,9 @@
 Sessions are `PrefixSession`s: each call sends the whole context as text; the server's prefix cache
 serves what it has seen. Steps need stop strings and per-token logprobs, the judge needs top logprobs
 of the next token, and scoring a continuation needs the prompt's logprobs (`echo`), which not every
-server returns: those calls fail with a clear error there.
+server returns, or returns right: before the first scoring call on a server, a probe checks that echoed
+logprobs are the model's (llama-cpp-python's server gives each prompt token the next one's); where they
+are missing or wrong, scoring fails with a clear error.
 
 Spec: ``openai:MODEL?base_url=http://127.0.0.1:8000/v1&tokenizer=smollm2-135m``. Options:
 
@@ -47,6 +49,11 @@ from reasoning.prompts import Prompt
 from reasoning.specs import ModelSpec
 
 log = logging.getLogger(__name__)
+
+
+# A text whose next token every language model is sure of, and how far (nats) the logprob the server echoes
+# for that token may be from the one it generated it with (prefill and decoding round differently).
+ECHO_PROBE, ECHO_TOLERANCE = "The capital of France is", 1.0
 
 
 class ServerError(SpecstepError):
@@ -104,7 +111,7 @@ class OpenAIBackend:
         self.requests = 0
         self.retried = 0
         self._tokenize_route: str | None = None
-        self._servers: dict[str, str] = {}  # url -> owner of its model, as /models says
+        self._echo_right: dict[str, bool] = {}  # url -> what the echo probe found there
 
     @property
     def name(self) -> str:
@@ -305,9 +312,14 @@ class OpenAIBackend:
         return Completion(text, n, lps, ents, finish, matched)
 
     def continuation_logprobs(self, url: str, prompt: str, continuation: str) -> tuple[list[int], list[float]]:
-        if self._echo_broken(url):
-            raise ServerError(f"{url}: llama-cpp-python's server returns wrong prompt logprobs (echo), so "
-                              f"{self.name} cannot score text there; use a vLLM server or the llamacpp: backend")
+        if not self._echo_is_right(url):
+            raise ServerError(f"{url}: the server returns wrong prompt logprobs (echo; llama-cpp-python's server "
+                              f"gives each token the next one's), so {self.name} cannot score text there; use a "
+                              "vLLM server or the llamacpp: backend")
+        return self._echoed_logprobs(url, prompt, continuation)
+
+    def _echoed_logprobs(self, url: str, prompt: str, continuation: str) -> tuple[list[int], list[float]]:
+        """The logprobs of the tokens of `continuation`, the end of the prompt, as the server echoes them."""
         body = {"prompt": prompt + continuation, "max_tokens": 1, "temperature": 0.0, "echo": True, "logprobs": 1}
         ch = self._completion(url, body)
         lp = ch.get("logprobs") or {}
@@ -324,16 +336,22 @@ class OpenAIBackend:
         picked = range(i, n_prompt)
         return list(picked), [values[j] if values[j] is not None else -math.inf for j in picked]
 
-    def _echo_broken(self, url: str) -> bool:
-        """llama-cpp-python's server (it owns its models as "me") computes echo logprobs wrongly."""
-        if url not in self._servers:
-            try:
-                client = self._clients.get(url, self._client).with_options(timeout=min(self.timeout, 10.0))
-                data = client.models.list(extra_headers=self._headers).data or [None]
-                self._servers[url] = getattr(data[0], "owned_by", None) or ""
-            except (openai.APIError, ValueError, AttributeError, TypeError):
-                self._servers[url] = ""
-        return self._servers[url] == "me"
+    def _echo_is_right(self, url: str) -> bool:
+        """Whether the server's echoed prompt logprobs are the model's log-probabilities of the prompt's
+        tokens, probed once per server: the greedy next token after ECHO_PROBE, echoed back as the end of
+        the prompt, must get the logprob it was generated with, within ECHO_TOLERANCE (a token given the
+        next token's row is off by many nats). A probe that cannot compare (no text or logprob, a token
+        that does not come back alone) finds nothing wrong: the scoring call says what is missing."""
+        if url not in self._echo_right:
+            ch = self._completion(url, {"prompt": ECHO_PROBE, "max_tokens": 1, "temperature": 0.0, "logprobs": 1})
+            token = ch.get("text") or ""
+            generated = ((ch.get("logprobs") or {}).get("token_logprobs") or [None])[0]
+            right = True
+            if token and generated is not None:
+                _, echoed = self._echoed_logprobs(url, ECHO_PROBE, token)
+                right = len(echoed) != 1 or abs(echoed[0] - generated) <= ECHO_TOLERANCE
+            self._echo_right[url] = right
+        return self._echo_right[url]
 
     def candidate_logprobs(self, url: str, prompt: str, candidates: Sequence[str]) -> dict[str, float]:
         body = {"prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": self.top_k}
