@@ -118,6 +118,4 @@ class Router(Protocol):
     def review(self, ctx: StepContext, decision: Decision, target: Generation) -> None: ...
 
 
-RouteContext = StepContext  # the name before the redesign
-
-__all__ = ["Decision", "Model", "Report", "RouteContext", "Router", "StepContext"]
+__all__ = ["Decision", "Model", "Report", "Router", "StepContext"]

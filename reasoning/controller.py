@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from reasoning.answers import extract_answer, last_boxed
 from reasoning.backends.base import Backend, Generation
-from reasoning.context import Decision, RouteContext, Router, StepContext  # noqa: F401 (re-exported)
+from reasoning.context import Decision, Router, StepContext  # noqa: F401 (re-exported)
 from reasoning.errors import ConfigError
 from reasoning.options import Limits  # re-exported: the loop's budgets live in reasoning.options
 from reasoning.prompts import Prompt

@@ -226,7 +226,7 @@ def request_limits(solver: Any, req: ChatRequest) -> dict[str, Any]:
 
 
 def _json(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
-    # json.dumps as before (Starlette's JSONResponse refuses NaN and infinities)
+    # json.dumps: Starlette's JSONResponse refuses NaN and infinities
     return Response(json.dumps(body), status, headers, media_type="application/json")
 
 
@@ -249,7 +249,7 @@ class _ClientGone(Exception):
 
 
 class _StripSlash:
-    """ASGI wrapper: a trailing slash is ignored, as it always was (no redirects)."""
+    """ASGI wrapper: a trailing slash is ignored (no redirects)."""
 
     def __init__(self, app: Any):
         self.app = app
@@ -507,7 +507,7 @@ def _add_error_handlers(app: FastAPI, svc: _Service) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _on_routing(request: Request, e: StarletteHTTPException) -> Response:
         path = request.url.path
-        if not svc.authorized(await _BEARER(request)):  # the key is checked before the path, as it always was
+        if not svc.authorized(await _BEARER(request)):  # the key is checked before the path
             return _error_response(request, svc.unauthorized())
         if e.status_code == 404:
             err = _HTTPError(404, f"unknown path {path!r}: this server has /v1/models and {CHAT_PATH}",
@@ -611,15 +611,4 @@ def make_server(solver: Any, host: str = "127.0.0.1", port: int = 0, api_key: st
     return SpecstepServer((host, port), solver, api_key=api_key, model_name=model_name, **options)
 
 
-def serve(solver: Any, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          model_name: str = DEFAULT_MODEL_NAME, **options: Any) -> None:
-    """Serve until interrupted."""
-    server = make_server(solver, host, port, api_key, model_name, **options)
-    log.info("serving %s at %s/v1", model_name, server.url)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-
-
-__all__ = ["ChatRequest", "SpecstepServer", "create_app", "make_server", "serve", "specstep_of", "usage_of"]
+__all__ = ["ChatRequest", "SpecstepServer", "create_app", "make_server", "specstep_of", "usage_of"]

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from reasoning.backends.base import Generation
-from reasoning.context import Decision, RouteContext, Router, StepContext
+from reasoning.context import Decision, Router, StepContext
 from reasoning.errors import ConfigError
 
 # Score differences this small are numerical noise, not a better step: a near-tie keeps the draft.
@@ -105,5 +105,5 @@ class BaseRouter:
         return self.name
 
 
-__all__ = ["TIE_TOLERANCE", "BaseRouter", "Decision", "RouteContext", "Router", "StepContext", "same_step",
-           "target_better", "target_load"]
+__all__ = ["TIE_TOLERANCE", "BaseRouter", "Decision", "Router", "StepContext", "same_step", "target_better",
+           "target_load"]

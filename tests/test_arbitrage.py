@@ -20,7 +20,7 @@ from routers.arbitrage_model import (
     save_router,
     tau_for_escalation_rate,
 )
-from training.features import (
+from routers.features import (
     FEATURE_NAMES,
     FEATURE_VERSION,
     extract_features,

@@ -3,8 +3,8 @@ from fractions import Fraction
 
 import pytest
 
-from eval.grading import Grade, grade, normalize_text, to_number
 from reasoning import grading
+from reasoning.grading import Grade, grade, normalize_text, to_number
 
 PI_TUPLE = "\\left( 3, \\frac{\\pi}{2} \\right)"
 

@@ -179,7 +179,7 @@ def test_sweep_refuses_another_run_and_a_broken_run_file(tmp_path):
 
 
 def _trace(pid, step, n):
-    from training.features import FEATURE_NAMES, FEATURE_VERSION
+    from routers.features import FEATURE_NAMES, FEATURE_VERSION
     from training.traces import TargetSample, TraceRecord
 
     return TraceRecord(

@@ -13,7 +13,7 @@ import pytest
 from reasoning import ConfigError, Solver
 from routers.arbitrage import ArbitrageRouter
 from routers.arbitrage_model import file_sha256, load_router, tau_for_escalation_rate
-from training.features import FEATURE_NAMES, FEATURE_VERSION
+from routers.features import FEATURE_NAMES, FEATURE_VERSION
 from training.traces import TargetSample, TraceRecord
 from training.train import balance_classes, rank_average, roc_auc, spearman, split_problems, train_router
 
@@ -24,7 +24,7 @@ N_PROBLEMS, N_STEPS = 48, 5
 
 
 def _record(pid: str, step: int, n_steps: int, rng: np.random.Generator, history: list[str]) -> TraceRecord:
-    """One step: draft-side features as training/features.py computes them; the target is better
+    """One step: draft-side features as routers/features.py computes them; the target is better
     when the draft is unsure (low mean log-probability, high entropy), plus noise."""
     n_tokens = int(rng.integers(8, 60))
     mean_lp = -float(rng.gamma(2.0, 0.3))
