@@ -5,7 +5,7 @@ Score: P(target writes a better step), in [0, 1], from `routers.features` (the d
 log-probabilities and entropies, the step's size and content, its position, the routing history;
 never the target's step). Threshold tau in [0, 1]: escalate when score > tau.
 
-Options (strings from the CLI are converted):
+Options:
   model=DIR            a router directory (router.json + model file, see routers.arbitrage_model);
                        default: the router shipped in routers/data/arbitrage-default/, if there is one
   escalation_rate=R    0 < R < 1: choose tau from the file's held-out score quantiles so that about
@@ -15,9 +15,7 @@ Options (strings from the CLI are converted):
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
-from typing import Any
 
 from reasoning.errors import ConfigError
 from routers.arbitrage_model import LoadedRouter, load_router, tau_for_escalation_rate
@@ -47,22 +45,22 @@ class ArbitrageRouter(BaseRouter):
     default_threshold = None
 
     def __init__(self, threshold: float | None = None, model: str | Path | None = None,
-                 escalation_rate: float | str | None = None):
-        path = self._model_path(model)
-        rate = self._rate(escalation_rate)
+                 escalation_rate: float | None = None):
         lo, hi = self.threshold_range
-        if threshold is not None and rate is not None:
+        if threshold is not None and escalation_rate is not None:
             raise ConfigError(f"router {self.name!r} takes a threshold or the option escalation_rate, not both")
-        if threshold is None and rate is None:
+        if threshold is None and escalation_rate is None:
             raise ConfigError(f"router {self.name!r} needs a threshold between {lo} and {hi} (escalate when "
                               "P(target better) > threshold) or the option escalation_rate")
-        if threshold is not None:
-            super().__init__(threshold)  # checks the range, with BaseRouter's message
-        self.model: LoadedRouter = load_router(path)
+        if escalation_rate is not None and not 0.0 < escalation_rate < 1.0:  # NaN fails it too
+            raise ConfigError(f"router {self.name!r} option escalation_rate must be a number strictly between 0 "
+                              f"and 1, got {escalation_rate!r}")
+        self.model: LoadedRouter = load_router(self._model_path(model))
         self.model_dir = self.model.path
-        self.escalation_rate = rate
-        if rate is not None:
-            super().__init__(tau_for_escalation_rate(self.model.meta, rate))
+        self.escalation_rate = escalation_rate
+        if escalation_rate is not None:
+            threshold = tau_for_escalation_rate(self.model.meta, escalation_rate)
+        super().__init__(threshold)
 
     def _model_path(self, model: str | Path | None) -> Path:
         if model is None or (isinstance(model, str) and not model.strip()):
@@ -71,26 +69,9 @@ class ArbitrageRouter(BaseRouter):
                 raise ConfigError(f"router {self.name!r} needs a trained router file: pass model=DIR "
                                   "(train one with `specstep train-router`)")
             return found
-        if not isinstance(model, (str, Path)):
-            raise ConfigError(f"router {self.name!r} option model must be a directory path, got {model!r}")
         if isinstance(model, str) and model.strip() in SHIPPED and not Path(model).exists():
             return SHIPPED[model.strip()]
         return Path(model).expanduser()
-
-    def _rate(self, value: Any) -> float | None:
-        if value is None:
-            return None
-        bad = ConfigError(f"router {self.name!r} option escalation_rate must be a number strictly between 0 and 1, "
-                          f"got {value!r}")
-        if isinstance(value, bool):
-            raise bad
-        try:
-            rate = float(value.strip() if isinstance(value, str) else value)
-        except (TypeError, ValueError):
-            raise bad from None
-        if math.isnan(rate) or not 0.0 < rate < 1.0:
-            raise bad
-        return rate
 
     def score(self, ctx: StepContext) -> float:
         if not getattr(self, "_checked", False):

@@ -9,7 +9,6 @@ core's contract (reasoning.context) and are re-exported here.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from reasoning.backends.base import Generation
 from reasoning.context import Decision, Router, StepContext
@@ -56,9 +55,7 @@ class BaseRouter:
     load_slope = 0.0
     load_free = 0
 
-    def __init__(self, threshold: float | None = None, **options: Any):
-        if options:
-            raise ConfigError(f"router {self.name!r} takes no option(s) {', '.join(sorted(options))}")
+    def __init__(self, threshold: float | None = None):
         if threshold is None:
             threshold = self.default_threshold
         if self.threshold_range is not None:

@@ -25,13 +25,10 @@ class BestOfNRouter(JudgedRouter):
     default_threshold = 0.5
 
     def __init__(self, threshold: float | None = None, judge: str | Judge | None = None,
-                 judge_options: dict[str, Any] | None = None, n: int | str = 4, temperature: float | str = 0.8,
-                 seed: int | str = 0):
+                 judge_options: dict[str, Any] | None = None, n: int = 4, temperature: float = 0.8,
+                 seed: int = 0):
         super().__init__(threshold, judge, judge_options)
-        try:
-            self.n, self.temperature, self.seed = int(n), float(temperature), int(seed)
-        except ValueError as e:
-            raise ConfigError(f"router 'best-of-n': bad option value ({e})") from None
+        self.n, self.temperature, self.seed = n, temperature, seed
         if self.n < 1 or not self.temperature > 0:
             raise ConfigError("router 'best-of-n': n must be >= 1 and temperature > 0")
         self.candidates: list[tuple[str, float]] = []  # the last step's candidates and their scores

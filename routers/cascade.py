@@ -25,37 +25,25 @@ from routers.base import Decision, StepContext
 from routers.judged import JudgedRouter
 
 
-def _number(value: Any, what: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"router 'cascade': {what} must be a number, got {value!r}") from None
-    if math.isnan(out):
-        raise ConfigError(f"router 'cascade': {what} must be a number, got {value!r}")
-    return out
-
-
 class CascadeRouter(JudgedRouter):
     name = "cascade"
     default_threshold = 7 / 9
 
     def __init__(self, threshold: float | None = None, judge: str | Judge | None = None,
-                 judge_options: dict[str, Any] | None = None, confident: float | str = -0.05,
-                 doubtful: float | str = -math.inf, arbitrage: str | None = None, low: float | str = 0.2,
-                 high: float | str = 0.8):
+                 judge_options: dict[str, Any] | None = None, confident: float = -0.05,
+                 doubtful: float = -math.inf, arbitrage: str | None = None, low: float = 0.2, high: float = 0.8):
         super().__init__(threshold, judge, judge_options)
-        self.confident, self.doubtful = _number(confident, "confident"), _number(doubtful, "doubtful")
-        self.low, self.high = _number(low, "low"), _number(high, "high")
+        self.confident, self.doubtful, self.low, self.high = confident, doubtful, low, high
         if self.doubtful >= self.confident:
             raise ConfigError(f"router 'cascade': doubtful ({self.doubtful}) must be below confident "
                               f"({self.confident})")
         if not 0.0 <= self.low < self.high <= 1.0:
             raise ConfigError(f"router 'cascade': need 0 <= low < high <= 1, got low {self.low}, high {self.high}")
         self.arbitrage = None
-        if arbitrage is not None and str(arbitrage).strip():
+        if arbitrage is not None and arbitrage.strip():
             from routers.arbitrage import ArbitrageRouter
 
-            self.arbitrage = ArbitrageRouter(0.5, model=str(arbitrage).strip())
+            self.arbitrage = ArbitrageRouter(0.5, model=arbitrage.strip())
         self.gates: Counter[str] = Counter()
 
     def _gate(self, ctx: StepContext) -> bool | None:

@@ -12,7 +12,8 @@ pair, entropies are small (hundredths to a few tenths of a nat).
 
 from __future__ import annotations
 
-from reasoning.errors import ConfigError
+from typing import Literal
+
 from routers.base import BaseRouter, Decision, StepContext
 
 
@@ -22,10 +23,8 @@ class HandoffRouter(BaseRouter):
     default_threshold = 1.0
     escalate_above = True
 
-    def __init__(self, threshold: float | None = None, signal: str = "entropy"):
+    def __init__(self, threshold: float | None = None, signal: Literal["entropy", "surprise"] = "entropy"):
         super().__init__(threshold)
-        if signal not in ("entropy", "surprise"):
-            raise ConfigError(f"router 'handoff': signal must be 'entropy' or 'surprise', got {signal!r}")
         self.signal = signal
         self.kept: list[tuple[int, str]] = []  # (tokens, text) of the proposal kept at each handoff
 

@@ -31,10 +31,10 @@ class JudgedRouter(BaseRouter):
     escalate_above = False
 
     def __init__(self, threshold: float | None = None, judge: str | Judge | None = None,
-                 judge_options: dict[str, Any] | None = None, audit: bool | str = False):
+                 judge_options: dict[str, Any] | None = None, audit: bool = False):
         super().__init__(threshold)
         self.judge = make_judge(judge or self.default_judge, **(judge_options or {}))
-        self.reviews = as_bool(audit, f"router {self.name!r} option audit")
+        self.reviews = audit
 
     def score(self, ctx: StepContext) -> float:
         return self.judge.score(ctx, ctx.draft_text)

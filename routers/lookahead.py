@@ -31,14 +31,11 @@ class LookaheadRouter(JudgedRouter):
     proposes = False  # the router drafts its own steps, k at a time
 
     def __init__(self, threshold: float | None = None, judge: str | Judge | None = None,
-                 judge_options: dict[str, Any] | None = None, k: int | str = 3):
+                 judge_options: dict[str, Any] | None = None, k: int = 3):
         super().__init__(threshold, judge, judge_options)
-        try:
-            self.k = int(k)
-        except ValueError:
-            raise ConfigError(f"router 'lookahead': k must be an integer, got {k!r}") from None
-        if self.k < 1:
-            raise ConfigError(f"router 'lookahead': k must be >= 1, got {self.k}")
+        if k < 1:
+            raise ConfigError(f"router 'lookahead': k must be >= 1, got {k}")
+        self.k = k
         if not callable(getattr(self.judge, "score_chain", None)):
             raise ConfigError(f"router 'lookahead': judge {self.judge.name!r} cannot score steps ahead "
                               "(it has no score_chain); use specreason")

@@ -14,7 +14,7 @@ class RandomRouter(BaseRouter):
 
     def __init__(self, threshold: float | None = None, seed: int = 0):
         super().__init__(threshold)
-        self.seed = int(seed)
+        self.seed = seed
 
     def score(self, ctx: StepContext) -> float:
         key = f"{self.seed}|{ctx.problem.id}|{ctx.problem.question}|{ctx.step_index}".encode()

@@ -252,7 +252,7 @@ def test_router_options_and_refusals(router_dir, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="threshold 1.5 is out of range"):
         make_router("arbitrage", 1.5, model=m)
     for rate in ("abc", "1.5", "0", 1, True, "nan"):
-        with pytest.raises(ConfigError, match="escalation_rate must be a number strictly between 0 and 1"):
+        with pytest.raises(ConfigError, match="option escalation_rate must be a number"):
             make_router("arbitrage", None, model=m, escalation_rate=rate)
     with pytest.raises(ConfigError, match="has no option tau"):
         make_router("arbitrage", 0.5, model=m, tau=0.3)

@@ -135,3 +135,38 @@ def test_server_caps_a_request_at_its_solvers_budget():
     assert request_limits(solver, ChatRequest(messages=msgs)) == {}  # the Solver's limits apply
     big = ChatRequest(messages=msgs, max_tokens=10 ** 6)
     assert request_limits(solver, big) == {"max_tokens": DEFAULT_LIMITS.max_tokens}
+
+
+# --------------------------------------------------------------------------- router options
+
+
+def test_router_options_from_the_command_line_become_the_constructors_types():
+    from routers import make_router
+
+    r = make_router("best-of-n", 0.5, n="2", temperature="1", seed=" 3 ", load_slope="0.1", load_free="2")
+    assert (r.n, r.temperature, r.seed, r.load_slope, r.load_free) == (2, 1.0, 3, 0.1, 2)
+    assert type(r.temperature) is float and type(r.n) is int
+    assert make_router("specreason", 0.5, audit="yes").reviews is True
+    assert make_router("specreason", 0.5, audit="off").reviews is False
+    assert make_router("handoff", 0.5, signal="surprise").signal == "surprise"
+    c = make_router("cascade", 0.5, doubtful="-inf", low="0", high=1)
+    assert (c.doubtful, c.low, c.high) == (float("-inf"), 0.0, 1.0)
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("lookahead", {"k": "2.5"}, "router 'lookahead' option k must be an integer, got '2.5'"),
+    ("random", {"seed": "abc"}, "router 'random' option seed must be an integer, got 'abc'"),
+    ("cascade", {"confident": "nan"}, "router 'cascade' option confident must be a number, got 'nan'"),
+    ("specreason", {"audit": "maybe"}, "router 'specreason' option audit must be true or false, got 'maybe'"),
+    ("specreason", {"judge_options": "k=2"}, "router 'specreason' option judge_options must be a mapping, got 'k=2'"),
+    ("best-of-n", {"n": True}, "router 'best-of-n' option n must be an integer, got True"),
+    ("arbitrage", {"model": 5}, "router 'arbitrage' option model must be a string or a path, got 5"),
+    ("specreason", {"load_free": "x"}, "router 'specreason' option load_free must be an integer, got 'x'"),
+])
+def test_a_bad_router_option_is_one_line_naming_the_router_and_option(name, options, message):
+    from routers import make_router
+
+    with pytest.raises(ConfigError) as e:
+        make_router(name, 0.5, **options)
+    assert str(e.value) == message
+

@@ -159,9 +159,9 @@ def test_lookahead_keeps_exactly_the_judged_prefix_of_its_drafted_steps(anchors)
 @pytest.mark.parametrize("name,opts,msg", [
     ("lookahead", {"k": 0}, "k must be >= 1"),
     ("lookahead", {"judge": "rollout"}, "cannot score steps ahead"),
-    ("handoff", {"signal": "vibes"}, "signal must be 'entropy' or 'surprise'"),
+    ("handoff", {"signal": "vibes"}, "option signal must be one of 'entropy', 'surprise', got 'vibes'"),
     ("best-of-n", {"n": 0}, "n must be >= 1"),
-    ("best-of-n", {"temperature": "x"}, "bad option value"),
+    ("best-of-n", {"temperature": "x"}, "router 'best-of-n' option temperature must be a number, got 'x'"),
     ("cascade", {"confident": -2, "doubtful": -1}, "doubtful (-1.0) must be below confident"),
     ("cascade", {"low": 0.9, "high": 0.1}, "need 0 <= low < high <= 1"),
     ("first-token", {"threshold": 30}, "out of range for router 'first-token'"),

@@ -310,7 +310,7 @@ def test_cli_trains_prints_metrics_and_fails_with_one_line(traces, tmp_path):
 def test_cli_solve_passes_the_escalation_rate_to_the_router(trained):
     """Refusals before any model loads show that --escalation-rate reaches the arbitrage router."""
     base = ["solve", "2+2?", "--router", "arbitrage", "--router-opt", f"model={trained['logistic'].out_dir}"]
-    for extra, msg in ((["--escalation-rate", "abc"], "escalation_rate must be a number strictly between 0 and 1"),
+    for extra, msg in ((["--escalation-rate", "abc"], "option escalation_rate must be a number, got 'abc'"),
                        (["--escalation-rate", "0.3", "--threshold", "0.5"], "a threshold or the option "
                         "escalation_rate, not both")):
         r = _cli(*base, *extra)
