@@ -14,6 +14,7 @@ from eval.records import EvalRecord, RecordWriter, config_key, read_records
 from reasoning import jsonl
 from reasoning.errors import ConfigError
 from reasoning.options import DEFAULT_DRAFT, DEFAULT_TARGET
+from reasoning.registry import option_value
 from reasoning.types import Problem, Solution
 
 log = logging.getLogger(__name__)
@@ -24,18 +25,31 @@ RATE_POLICIES = {"random", "arbitrage"}  # policies that can be set by a target 
 # target is the verdict model (router options verdict_samples, verdict_m, verdict_skip; defaults 5, 3 and
 # false: the verdict is called even when the selected experts agree, as in the paper).
 VERDICT_POLICY = "verdict"
+# router option -> (Verdict's argument, its type, the default)
+VERDICT_OPTIONS: dict[str, tuple[str, type, Any]] = {
+    "verdict_samples": ("samples", int, 5), "verdict_m": ("m", int, 3),
+    "verdict_skip": ("skip_on_agreement", bool, False),
+}
+
+
+def _verdict_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Verdict's arguments from the verdict_* router options; a bad value raises ConfigError."""
+    out = {arg: option_value(options.get(name, default), hint, f"router option {name}")
+           for name, (arg, hint, default) in VERDICT_OPTIONS.items()}
+    if out["samples"] < 2:
+        raise ConfigError(f"router option verdict_samples must be at least 2, got {out['samples']}")
+    if not 1 <= out["m"] <= out["samples"]:
+        raise ConfigError(f"router option verdict_m must be between 1 and verdict_samples ({out['samples']}), "
+                          f"got {out['m']}")
+    return out
 
 
 def _verdict(cfg: SweepConfig):
     from reasoning.verdict import Verdict
-    from routers.judged import as_bool
 
-    o = cfg.router_options
     # the sweep's few_shot and max_tokens when given, else Verdict's own defaults
     kw = {k: int(cfg.limits[k]) for k in ("few_shot", "max_tokens") if cfg.limits.get(k) is not None}
-    return Verdict([cfg.draft], cfg.target, m=int(o.get("verdict_m", 3)), samples=int(o.get("verdict_samples", 5)),
-                   seed=cfg.seed, skip_on_agreement=as_bool(o.get("verdict_skip", False), "router option verdict_skip"),
-                   **kw)
+    return Verdict([cfg.draft], cfg.target, seed=cfg.seed, **_verdict_options(cfg.router_options), **kw)
 
 
 class SweepConfig(BaseModel):
@@ -70,6 +84,7 @@ def plan(cfg: SweepConfig) -> list[tuple[str, float | None, float | None]]:
     runs: list[tuple[str, float | None, float | None]] = []
     for p in cfg.policies:
         if p == VERDICT_POLICY:
+            _verdict_options(cfg.router_options)
             runs.append((p, None, None))
             continue
         cls = ROUTERS.get(p)

@@ -6,19 +6,7 @@ from typing import Any
 
 from judges import Judge, make_judge
 from reasoning.backends.base import Generation
-from reasoning.errors import ConfigError
 from routers.base import BaseRouter, Decision, StepContext, same_step
-
-
-def as_bool(value: Any, what: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{what} must be true or false, got {value!r}")
 
 
 class JudgedRouter(BaseRouter):

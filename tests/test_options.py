@@ -170,3 +170,12 @@ def test_a_bad_router_option_is_one_line_naming_the_router_and_option(name, opti
         make_router(name, 0.5, **options)
     assert str(e.value) == message
 
+
+def test_eval_refuses_a_non_numeric_verdict_option_before_any_model_loads(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = cli.main(["eval", "--dataset", "synthetic", "--limit", "1", "--policies", "verdict",
+                   "--router-opt", "verdict_m=abc", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith("specstep: error: ") and "verdict_m must be an integer, got 'abc'" in err
+    assert not out.exists()  # refused while planning, before the dataset or a model was loaded
