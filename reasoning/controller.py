@@ -94,10 +94,11 @@ class Controller:
             answer, rule = extract_answer(self._answer_region())
             forced = False
             if answer is None and self.limits.force_answer:
-                step = self._force_answer(len(steps))
+                step, answer = self._force_answer(len(steps))
                 steps.append(step)
                 costs.add(step.costs)
-                answer, rule, forced = last_boxed(step.text), "forced", True
+                forced = True
+                rule, stop = ("forced", stop) if answer is not None else (None, "no_answer")
                 if on_step is not None:
                     on_step(step)
         finally:
@@ -248,9 +249,10 @@ class Controller:
         close = self.segmenter.think_close
         return text.rsplit(close, 1)[1] if close in text else ""
 
-    def _force_answer(self, idx: int) -> Step:
+    def _force_answer(self, idx: int) -> tuple[Step, str | None]:
         """Budget ended without an answer: one short step from the target (the draft under
-        routers that never use the target) that starts with the answer prefix."""
+        routers that never use the target) that starts with the answer prefix; with the answer read
+        from it, None when it holds none."""
         sessions = self.sessions
         slot = sessions.target if self.router.needs_target else sessions.draft
         lead = ""
@@ -263,9 +265,10 @@ class Controller:
         session.append(FORCED_PREFIX)
         gen = session.generate(max_tokens=self.limits.forced_answer_tokens, stop=["\n"], temperature=0.0)
         content = FORCED_PREFIX + gen.text
-        answer = last_boxed(content) or last_boxed(content.rstrip(" .$") + "}") or ""
+        answer = last_boxed(content) or last_boxed(content.rstrip(" .$") + "}") or None
         c = Costs()
         c.stage(slot.stage).add(gen.usage.cost())
-        return Step(index=idx, text=f"The answer is \\boxed{{{answer}}}.", author=slot.stage,
+        step = Step(index=idx, text=f"The answer is \\boxed{{{answer or ''}}}.", author=slot.stage,
                     kind="forced_answer", tokens=len(gen.token_ids), end=gen.finish_reason
                     if gen.finish_reason in ("eos", "stop") else "token_cap", costs=c)
+        return step, answer

@@ -16,7 +16,8 @@ SCHEMA_VERSION = 1
 Stage = Literal["draft", "judge", "router", "target"]
 STAGES: tuple[Stage, ...] = ("draft", "judge", "router", "target")
 Author = Literal["draft", "target"]
-StopReason = Literal["answer", "eos", "max_steps", "token_budget", "repeated_step"]
+# no_answer: the solution ended without an answer and the forced-answer step read none either
+StopReason = Literal["answer", "eos", "max_steps", "token_budget", "repeated_step", "no_answer"]
 StepEnd = Literal["delimiter", "think_end", "token_cap", "eos", "stop"]
 
 

@@ -120,6 +120,47 @@ def test_a_step_repeated_verbatim_stops_the_solution():
     assert sol.stop_reason == "repeated_step" and len(sol.steps) == 2 and sol.answer is None
 
 
+class _ScriptedSession(_EchoSession):
+    """Writes the given texts in turn, one a call."""
+
+    def __init__(self, texts):
+        super().__init__()
+        self.texts = list(texts)
+
+    def generate(self, *, max_tokens, stop=(), temperature=0.0, seed=None, ignore_eos=False):
+        text = self.texts.pop(0)
+        ids = [0] * len(text.split())
+        self.ids += ids
+        return Generation(text, ids, [-0.5] * len(ids), [0.1] * len(ids), "stop", None, Usage(0, len(ids), 0.0))
+
+
+class _ScriptedBackend:
+    def __init__(self, texts):
+        self.texts = texts
+
+    def open_session(self, prompt):
+        return _ScriptedSession(self.texts)
+
+
+@pytest.mark.parametrize("written", ["", "}.", " . $"])
+def test_a_forced_answer_that_reads_nothing_is_none_and_the_stop_reason_says_so(written):
+    limits = Limits(max_steps=1)
+    ctl = Controller(_ScriptedBackend(["First we add the numbers.\n\n", written]), None, make_router("draft-only"),
+                     limits, _cfg(limits))
+    sol = ctl.run(Problem(question="q"))
+    assert sol.steps[-1].kind == "forced_answer" and sol.forced_answer
+    assert sol.answer is None and sol.answer_rule is None and sol.stop_reason == "no_answer"
+
+
+def test_a_forced_answer_that_reads_one_keeps_the_budget_stop_reason():
+    limits = Limits(max_steps=1)
+    ctl = Controller(_ScriptedBackend(["First we add the numbers.\n\n", "12}."]), None, make_router("draft-only"),
+                     limits, _cfg(limits))
+    sol = ctl.run(Problem(question="q"))
+    assert (sol.answer, sol.answer_rule, sol.stop_reason) == ("12", "forced", "max_steps")
+    assert sol.steps[-1].text == "The answer is \\boxed{12}."
+
+
 def _cfg(limits):
     from reasoning.types import SolveConfig
 
