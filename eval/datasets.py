@@ -23,6 +23,7 @@ one-line message.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from typing import Any
 
 from reasoning.errors import ConfigError
 from reasoning.types import Problem
+
+log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "SPECSTEP_DATA_DIR"
 TEAM_DATA_DIR = "../shared/data/unified"
@@ -225,7 +228,8 @@ def _from_hub(info: DatasetInfo) -> list[Problem] | None:
         return None
     try:
         import datasets as hf_datasets  # optional, not a dependency
-    except Exception:
+    except ImportError as e:
+        log.info("the Hub copy of %s is not tried: the datasets package cannot be imported (%s)", info.name, e)
         return None
     try:
         rows = hf_datasets.load_dataset(info.hub.repo, info.hub.config, split=info.hub.split)
@@ -236,7 +240,9 @@ def _from_hub(info: DatasetInfo) -> list[Problem] | None:
                 rec["answer_format"] = "text"
             out.append(_to_problem(rec, f"{info.hub.repo} row {i}", info.name))
         return out or None
-    except Exception:
+    except Exception as e:  # the Hub's failures share no base class (network, missing files, bad rows)
+        log.warning("could not load %s from the Hugging Face Hub (%s): %s: %s", info.name, info.hub.repo,
+                    type(e).__name__, e)
         return None
 
 

@@ -172,15 +172,18 @@ def test_no_data_dir_offline_says_pass_data_dir(monkeypatch):
     assert "--data-dir" in message and "../shared/data/unified" in message and "gsm8k_test.jsonl" in message
 
 
-def test_no_data_dir_without_the_datasets_package(monkeypatch):
+def test_no_data_dir_without_the_datasets_package(monkeypatch, caplog):
     monkeypatch.delenv("SPECSTEP_DATA_DIR", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setitem(sys.modules, "datasets", None)  # import fails
-    assert "--data-dir" in _error("math500")
+    with caplog.at_level("INFO", logger="eval.datasets"):
+        assert "--data-dir" in _error("math500")
+    assert [r.levelname for r in caplog.records] == ["INFO"]
+    assert "math500" in caplog.text and "datasets package cannot be imported" in caplog.text
 
 
-def test_hub_failure_is_caught(monkeypatch):
+def test_hub_failure_is_caught_and_logged(monkeypatch, caplog):
     monkeypatch.delenv("SPECSTEP_DATA_DIR", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
@@ -189,7 +192,11 @@ def test_hub_failure_is_caught(monkeypatch):
         raise ConnectionError("no network")
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=fail))
-    assert "--data-dir" in _error("aime24")
+    with caplog.at_level("WARNING", logger="eval.datasets"):
+        assert "--data-dir" in _error("aime24")
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "could not load aime24 from the Hugging Face Hub" in caplog.text
+    assert "ConnectionError: no network" in caplog.text
 
 
 def test_hub_rows_are_converted(monkeypatch):
