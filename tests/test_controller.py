@@ -20,12 +20,14 @@ def _sum_steps(sol) -> Costs:
 
 
 def test_draft_only_never_loads_or_runs_the_target():
-    solver = Solver(router="draft-only")
+    solver = Solver(router="draft-only", max_steps=4)
     assert solver.target is None
     sol = solver.solve(QUESTION)
     assert sol.steps and all(s.author == "draft" for s in sol.steps)
     assert sol.costs.target.calls == 0 and sol.costs.discarded.calls == 0
-    assert sol.answer is not None
+    last = sol.steps[-1]  # the draft's own answer step ends the solution (no answer forced)
+    assert (sol.stop_reason, last.kind, sol.forced_answer, sol.answer_rule) == ("answer", "answer", False, "boxed")
+    assert sol.answer is not None and sol.answer == last_boxed(last.text)
     assert sol.acceptance()["steps"] == 1.0
 
 
