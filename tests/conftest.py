@@ -1,4 +1,5 @@
 import os
+from typing import NamedTuple
 
 import pytest
 
@@ -21,3 +22,30 @@ def gemma():
     from reasoning.backends import load_backend
 
     return load_backend("gemma3-270m")
+
+
+class CliResult(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def error_line(self) -> str:
+        """The one non-blank stderr line of a user error (asserts there is exactly one)."""
+        lines = [ln for ln in self.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("specstep: error: "), self.stderr
+        assert "Traceback" not in self.stderr
+        return lines[0]
+
+
+@pytest.fixture
+def cli(capsys):
+    """`specstep ARGS...` in this process (reasoning.cli.main), with its exit code, stdout and stderr."""
+    from reasoning.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return CliResult(rc, out, err)
+
+    return run

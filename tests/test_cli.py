@@ -1,18 +1,13 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from reasoning.types import Solution
-
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
-
-
-def run(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "reasoning.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=ENV)
 
 
 @pytest.mark.parametrize("args,msg", [
@@ -34,33 +29,36 @@ def run(*args, timeout=300):
     (["solve", "2+2?", "--router", "rsd", "--judge-opt", "model=/nowhere", "--judge-opt", "style=value"],
      "/nowhere"),
 ])
-def test_bad_input_gives_one_line_and_exit_code_2(args, msg):
-    r = run(*args)
+def test_bad_input_gives_one_line_and_exit_code_2(cli, args, msg):
+    r = cli(*args)
     assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("specstep: error: ") and msg in lines[0], r.stderr
-    assert "Traceback" not in r.stderr
+    assert msg in r.error_line()
 
 
-def test_solve_json_prints_the_solution_record():
-    r = run("solve", "--example", "--router", "draft-only", "--max-steps", "2", "--json")
+@pytest.mark.slow
+def test_solve_json_prints_the_solution_record(cli):
+    r = cli("solve", "--example", "--router", "draft-only", "--max-steps", "2", "--json")
     assert r.returncode == 0, r.stderr
     sol = Solution.model_validate_json(r.stdout)
     assert sol.config.router == "draft-only" and 1 <= len(sol.steps) <= 3
     assert json.loads(r.stdout)["schema_version"] == 1
 
 
-def test_solve_prints_steps_with_authors_and_a_cost_table():
-    r = run("solve", "What is 2 + 3?", "--router", "random", "--threshold", "0.5", "--max-steps", "3")
+@pytest.mark.slow
+def test_solve_prints_steps_with_authors_and_a_cost_table(cli):
+    r = cli("solve", "--example", "--draft", "testbed-draft", "--target", "testbed-target", "--router", "random",
+            "--threshold", "0.5", "--max-steps", "3", "--step-tokens", "48")
     assert r.returncode == 0, r.stderr
-    assert "[draft" in r.stdout or "[target" in r.stdout
+    assert "[draft" in r.stdout and "[target" in r.stdout  # random at 0.5 on this example: both write
     for word in ("Answer:", "cost per stage", "draft", "judge", "router", "target", "thrown away",
-                 "draft acceptance", "tiny"):
+                 "draft acceptance", "The testbed pair: tiny models"):
         assert word in r.stdout
+    r = cli("solve", "What is 2 + 3?", "--router", "draft-only", "--max-steps", "1", "--step-tokens", "16")
+    assert r.returncode == 0 and "The bundled models are tiny" in r.stdout, r.stderr
 
 
-def test_models_lists_the_bundled_aliases():
-    r = run("models")
+def test_models_lists_the_bundled_aliases(cli):
+    r = cli("models")
     assert r.returncode == 0 and "smollm2-135m" in r.stdout and "gemma3-270m" in r.stdout
 
 
@@ -97,8 +95,20 @@ def test_every_command_and_flag_is_kept():
     assert found == FLAGS
 
 
-def test_version_and_help_exit_0():
-    r = run("--version")
+def test_version_and_help_exit_0(cli):
+    r = cli("--version")
     assert r.returncode == 0 and r.stdout.startswith("specstep ")
-    r = run("eval", "--help")
+    r = cli("eval", "--help")
     assert r.returncode == 0 and "--escalation-rates" in r.stdout and "--policies" in r.stdout
+
+
+def test_the_console_script_is_the_entry_point():
+    """The installed `specstep` script runs the CLI in its own process: a version, and a user error."""
+    script = Path(sys.executable).with_name("specstep")
+    exe = [str(script)] if script.exists() else [shutil.which("specstep") or "specstep"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([*exe, "--version"], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0 and r.stdout.startswith("specstep "), r.stderr
+    r = subprocess.run([*exe, "solve", ""], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 2 and r.stderr.strip() == "specstep: error: the question is empty: give a question, " \
+        "or --example", r.stderr
