@@ -148,6 +148,15 @@ def _script(backend):
     return [(g.text, g.token_ids, g.finish_reason) for g in out], [g.logprobs for g in out], s.token_ids, out
 
 
+def test_the_stop_search_after_each_token_finds_the_earliest_stop_ending_in_new_text():
+    from reasoning.backends.kv import find_stop
+
+    assert find_stop("a\n\n.", [".", "\n\n"], since=0) == (1, "\n\n")
+    assert find_stop("ab\n\ncd", ["\n\n"], since=3) == (2, "\n\n")  # began before the new text
+    assert find_stop("x. y\n\n", [".", "\n\n"], since=4) == (4, "\n\n")  # "." was searched already
+    assert find_stop("abc", ["\n\n"], since=0) is None and find_stop("abc", [], since=0) is None
+
+
 def test_token_level_speculation_gives_exactly_the_greedy_output(smol):
     from reasoning.backends import load_backend
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from reasoning.backends.base import Generation, Turns, Usage, chat_turn_markers, count_params, usage
-from reasoning.backends.kv import KVSession
+from reasoning.backends.kv import KVSession, find_stop
 from reasoning.errors import ConfigError, ModelSpecError
 from reasoning.prompts import Prompt
 from reasoning.specs import ModelSpec, alias_gguf, cache_dir, check_gguf
@@ -298,7 +298,7 @@ class HFSession(KVSession):
         out: list[int] = []
         lps: list[float] = []
         ents: list[float] = []
-        finish, matched, text = "length", None, ""
+        finish, matched, cut, text = "length", None, None, ""
         processed = a_processed = 0
         start = len(self.ids)
         while finish == "length" and len(out) < max_tokens:
@@ -334,14 +334,18 @@ class HFSession(KVSession):
                 ents.append(float(-(logp.exp() * logp).sum()))
                 if i == m:
                     self.ids.append(tok)  # this model's own token: fed by the next forward pass
-                text = b.decode(out)
-                hit = min(((at, s_) for s_ in stop if (at := text.find(s_)) >= 0), default=None)
+                hit = None
+                if stop:  # without stop strings the text is decoded once, after the loop
+                    prev, text = len(text), b.decode(out)
+                    hit = find_stop(text, stop, prev)
                 if hit is not None or len(out) >= max_tokens:
                     if hit is not None:
-                        finish, matched = "stop", hit[1]
+                        finish, matched, cut = "stop", hit[1], hit[0] + len(hit[1])
                     self.rollback(base + i + 1)
                     break
-        if matched is not None and (cut := text.find(matched) + len(matched)) < len(text):
+        if not stop:
+            text = b.decode(out)
+        if cut is not None and cut < len(text):
             out, lps, ents, text = self._cut_inside_token(start, out, lps, ents, text, cut)
         sampled = len(lps) + (finish == "eos")
         u = Usage(processed - min(processed, sampled), sampled, time.perf_counter() - t0,

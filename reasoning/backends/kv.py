@@ -29,6 +29,15 @@ class TokenEngine(Protocol):
     def decode(self, ids: Sequence[int]) -> str: ...
 
 
+def find_stop(text: str, stop: Sequence[str], since: int) -> tuple[int, str] | None:
+    """The earliest stop string in `text` as (position, stop string), or None. `since` is the length the
+    text had when it was last searched without a match: only its tail from the longest stop string's
+    length before that point is searched again, so a search after every new token is not quadratic."""
+    lo = max(0, since - max((len(s) for s in stop), default=0))
+    hits = [(i, s) for i, s in ((text.find(s, lo), s) for s in stop) if i >= 0]
+    return min(hits) if hits else None
+
+
 class KVSession(Unbranched):
     def __init__(self, backend: TokenEngine, prompt_ids: list[int]):
         self.backend = backend
@@ -127,7 +136,6 @@ class KVSession(Unbranched):
         ents: list[float] = []
         finish, matched, cut = "length", None, None
         text = ""
-        longest_stop = max((len(s) for s in stop), default=0)
         logits, fed = self._next_logits()
         self._remember()
         for _ in range(max(0, max_tokens)):
@@ -145,14 +153,10 @@ class KVSession(Unbranched):
             ents.append(float(-(logp.exp() * logp).sum()))
             self.ids.append(tok)
             if stop:  # without stop strings the text is decoded once, after the loop
-                prev = len(text)
-                text = b.decode(out)
-                lo = max(0, prev - longest_stop)
-                hits = [(text.find(s, lo), s) for s in stop]
-                hits = [(i, s) for i, s in hits if i >= 0]
-                if hits:
-                    i, matched = min(hits)
-                    cut = i + len(matched)
+                prev, text = len(text), b.decode(out)
+                hit = find_stop(text, stop, prev)
+                if hit is not None:
+                    cut, matched = hit[0] + len(hit[1]), hit[1]
                     finish = "stop"
                     break
             if len(out) >= max_tokens:
