@@ -36,7 +36,7 @@ class EvalRecord(BaseModel):
     costs: Costs
     steps: int
     target_steps: int
-    escalation_rate: float  # share of steps written by the target (forced answers excluded)
+    escalation_rate: float  # Solution.escalation_rate: share of routed steps the target wrote (0 without steps)
     wasted_escalations: int
     target_token_share: float  # share of the solution's tokens written by the target
     solution: Solution

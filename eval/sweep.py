@@ -127,12 +127,13 @@ def _record(cfg: SweepConfig, key: str, problem: Problem, policy: str, threshold
     steps = [s for s in sol.steps if s.kind != "forced_answer"]
     tokens = sum(s.tokens for s in steps)
     by_target = [s for s in steps if s.author == "target"]
+    escalated = sol.escalation_rate()
     return EvalRecord(
         key=key, dataset=cfg.dataset, problem_id=problem.id, policy=policy, threshold=threshold,
         escalation_rate_goal=rate, gold=problem.gold or "", answer=sol.answer, extracted=g.extracted,
         rule=g.rule, grade_method=g.method, correct=g.correct, stop_reason=sol.stop_reason,
         wall_seconds=sol.wall_seconds, costs=sol.costs, steps=len(steps), target_steps=len(by_target),
-        escalation_rate=len(by_target) / len(steps) if steps else 0.0,
+        escalation_rate=0.0 if escalated is None else escalated,
         wasted_escalations=sum(1 for s in steps if s.wasted_escalation),
         target_token_share=sum(s.tokens for s in by_target) / tokens if tokens else 0.0,
         solution=sol,

@@ -26,7 +26,8 @@ their sum. The extra field `specstep` holds the per-stage costs (`usage`: draft,
 target, discarded; each calls, input_tokens, output_tokens, seconds; discarded is part of draft),
 answer, answer_rule, stop_reason, forced_answer, steps, steps_by_author, solution_tokens (the
 tokens of the returned steps), acceptance (share of draft steps and tokens kept), escalation_rate
-(share of draft steps escalated; null when no draft ran), wall_seconds, router and threshold.
+(`Solution.escalation_rate`: the share of routed steps escalated, target-only's all; null without
+steps), wall_seconds, router and threshold.
 
 Streaming: a first chunk with the role, then one `chat.completion.chunk` per step, sent when the
 step is accepted (steps after the first start with the blank line, so the deltas join to the
@@ -182,8 +183,6 @@ def usage_of(sol: Solution) -> dict[str, int]:
 
 def specstep_of(sol: Solution) -> dict[str, Any]:
     """The `specstep` field: per-stage costs and the solve's outcome."""
-    proposed = [s for s in sol.steps if s.draft_text is not None]
-    escalated = sum(1 for s in proposed if s.decision == "escalate")
     return {
         "usage": sol.costs.model_dump(),
         "answer": sol.answer,
@@ -194,7 +193,7 @@ def specstep_of(sol: Solution) -> dict[str, Any]:
         "steps_by_author": {a: sum(1 for s in sol.steps if s.author == a) for a in ("draft", "target")},
         "solution_tokens": sum(s.tokens for s in sol.steps),
         "acceptance": sol.acceptance(),
-        "escalation_rate": escalated / len(proposed) if proposed else None,
+        "escalation_rate": sol.escalation_rate(),
         "wall_seconds": sol.wall_seconds,
         "router": sol.config.router,
         "threshold": sol.config.threshold,

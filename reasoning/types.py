@@ -5,6 +5,7 @@ All are pydantic v2 models; `Solution.model_validate_json(s.model_dump_json())` 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +20,14 @@ Author = Literal["draft", "target"]
 # no_answer: the solution ended without an answer and the forced-answer step read none either
 StopReason = Literal["answer", "eos", "max_steps", "token_budget", "repeated_step", "no_answer"]
 StepEnd = Literal["delimiter", "think_end", "token_cap", "eos", "stop"]
+
+
+def escalation_rate(escalated: Sequence[bool]) -> float | None:
+    """The escalation rate: the share of routed steps that escalate (the target writes them in the
+    draft's place), one flag a step; None when no step was routed. A threshold is calibrated to it
+    (routers.arbitrage_model.tau_table), and eval records and the server report it
+    (`Solution.escalation_rate`)."""
+    return float(sum(escalated)) / len(escalated) if len(escalated) else None
 
 
 class _Record(BaseModel):
@@ -159,6 +168,11 @@ class Solution(_Record):
             return None
         fmt = self.problem.meta.get("answer_format")
         return grade(self.answer_text, self.problem.gold, fmt if isinstance(fmt, str) else None).correct
+
+    def escalation_rate(self) -> float | None:
+        """`escalation_rate` of the solution's routed steps: every step but a forced answer, kept (the
+        draft wrote it) or escalated (the target wrote it; under target-only, every step)."""
+        return escalation_rate([s.author == "target" for s in self.steps if s.kind != "forced_answer"])
 
     def acceptance(self) -> dict[str, float]:
         """Share of proposed draft steps (and draft tokens) that were kept."""

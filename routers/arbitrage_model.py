@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from reasoning import jsonl
 from reasoning.errors import ConfigError
 from reasoning.io import read_text
+from reasoning.types import escalation_rate
 from routers.features import FEATURE_NAMES, FEATURE_VERSION
 
 ROUTER_SCHEMA_VERSION = 1
@@ -160,12 +161,13 @@ def score_quantiles(scores: Sequence[float], n: int = 100) -> list[Quantile]:
 
 
 def tau_table(scores: Sequence[float], taus: Sequence[float] | None = None) -> list[TauPoint]:
-    """Share of held-out scores above each tau (default 0, 0.05, ..., 1)."""
+    """The escalation rate of held-out steps at each tau (default 0, 0.05, ..., 1): the share of
+    scores above it."""
     s = np.asarray(scores, dtype=float)
     if s.size == 0:
         raise ValueError("no scores to tabulate")
     grid = np.round(np.linspace(0.0, 1.0, 21), 12) if taus is None else np.asarray(taus, dtype=float)
-    return [TauPoint(tau=float(t), escalation_rate=float(np.mean(s > t))) for t in grid]
+    return [TauPoint(tau=float(t), escalation_rate=escalation_rate(s > t)) for t in grid]
 
 
 def new_meta(model_type: ModelType, scores: Sequence[float], *, metrics: dict[str, float] | None = None,

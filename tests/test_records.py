@@ -50,3 +50,37 @@ def test_costs_add_and_acceptance():
     assert total.draft.tokens == 2 * (300 + 41)
     assert sol.acceptance() == {"steps": 0.5, "tokens": 21 / 41}
     assert sol.correct is True  # \frac{1}{2} == 1/2 by value
+
+
+def _routed(*steps: tuple[str, str | None, str | None]) -> Solution:
+    """A solution of (author, decision, draft_text) steps, ended by a forced answer the draft wrote."""
+    sol = _solution()
+    sol.steps = [Step(index=i, text=f"step {i}", author=a, decision=d, draft_text=t)
+                 for i, (a, d, t) in enumerate(steps)]
+    sol.steps.append(Step(index=len(steps), text="The answer is \\boxed{1}.", author="draft", kind="forced_answer"))
+    return sol
+
+
+@pytest.mark.parametrize("steps, rate", [
+    ([("draft", "keep", "a"), ("target", "escalate", "b"), ("draft", "keep", "c"), ("draft", "keep", "d")], 0.25),
+    ([("draft", "keep", "a"), ("target", "escalate", None)], 0.5),  # first-token: escalated before any draft step
+    ([("target", None, None), ("target", None, None)], 1.0),  # target-only: the target writes every step
+    ([("draft", "keep", "a")], 0.0),
+])
+def test_escalation_rate_is_one_number_for_eval_the_server_and_the_calibration(steps, rate):
+    import numpy as np
+
+    from eval.sweep import SweepConfig, _record
+    from reasoning.serve import specstep_of
+    from reasoning.types import escalation_rate
+    from routers.arbitrage_model import tau_table
+
+    sol = _routed(*steps)
+    assert sol.escalation_rate() == rate
+    assert specstep_of(sol)["escalation_rate"] == rate
+    cfg = SweepConfig(dataset="synthetic", policies=["random"], escalation_rates=[0.3])
+    record = _record(cfg, "k", sol.problem, "random", 0.3, 0.3, sol)
+    assert (record.escalation_rate, record.escalation_rate_goal) == (rate, 0.3)  # the rate reached, the goal
+    scores = np.array([0.1, 0.4, 0.6, 0.9])
+    assert [p.escalation_rate for p in tau_table(scores, [0.0, 0.5, 1.0])] == [1.0, 0.5, 0.0]
+    assert escalation_rate(scores > 0.5) == 0.5 and escalation_rate([]) is None

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from reasoning import jsonl
 from reasoning.errors import ConfigError
+from reasoning.types import escalation_rate
 from routers.arbitrage_model import (
     MODEL_FILES,
     LogisticModel,
@@ -248,7 +249,7 @@ def _metrics(prefix: str, labels: np.ndarray, scores: np.ndarray, advantages: np
         f"{prefix}_accuracy_positive": float(np.mean(pred[pos])) if pos.any() else None,
         f"{prefix}_accuracy_negative": float(np.mean(~pred[neg])) if neg.any() else None,
         f"{prefix}_base_rate": float(np.mean(labels)) if labels.size else None,
-        f"{prefix}_escalation_rate": float(np.mean(pred)) if labels.size else None,
+        f"{prefix}_escalation_rate": escalation_rate(pred),
     }
 
 
