@@ -1,15 +1,10 @@
 """`specstep collect`: trace records from the oracle behaviour policy, with the real bundled models."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections import Counter
 
 import pytest
 
+from eval.synthetic import generate
 from reasoning import ConfigError
 from reasoning.cli import main
 from routers.base import same_step, target_better
@@ -25,10 +20,8 @@ from training.collect import (
 from training.features import FEATURE_NAMES, FEATURE_VERSION
 from training.traces import TargetSample, TraceRecord
 
-# One torch thread: on a shared 2-core machine, two threads that compete with other work run many
-# times slower (spin-waiting), and one is about as fast on a quiet one for models this small.
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-SMALL = {"dataset": "synthetic", "limit": 2, "synthetic_steps": 1, "max_steps": 3, "step_tokens": 32}
+PAIR = {"draft": "testbed-draft", "target": "testbed-target"}
+SMALL = {"dataset": "synthetic", "limit": 2, "synthetic_steps": 1, "max_steps": 3, "step_tokens": 32, **PAIR}
 
 
 def records(path):
@@ -56,7 +49,7 @@ def check_records(recs, k):
             assert r.features[FEATURE_NAMES.index("step_index")] == r.step_index
             assert set(r.seconds) == {"draft", "judge", "target"} and all(v > 0 for v in r.seconds.values())
             assert r.draft_text and r.draft_tokens > 0 and all(t.tokens > 0 for t in r.targets)
-            assert (r.judge, r.draft_model, r.target_model) == ("specreason", "smollm2-135m", "gemma3-270m")
+            assert (r.judge, r.draft_model, r.target_model) == ("specreason", "testbed-draft", "testbed-target")
     return by_problem
 
 
@@ -120,8 +113,8 @@ def test_behaviour_policy_steps_and_accounting():
     from training.collect import CollectingOracle
 
     router = CollectingOracle(target_samples=2, temperature=0.9, seed=3)
-    solver = Solver(router=router, max_steps=2, step_tokens=24, force_answer=False)
-    sol = solver.solve("Ava has 12 apples. She buys 5 more apples. How many apples does she have now?")
+    solver = Solver(**PAIR, router=router, max_steps=2, step_tokens=24, force_answer=False)
+    sol = solver.solve(generate(1, steps=2, seed=5, split="train")[0])
     traces = router.traces
     assert [t.step_index for t in traces] == [s.index for s in sol.steps] and traces
     for t, step in zip(traces, sol.steps):
@@ -183,43 +176,35 @@ def test_complete_records_without_done_entry_count_as_done(tmp_path):
     assert read_done(out / DONE_FILE) == ["synthetic-s1-0-0000"]
 
 
-def test_killed_collection_resumes_without_lost_or_duplicated_records(tmp_path):
+def test_a_crashed_collection_resumes_without_lost_or_duplicated_records(cli, greedy, tmp_path):
+    """A crash after the first problem's records, mid-write of the next line, before done.txt: `specstep
+    collect` again keeps what was written, adds the rest once, and ends as the uninterrupted run.
+    (A real kill of the process is tested on `specstep eval`, tests/test_eval_sweep.py.)"""
+    finished, _ = greedy
     out = tmp_path / "run"
+    out.mkdir()
+    (out / CONFIG_FILE).write_bytes((finished / CONFIG_FILE).read_bytes())
+    lines = (finished / TRACES_FILE).read_bytes().splitlines(keepends=True)
+    first = json.loads(lines[0])["problem_id"]
+    kept = b"".join(ln for ln in lines if json.loads(ln)["problem_id"] == first)
+    (out / TRACES_FILE).write_bytes(kept + b'{"schema_version": 1, "dataset": "synthetic", "problem_id": "synth')
     args = ["collect", "--dataset", "synthetic", "--limit", "2", "--steps", "1", "--out", str(out),
-            "--max-steps", "2", "--step-tokens", "24"]
-    proc = subprocess.Popen([sys.executable, "-m", "reasoning.cli", *args], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    path = out / TRACES_FILE
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and (not path.exists() or b"\n" not in path.read_bytes()):
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    partial = path.read_bytes()
-    assert b"\n" in partial
-    # the records of problems complete at the kill (each problem is one write, so normally all lines)
-    complete = [ln for ln in partial.split(b"\n")[:-1] if ln.strip()]
-    counts = Counter(json.loads(ln)["problem_id"] for ln in complete)
-    kept = b"".join(ln + b"\n" for ln in complete if counts[json.loads(ln)["problem_id"]] == json.loads(ln)["n_steps"])
-    assert kept
-    with path.open("ab") as f:  # and a torn line, as a crash mid-write leaves it
-        f.write(b'{"schema_version": 1, "dataset": "synthetic", "problem_id": "synth')
-    r = subprocess.run([sys.executable, "-m", "reasoning.cli", *args], capture_output=True, text=True, timeout=600,
-                       env=ENV)
+            "--max-steps", "3", "--step-tokens", "32", "--draft", PAIR["draft"], "--target", PAIR["target"]]
+    r = cli(*args)
     assert r.returncode == 0, r.stderr
-    final = path.read_bytes()
-    assert final.startswith(kept)  # records written before the kill are unchanged
-    assert len(final) > len(kept)  # the kill came before the end: the rerun had work left
-    recs = records(path)
+    assert "1 problems were already done" in r.stdout
+    final = (out / TRACES_FILE).read_bytes()
+    assert final.startswith(kept) and len(final) > len(kept)  # kept as written; the rest added
+    recs = records(out / TRACES_FILE)
     keys = [(x.problem_id, x.step_index) for x in recs]
     assert len(keys) == len(set(keys))
     by_problem = check_records(recs, k=1)
-    assert set(by_problem) == {"synthetic-s1-0-0000", "synthetic-s1-0-0001"}
-    assert set(read_done(out / DONE_FILE)) == set(by_problem)
-    # the same collection again (here through the Python API) adds nothing
-    cfg = make_config(dataset="synthetic", limit=2, synthetic_steps=1, max_steps=2, step_tokens=24)
-    again = collect(cfg, out, progress=False)
-    assert again.n_new_records == 0 and again.n_skipped == 2 and path.read_bytes() == final
+    assert set(read_done(out / DONE_FILE)) == set(by_problem) == {"synthetic-s1-0-0000", "synthetic-s1-0-0001"}
+    # greedy: the same steps as the uninterrupted run
+    strip = [(x.problem_id, x.step_index, x.draft_text, [t.text for t in x.targets], x.label) for x in recs]
+    assert strip == [(x.problem_id, x.step_index, x.draft_text, [t.text for t in x.targets], x.label)
+                     for x in records(finished / TRACES_FILE)]
+    assert cli(*args).returncode == 0 and (out / TRACES_FILE).read_bytes() == final  # nothing left to do
 
 
 @pytest.mark.parametrize("args,msg", [

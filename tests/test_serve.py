@@ -94,14 +94,28 @@ def server(solver):
         yield s
 
 
+class _NoSolve:
+    """A solver for the tests that never reach a solve (validation, routing, keys): no model loads."""
+
+    limits = None
+
+    def solve(self, problem, on_step=None, **limits):
+        raise AssertionError(f"a request that should have been refused was solved: {problem.question!r}")
+
+
+@pytest.fixture(scope="module")
+def no_solve_server():
+    with running(_NoSolve()) as s:
+        yield s
+
+
 @pytest.fixture(scope="module")
 def completion(server):
     return ask(client_for(server), QUESTION)
 
 
-@pytest.mark.slow
-def test_models_list_and_retrieve(server):
-    client = client_for(server)
+def test_models_list_and_retrieve(no_solve_server):
+    client = client_for(no_solve_server)
     assert [m.id for m in client.models.list()] == ["specstep"]
     assert client.models.retrieve("specstep").owned_by == "specstep"
 
@@ -182,8 +196,8 @@ def test_concurrent_requests_give_the_sequential_answers(server, completion):
     assert results["q2"].choices[0].message.content == alone
 
 
-@pytest.mark.slow
-def test_bearer_token(solver):
+def test_bearer_token():
+    solver = _NoSolve()
     with running(solver, api_key="s3cret") as server:
         assert [m.id for m in client_for(server, "s3cret").models.list()] == ["specstep"]
         with pytest.raises(openai.AuthenticationError, match="API key"):
@@ -227,7 +241,6 @@ def test_specreason_runs_the_target_and_reports_each_step():
 USER = {"role": "user", "content": "What is 2 + 3?"}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("body,status,msg", [
     (b"{not json", 400, "not valid JSON"),
     (b'{"messages": [{"role": "user", "content": "2+3?"}], "temperature": NaN}', 400, "NaN"),
@@ -256,13 +269,12 @@ USER = {"role": "user", "content": "What is 2 + 3?"}
     ({"messages": [USER], "model": "gpt-4o"}, 404, "model 'gpt-4o' does not exist"),
     (b'{"messages": [' + b" " * (1 << 20) + b"]}", 413, "too large"),
 ])
-def test_bad_requests_get_openai_style_errors(server, body, status, msg):
-    got, _, err = http(server.url + "/v1/chat/completions", body)
+def test_bad_requests_get_openai_style_errors(no_solve_server, body, status, msg):
+    got, _, err = http(no_solve_server.url + "/v1/chat/completions", body)
     assert got == status, err
     assert err["error"]["type"] == "invalid_request_error" and msg in err["error"]["message"], err
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("method,path,status,msg", [
     ("GET", "/v1/nope", 404, "unknown path '/v1/nope'"),
     ("POST", "/v1/completions", 404, "unknown path '/v1/completions'"),
@@ -271,9 +283,9 @@ def test_bad_requests_get_openai_style_errors(server, body, status, msg):
     ("POST", "/v1/models", 405, "method POST is not allowed"),
     ("DELETE", "/v1/models", 405, "method DELETE is not allowed"),
 ])
-def test_wrong_path_or_method(server, method, path, status, msg):
+def test_wrong_path_or_method(no_solve_server, method, path, status, msg):
     body = {"messages": [USER]} if method == "POST" else None
-    got, headers, err = http(server.url + path, body, method=method)
+    got, headers, err = http(no_solve_server.url + path, body, method=method)
     assert got == status and msg in err["error"]["message"], err
     if status == 405:
         assert headers["Allow"] == ("POST" if path.endswith("completions") else "GET")
@@ -303,11 +315,6 @@ def test_a_failed_solve_gives_500_and_the_server_keeps_serving():
         assert [m.id for m in client.models.list()] == ["specstep"]
 
 
-def cli(*args, env=ENV):
-    return subprocess.run([sys.executable, "-m", "reasoning.cli", "serve", "--port", "0", *args],
-                          capture_output=True, text=True, timeout=120, env=env)
-
-
 @pytest.mark.parametrize("args,msg", [
     (["--threshold", "abc"], "threshold must be a number, got 'abc'"),
     (["--router", "nope"], "unknown router 'nope'"),
@@ -316,11 +323,10 @@ def cli(*args, env=ENV):
     (["--api-key-env", "SPECSTEP_TEST_NO_SUCH_VAR"], "SPECSTEP_TEST_NO_SUCH_VAR is not set"),
     (["--api-key", "a", "--api-key-env", "B"], "not allowed with argument"),
 ])
-def test_cli_bad_arguments_give_one_line_and_exit_code_2(args, msg):
-    r = cli(*args)
+def test_cli_bad_arguments_give_one_line_and_exit_code_2(cli, args, msg):
+    r = cli("serve", "--port", "0", *args)
     assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("specstep: error: ") and msg in lines[0], r.stderr
+    assert msg in r.error_line()
 
 
 @pytest.mark.slow

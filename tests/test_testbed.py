@@ -1,16 +1,14 @@
-"""The testbed pair (real fine-tuned models): they load from the shipped adapters and cache, the
-target is more accurate than the draft, its judge prefers gold steps to corrupted twins, FLOPs add
-up per stage, and a missing or tampered adapter is one clear line."""
+"""The testbed pair (real fine-tuned models): they load from the shipped adapters and cache, FLOPs add
+up per stage, training writes adapters that load, and a missing or tampered adapter is one clear line.
+Its quality (accuracy of each model, the judge's and the router's ROC-AUC) is measured by
+benchmarks/testbed.py, not here."""
 
 import json
-import random
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from eval.synthetic import corrupt_step, generate, gold_steps
+from eval.synthetic import generate, gold_steps
 from reasoning.backends import load_backend
 from reasoning.errors import ModelSpecError
 from reasoning.prompts import Prompt
@@ -18,9 +16,7 @@ from reasoning.specs import parse_spec
 from reasoning.testbed import DATA_DIR, MANIFEST_FILE, SHARD_BYTES, adapter_key, read_manifest
 
 pytestmark = pytest.mark.slow
-# Measured with the shipped adapters on these 16 held-out problems (greedy, transformers, 2 CPU cores):
-# see README "The testbed pair". The asserted margins leave slack.
-PROBLEMS = generate(16, steps=3, seed=0, split="test")
+PROBLEMS = generate(1, steps=3, seed=0, split="test")
 
 
 @pytest.fixture(scope="module")
@@ -80,34 +76,6 @@ def test_int8_storage_keeps_each_rank_component_to_its_scale():
         assert (err <= 0.5001 * scale).all()  # half a step of its own component's scale
 
 
-def test_target_is_more_accurate_than_the_draft(pair):
-    from reasoning.api import Solver
-
-    def correct(router):
-        s = Solver("testbed-draft", "testbed-target", router, max_steps=8, step_tokens=96)
-        return sum(s.solve(p).answer == p.gold for p in PROBLEMS)
-
-    d, t = correct("draft-only"), correct("target-only")
-    assert t >= 6, (d, t)  # measured 8/16 (see README)
-    assert t - d >= 3, (d, t)  # measured 5 apart (draft 3/16)
-
-
-def test_judge_prefers_gold_steps_to_corrupted_twins(pair):
-    from judges.specreason import judge_on_session
-
-    target, rng, wins, n = pair.target, random.Random(0), 0, 0
-    for p in PROBLEMS[:6]:
-        gold = gold_steps(p)
-        s = target.open_session(Prompt.math(p.question, 0))
-        for i, step in enumerate(gold):
-            end = "\n\n" if i < len(gold) - 1 else ""
-            good = judge_on_session(s, target, step + end)[0]
-            bad = judge_on_session(s, target, corrupt_step(p, i, rng)[0] + end)[0]
-            wins, n = wins + (good > bad), n + 1
-            s.append(step + end)
-    assert wins >= 0.7 * n, (wins, n)
-
-
 def test_flops_add_up_per_stage(pair):
     sol = pair.solve(PROBLEMS[0], seed=0)
     d, t = pair.draft.n_params, pair.target.n_params
@@ -122,12 +90,8 @@ def test_flops_add_up_per_stage(pair):
     assert c.draft.flops > 0 and c.judge.flops > 0
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "reasoning.cli", *args], capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.parametrize("damage", ["missing", "tampered", "bad-manifest"])
-def test_missing_or_tampered_adapter_is_one_line(tmp_path, damage):
+def test_missing_or_tampered_adapter_is_one_line(cli, tmp_path, damage):
     folder = tmp_path / "draft"
     shutil.copytree(DATA_DIR / "draft", folder)
     first = folder / next(iter(read_manifest(folder).files))
@@ -144,28 +108,8 @@ def test_missing_or_tampered_adapter_is_one_line(tmp_path, damage):
         msg = "manifest"
     with pytest.raises(ModelSpecError, match=msg):
         load_backend(f"testbed-draft?adapter={folder}")
-    r = _cli("solve", "--example", "--draft", f"testbed-draft?adapter={folder}", "--router", "draft-only")
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert r.returncode == 2 and len(lines) == 1 and msg in lines[0], r.stderr
-
-
-def test_shipped_testbed_router_scores_wrong_draft_steps_higher(pair):
-    from eval.synthetic import check_step
-    from reasoning.api import Solver
-    from routers.arbitrage import SHIPPED
-
-    s = Solver("testbed-draft", "testbed-target", "arbitrage", 1.0, max_steps=8, step_tokens=96, max_tokens=512)
-    assert s.router.model_dir == SHIPPED["testbed"]  # picked for the testbed pair without model=
-    right, wrong = [], []
-    for p in PROBLEMS:
-        sol = s.solve(p)
-        for i, st in enumerate(sol.steps):
-            assert st.decision == "keep" and 0.0 <= st.score <= 1.0  # tau 1.0: never escalates
-            (right if check_step(p, i, st.text) else wrong).append(st.score)
-    assert right and wrong
-    # the share of (wrong, right) pairs where the wrong step scores higher: the router's ROC-AUC here
-    auc = sum((w > r) + 0.5 * (w == r) for w in wrong for r in right) / (len(wrong) * len(right))
-    assert auc >= 0.55, (auc, right, wrong)  # measured 0.62 on 21 right and 43 wrong steps
+    r = cli("solve", "--example", "--draft", f"testbed-draft?adapter={folder}", "--router", "draft-only")
+    assert r.returncode == 2 and msg in r.error_line()
 
 
 def test_fold_merges_the_whole_update_cut_to_its_rank():
@@ -230,12 +174,16 @@ def test_testbed_training_writes_adapters_that_load(tmp_path):
 
 
 def test_the_readme_example_keeps_draft_steps_escalates_wrong_ones_and_is_right(pair):
+    """The README's first command, through the Python API: the shipped router is picked for the testbed
+    pair without model=, keeps right draft steps and escalates the wrong ones."""
     from eval.synthetic import check_step
     from reasoning.api import Solver
     from reasoning.cli import TESTBED_EXAMPLE
+    from routers.arbitrage import SHIPPED
 
     p = generate(TESTBED_EXAMPLE + 1, steps=3, seed=0, split="test")[TESTBED_EXAMPLE]
     s = Solver("testbed-draft", "testbed-target", "arbitrage", 0.5, step_tokens=96, max_tokens=512)
+    assert s.router.model_dir == SHIPPED["testbed"]
     sol = s.solve(p)
     kept = [st for st in sol.steps[:-1] if st.author == "draft"]
     escalated = [i for i, st in enumerate(sol.steps) if st.decision == "escalate"]

@@ -4,8 +4,6 @@ and a full solve with the bundled models using the trained router."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -284,16 +282,8 @@ def test_bad_traces_give_one_clear_line(tmp_path, traces):
 
 # ---------------------------------------------------------------- CLI and a full solve
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
-
-
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "reasoning.cli", *args], capture_output=True, text=True,
-                          timeout=120, env=ENV)
-
-
-def test_cli_trains_prints_metrics_and_fails_with_one_line(traces, tmp_path):
-    r = _cli("train-router", "--traces", str(traces), "--out", str(tmp_path / "r"), "--model", "logistic")
+def test_cli_trains_prints_metrics_and_fails_with_one_line(cli, traces, tmp_path):
+    r = cli("train-router", "--traces", str(traces), "--out", str(tmp_path / "r"), "--model", "logistic")
     assert r.returncode == 0, r.stderr
     assert "AUC" in r.stdout and "Spearman" in r.stdout and "balanced to" in r.stdout
     assert str(tmp_path / "r") in r.stdout.replace("\n", "")
@@ -302,20 +292,18 @@ def test_cli_trains_prints_metrics_and_fails_with_one_line(traces, tmp_path):
                       (["--traces", str(traces), "--out", str(tmp_path / "x"), "--test-fraction", "2"],
                        "strictly between 0 and 1"),
                       (["--traces", str(traces), "--out", str(tmp_path / "x"), "--model", "svm"], "is not one of")):
-        r = _cli("train-router", *args)
-        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("specstep: error: ") and msg in lines[0]
+        r = cli("train-router", *args)
+        assert r.returncode == 2 and msg in r.error_line()
 
 
-def test_cli_solve_passes_the_escalation_rate_to_the_router(trained):
+def test_cli_solve_passes_the_escalation_rate_to_the_router(cli, trained):
     """Refusals before any model loads show that --escalation-rate reaches the arbitrage router."""
     base = ["solve", "2+2?", "--router", "arbitrage", "--router-opt", f"model={trained['logistic'].out_dir}"]
     for extra, msg in ((["--escalation-rate", "abc"], "option escalation_rate must be a number, got 'abc'"),
                        (["--escalation-rate", "0.3", "--threshold", "0.5"], "a threshold or the option "
                         "escalation_rate, not both")):
-        r = _cli(*base, *extra)
-        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-        assert r.returncode == 2 and len(lines) == 1 and msg in lines[0], r.stderr
+        r = cli(*base, *extra)
+        assert r.returncode == 2 and msg in r.error_line()
 
 
 def test_full_solve_with_the_trained_router_and_an_escalation_rate(trained):

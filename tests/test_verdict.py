@@ -1,8 +1,6 @@
 """Speculative Verdict: the consensus arithmetic, ties and skipping, with the real bundled text models."""
 
 import math
-import subprocess
-import sys
 
 import pytest
 
@@ -125,12 +123,11 @@ def test_agreeing_experts_get_a_verdict_unless_skipping_is_asked(smol):
     assert r.answer == r.candidates[0].answer and r.answer_source == "agreement" and r.verdict_text is None
 
 
-def test_cli_rejects_a_bad_image_before_loading_models(tmp_path):
+def test_cli_rejects_a_bad_image_before_loading_models(cli, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
-    r = subprocess.run([sys.executable, "-m", "reasoning.cli", "verdict", "What is shown?", "--image", str(bad)],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "notes.png" in r.stderr
+    r = cli("verdict", "What is shown?", "--image", str(bad), "--experts", "no-such-model")
+    assert r.returncode == 2 and "notes.png" in r.error_line()  # the image is checked before the spec
 
 
 @pytest.mark.slow

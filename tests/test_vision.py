@@ -353,16 +353,11 @@ def test_bad_images_raise_one_line_config_errors(tmp_path, case, problem):
     assert re.search(problem, msg), msg
 
 
-def test_cli_verdict_answers_about_an_image_with_vision_experts(vlm_dir, tmp_path):
-    import subprocess
-    import sys
-
+def test_cli_verdict_answers_about_an_image_with_vision_experts(cli, vlm_dir, tmp_path):
     img = tmp_path / "red.png"
     RED.save(img)
-    r = subprocess.run([sys.executable, "-m", "reasoning.cli", "verdict", QUESTION, "--image", str(img),
-                        "--experts", f"{vlm_dir},{vlm_dir},{vlm_dir}", "--verdict-model", str(vlm_dir),
-                        "-m", "2", "--max-tokens", "8", "--path-tokens", "16", "--json"],
-                       capture_output=True, text=True, timeout=300)
+    r = cli("verdict", QUESTION, "--image", str(img), "--experts", f"{vlm_dir},{vlm_dir},{vlm_dir}",
+            "--verdict-model", str(vlm_dir), "-m", "2", "--max-tokens", "8", "--path-tokens", "16", "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     rec = json.loads(r.stdout)
     assert rec["images"] == [str(img)] and len(rec["candidates"]) == 3
