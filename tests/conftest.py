@@ -39,8 +39,8 @@ class CliResult(NamedTuple):
 
 @pytest.fixture
 def cli(capsys):
-    """`specstep ARGS...` in this process (reasoning.cli.main), with its exit code, stdout and stderr."""
-    from reasoning.cli import main
+    """`specstep ARGS...` in this process (specstep.cli.main), with its exit code, stdout and stderr."""
+    from specstep.cli import main
 
     def run(*args: str) -> CliResult:
         capsys.readouterr()

@@ -235,7 +235,7 @@ def test_bad_specs_are_one_line_errors(monkeypatch):
 
 def test_cli_reports_an_unreachable_server_in_one_line():
     port = free_port()
-    r = subprocess.run([sys.executable, "-m", "reasoning.cli", "solve", "What is 1+1?", "--router", "draft-only",
+    r = subprocess.run([sys.executable, "-m", "specstep.cli", "solve", "What is 1+1?", "--router", "draft-only",
                         "--draft", f"openai:m?base_url=http://127.0.0.1:{port}/v1&retries=0"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2

@@ -83,7 +83,7 @@ FLAGS = {  # every command and flag of the argparse CLI before the port to typer
 def test_every_command_and_flag_is_kept():
     import typer
 
-    from reasoning.cli import app
+    from specstep.cli import app
 
     group = typer.main.get_command(app)
     assert {opt for p in group.params for opt in p.opts} - {"--help"} == {"-v", "--verbose", "--version"}

@@ -6,8 +6,8 @@ import pytest
 
 from eval.synthetic import generate
 from reasoning import ConfigError
-from reasoning.cli import main
 from routers.base import same_step, target_better
+from specstep.cli import main
 from training.collect import (
     CONFIG_FILE,
     DONE_FILE,

@@ -83,7 +83,7 @@ def test_killed_sweep_resumes_without_lost_or_duplicated_records(cli, tmp_path):
             "--thresholds", "0.5", "--out", str(out), "--max-steps", "3", "--step-tokens", "32",
             "--draft", PAIR["draft"], "--target", PAIR["target"]]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "reasoning.cli", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "specstep.cli", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     path = out / "records.jsonl"
     deadline = time.time() + 300

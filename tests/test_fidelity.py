@@ -23,7 +23,7 @@ SHORT = {"max_steps": 2, "step_tokens": 24, "max_tokens": 64, "few_shot": 0}
 
 
 def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "reasoning.cli", *args], capture_output=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "specstep.cli", *args], capture_output=True, timeout=timeout,
                           env=ENV)
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("reasoning", "routers", "judges", "eval", "training")
+PACKAGES = ("specstep", "reasoning", "routers", "judges", "eval", "training")
 
 
 def lint_imports(cwd: Path) -> subprocess.CompletedProcess:

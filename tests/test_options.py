@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from reasoning import cli
+from specstep import cli
 from reasoning.errors import ConfigError, SpecstepError
 from reasoning.options import (
     DEFAULT_DRAFT,
@@ -128,7 +128,7 @@ def test_eval_and_collect_take_the_sweep_preset(monkeypatch, tmp_path):
 
 def test_server_caps_a_request_at_its_solvers_budget():
     from reasoning.api import Solver
-    from reasoning.serve import ChatRequest, request_limits
+    from specstep.serve import ChatRequest, request_limits
 
     solver = Solver(router=NoModels())
     msgs = [{"role": "user", "content": "2+2?"}]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("reasoning", "routers", "judges", "eval", "training")
+PACKAGES = ("specstep", "reasoning", "routers", "judges", "eval", "training")
 
 ENGINES = ("torch", "transformers", "llama_cpp", "vllm")
 BLOCK = textwrap.dedent("""
@@ -33,13 +33,13 @@ def without_engines(code: str, blocked: tuple[str, ...] = ENGINES) -> subprocess
 
 
 def cli(*args: str, blocked: tuple[str, ...] = ENGINES) -> subprocess.CompletedProcess:
-    return without_engines(f"from reasoning.cli import main\nraise SystemExit(main({list(args)!r}))", blocked)
+    return without_engines(f"from specstep.cli import main\nraise SystemExit(main({list(args)!r}))", blocked)
 
 
 def test_the_packages_import_without_torch():
     r = without_engines("""
         import importlib, sys
-        for m in ("reasoning", "reasoning.api", "reasoning.cli", "reasoning.serve", "reasoning.backends.openai",
+        for m in ("reasoning", "reasoning.api", "specstep.cli", "specstep.serve", "reasoning.backends.openai",
                   "routers", "judges", "eval", "training", "eval.sweep", "training.train", "training.collect"):
             importlib.import_module(m)
         import reasoning, routers, judges

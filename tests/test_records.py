@@ -71,9 +71,9 @@ def test_escalation_rate_is_one_number_for_eval_the_server_and_the_calibration(s
     import numpy as np
 
     from eval.sweep import SweepConfig, _record
-    from reasoning.serve import specstep_of
     from reasoning.types import escalation_rate
     from routers.arbitrage_model import tau_table
+    from specstep.serve import specstep_of
 
     sol = _routed(*steps)
     assert sol.escalation_rate() == rate

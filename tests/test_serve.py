@@ -16,8 +16,8 @@ import openai
 import pytest
 
 from reasoning.errors import ConfigError
-from reasoning.serve import make_server
 from reasoning.types import Step
+from specstep.serve import make_server
 
 from .conftest import QUESTION
 
@@ -332,7 +332,7 @@ def test_cli_bad_arguments_give_one_line_and_exit_code_2(cli, args, msg):
 @pytest.mark.slow
 def test_cli_serves_until_interrupted():
     env = {**ENV, "SPECSTEP_TEST_KEY": "k3y"}
-    proc = subprocess.Popen([sys.executable, "-m", "reasoning.cli", "serve", "--port", "0", "--router",
+    proc = subprocess.Popen([sys.executable, "-m", "specstep.cli", "serve", "--port", "0", "--router",
                              "draft-only", "--api-key-env", "SPECSTEP_TEST_KEY", "--model-name", "pair"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     watchdog = threading.Timer(120, proc.kill)

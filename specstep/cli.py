@@ -438,7 +438,7 @@ def _cmd_serve(args: SimpleNamespace) -> int:
     lacking = missing_module(("fastapi", "uvicorn"))
     if lacking is not None:
         raise SpecstepError(f'specstep serve needs {lacking}, which is not installed: pip install "specstep[serve]"')
-    from reasoning.serve import make_server
+    from specstep.serve import make_server
 
     if not args.verbose:
         _quiet_hub_progress()
@@ -452,7 +452,7 @@ def _cmd_serve(args: SimpleNamespace) -> int:
     except OSError as e:
         raise SpecstepError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
-        logging.getLogger("reasoning.serve").warning("listening on %s without an API key", args.host)
+        logging.getLogger("specstep.serve").warning("listening on %s without an API key", args.host)
     print(f"specstep: serving model {args.model_name!r} at {server.url}/v1 (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

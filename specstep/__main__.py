@@ -1,0 +1,3 @@
+from specstep.cli import main
+
+raise SystemExit(main())
