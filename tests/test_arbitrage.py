@@ -290,6 +290,7 @@ def test_lightgbm_text_model_round_trip(tmp_path):
 # ---------------------------------------------------------------- full solves with the real models
 
 
+@pytest.mark.slow
 def test_full_solve_scores_every_draft_step_and_follows_the_threshold(router_dir):
     sol = Solver(router="arbitrage", threshold=0.5, router_options={"model": str(router_dir)},
                  max_steps=4).solve(QUESTION)
@@ -320,6 +321,7 @@ class _RecordingArbitrage(ArbitrageRouter):
         return super().score(ctx)
 
 
+@pytest.mark.slow
 def test_routing_features_equal_extract_features_on_the_same_inputs(router_dir):
     router = _RecordingArbitrage(0.3, model=str(router_dir))
     sol = Solver(router=router, max_steps=3, max_tokens=200).solve(QUESTION)
@@ -335,6 +337,7 @@ def test_router_meta_schema_is_strict():
                    feature_version=FEATURE_VERSION, library_versions={}, score_quantiles=[])
 
 
+@pytest.mark.slow
 def test_the_shipped_default_router_loads_and_routes_out_of_the_box():
     from reasoning import solve
     from routers.arbitrage import DEFAULT_MODEL_DIR, default_model_dir

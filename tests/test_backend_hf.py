@@ -10,6 +10,7 @@ from reasoning.prompts import Prompt
 from .conftest import QUESTION
 
 
+@pytest.mark.slow
 def test_session_built_step_by_step_matches_one_shot_generation(smol):
     s = smol.open_session(Prompt.math(QUESTION))
     first = s.generate(max_tokens=30, stop=["\n\n"])
@@ -29,6 +30,7 @@ def test_session_built_step_by_step_matches_one_shot_generation(smol):
     assert fresh.logprobs == pytest.approx(got.logprobs, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_each_call_runs_only_new_tokens(smol):
     s = smol.open_session(Prompt.math(QUESTION))
     n_prompt = s.n_tokens
@@ -48,6 +50,7 @@ def test_stop_inside_a_token_leaves_session_holding_exact_text(smol):
     assert s.text == g.text
 
 
+@pytest.mark.slow
 def test_score_matches_generation_logprobs_and_appends(smol):
     s = smol.open_session(Prompt.math(QUESTION))
     mark = s.n_tokens
@@ -79,6 +82,7 @@ def test_next_token_distribution_and_rollback_restore_state(smol):
         s.rollback(s.n_tokens + 1)
 
 
+@pytest.mark.slow
 def test_rollback_below_a_remembered_point_forgets_it(smol):
     s = smol.open_session(Prompt.math(QUESTION))
     s.append("We know")
@@ -96,6 +100,7 @@ def test_rollback_below_a_remembered_point_forgets_it(smol):
     assert got == pytest.approx(ref, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_seeded_sampling_is_reproducible(smol):
     outs = []
     for _ in range(2):
@@ -104,6 +109,7 @@ def test_seeded_sampling_is_reproducible(smol):
     assert outs[0] == outs[1]
 
 
+@pytest.mark.slow
 def test_gemma_sliding_window_layers_stay_exact_past_the_window(gemma):
     """Gemma-3 uses 512-token sliding-window layers; sessions keep full layers so they can be cropped
     anywhere, and must still give the model's own outputs beyond the window."""
@@ -120,6 +126,7 @@ def test_gemma_sliding_window_layers_stay_exact_past_the_window(gemma):
     assert ref[0, len(prefix):].tolist()[: len(got.token_ids)] == got.token_ids
 
 
+@pytest.mark.slow
 def test_a_local_gguf_file_and_a_local_directory_load_the_same_model(smol, tmp_path, monkeypatch):
     from reasoning.backends.hf import HFBackend
     from reasoning.specs import ALIASES, alias_gguf, cache_dir, parse_spec
@@ -157,6 +164,7 @@ def test_the_stop_search_after_each_token_finds_the_earliest_stop_ending_in_new_
     assert find_stop("abc", ["\n\n"], since=0) is None and find_stop("abc", [], since=0) is None
 
 
+@pytest.mark.slow
 def test_token_level_speculation_gives_exactly_the_greedy_output(smol):
     from reasoning.backends import load_backend
 
@@ -185,6 +193,7 @@ def test_an_assistant_with_another_tokenizer_is_one_clear_error(gemma):
         spec.open_session(Prompt.math(QUESTION)).generate(max_tokens=4)
 
 
+@pytest.mark.slow
 def test_branch_logprobs_read_every_branch_in_one_pass_as_separate_passes_would(smol):
     s = smol.open_session(Prompt.math(QUESTION))
     s.generate(max_tokens=6)  # a pending token, fed by the next call

@@ -70,6 +70,7 @@ def greedy(tmp_path_factory):
     return out, summary
 
 
+@pytest.mark.slow
 def test_greedy_collection_writes_valid_consistent_records(greedy):
     out, summary = greedy
     recs = records(out / TRACES_FILE)
@@ -83,6 +84,7 @@ def test_greedy_collection_writes_valid_consistent_records(greedy):
     assert saved["identity"] == make_config(**SMALL).identity()
 
 
+@pytest.mark.slow
 def test_rerun_of_a_finished_collection_adds_nothing(greedy):
     out, _ = greedy
     before = {name: (out / name).read_bytes() for name in (TRACES_FILE, DONE_FILE, CONFIG_FILE)}
@@ -93,6 +95,7 @@ def test_rerun_of_a_finished_collection_adds_nothing(greedy):
 
 @pytest.mark.parametrize("change", [{"limit": 3}, {"seed": 1}, {"target_samples": 2, "temperature": 0.7},
                                     {"max_steps": 4}, {"draft": "gemma3-270m"}])
+@pytest.mark.slow
 def test_a_different_config_into_the_same_folder_is_refused(greedy, change):
     out, _ = greedy
     with pytest.raises(ConfigError, match="holds traces of a different collection") as e:
@@ -100,6 +103,7 @@ def test_a_different_config_into_the_same_folder_is_refused(greedy, change):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_sampled_targets_k2(tmp_path):
     cfg = make_config(**{**SMALL, "limit": 1, "max_steps": 2, "step_tokens": 24, "target_samples": 2,
                          "temperature": 0.9})
@@ -107,6 +111,7 @@ def test_sampled_targets_k2(tmp_path):
     check_records(records(tmp_path / TRACES_FILE), k=2)
 
 
+@pytest.mark.slow
 def test_behaviour_policy_steps_and_accounting():
     """The solution follows the labels, uses the first target sample, and pays for every call."""
     from reasoning.api import Solver
@@ -176,6 +181,7 @@ def test_complete_records_without_done_entry_count_as_done(tmp_path):
     assert read_done(out / DONE_FILE) == ["synthetic-s1-0-0000"]
 
 
+@pytest.mark.slow
 def test_a_crashed_collection_resumes_without_lost_or_duplicated_records(cli, greedy, tmp_path):
     """A crash after the first problem's records, mid-write of the next line, before done.txt: `specstep
     collect` again keeps what was written, adds the rest once, and ends as the uninterrupted run.

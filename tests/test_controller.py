@@ -19,6 +19,7 @@ def _sum_steps(sol) -> Costs:
     return total
 
 
+@pytest.mark.slow
 def test_draft_only_never_loads_or_runs_the_target():
     solver = Solver(router="draft-only", max_steps=4)
     assert solver.target is None
@@ -31,6 +32,7 @@ def test_draft_only_never_loads_or_runs_the_target():
     assert sol.acceptance()["steps"] == 1.0
 
 
+@pytest.mark.slow
 def test_target_only_runs_no_draft():
     sol = solve(QUESTION, router="target-only", max_steps=4)
     assert all(s.author == "target" and s.decision is None and s.draft_text is None for s in sol.steps)
@@ -38,6 +40,7 @@ def test_target_only_runs_no_draft():
     assert sol.costs.target.output_tokens >= sum(s.tokens for s in sol.steps)
 
 
+@pytest.mark.slow
 def test_mixed_authors_keep_every_session_on_the_solution_text():
     solver = Solver(router="random", threshold=0.5, max_steps=6)
     ctl = Controller(solver.draft, solver.target, solver.router, solver.limits, solver.config(solver.limits))
@@ -65,12 +68,14 @@ def test_mixed_authors_keep_every_session_on_the_solution_text():
     assert 0 < spent <= sol.wall_seconds
 
 
+@pytest.mark.slow
 def test_same_settings_give_the_same_solution():
     a = solve(QUESTION, router="random", threshold=0.3, max_steps=3)
     b = solve(QUESTION, router="random", threshold=0.3, max_steps=3)
     assert [(s.text, s.author, s.score) for s in a.steps] == [(s.text, s.author, s.score) for s in b.steps]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("router,author", [("target-only", "target"), ("draft-only", "draft")])
 def test_budget_without_answer_forces_one_short_answer_step(router, author):
     sol = solve(QUESTION, router=router, max_tokens=6)

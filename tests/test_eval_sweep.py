@@ -30,6 +30,7 @@ def sweep(tmp_path_factory):
     return out, records, points
 
 
+@pytest.mark.slow
 def test_sweep_writes_every_file_with_consistent_values(sweep):
     out, records, points = sweep
     assert len(records) == 9 and len({r.key for r in records}) == 9
@@ -57,6 +58,7 @@ def test_sweep_writes_every_file_with_consistent_values(sweep):
     assert any(p.pareto for p in points)
 
 
+@pytest.mark.slow
 def test_rerun_of_a_finished_sweep_adds_nothing(sweep):
     out, records, _ = sweep
     before = (out / "records.jsonl").read_bytes()
@@ -67,6 +69,7 @@ def test_rerun_of_a_finished_sweep_adds_nothing(sweep):
     assert sorted(r.key for r in again) == sorted(r.key for r in records)
 
 
+@pytest.mark.slow
 def test_a_different_run_into_the_same_folder_is_refused(sweep):
     out, _, _ = sweep
     cfg = SweepConfig(dataset="synthetic", limit=5, seed=1, policies=["draft-only"], limits=LIMITS, **PAIR)
@@ -144,6 +147,7 @@ def test_summary_math():
     assert area_score(pts, 0.6, 0.2) is None  # target-only worse than draft-only: no gap to recover
 
 
+@pytest.mark.slow
 def test_record_round_trip(sweep):
     _, records, _ = sweep
     r = records[0]

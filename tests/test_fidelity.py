@@ -285,6 +285,7 @@ def test_a_question_longer_than_the_context_fails_before_any_prefill(smol):
     assert time.perf_counter() - t0 < 30
 
 
+@pytest.mark.slow
 def test_cli_long_question_invalid_utf8_and_broken_gguf(tmp_path):
     one_line(cli("solve", "9" * 100_000, "--router", "draft-only", timeout=120), "too long for smollm2-135m")
     one_line(cli("solve", os.fsdecode(b"caf\xff?"), "--router", "draft-only"), "not valid UTF-8")

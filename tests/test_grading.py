@@ -165,6 +165,7 @@ def test_grades_are_the_same_in_worker_threads():
     assert any(g.method == "math_verify" for g in threaded) and any(g.method == "numeric" for g in threaded)
 
 
+@pytest.mark.slow
 def test_a_hanging_comparison_is_bounded_in_a_worker_thread():
     # 10^(10^10) never finishes: math-verify's 5-second timeout (a signal) must still cut it off
     with ThreadPoolExecutor(1) as pool:

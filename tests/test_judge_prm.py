@@ -186,6 +186,7 @@ def test_error_messages_are_one_line(prm_dirs, tmp_path):
         assert "\n" not in str(e.value) and str(e.value).startswith("judge 'prm'")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("style", ["classification", "value"])
 def test_rsd_router_solves_with_a_prm_and_keeps_steps_scoring_at_least_tau(prm_dirs, style):
     from reasoning import solve

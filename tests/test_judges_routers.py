@@ -14,6 +14,7 @@ from .conftest import QUESTION
 STEP = "She has 5 + 7 = 12 balloons in all."
 
 
+@pytest.mark.slow
 def test_specreason_judge_scores_in_range_deterministic_and_leaves_session_exact(gemma):
     s = gemma.open_session(Prompt.math(QUESTION))
     s.append("Lily starts with 5 red and 7 blue balloons.\n\n")
@@ -32,6 +33,7 @@ def test_specreason_judge_scores_in_range_deterministic_and_leaves_session_exact
     assert fresh.generate(max_tokens=20).token_ids == judged  # as if no judging happened
 
 
+@pytest.mark.slow
 def test_judged_steps_on_trial_leave_both_models_exact():
     """Judging every draft step and keeping it gives draft-only's solution; judging and rejecting
     every step gives target-only's: the trial append and rollback leave no trace."""
@@ -49,6 +51,7 @@ def test_judged_steps_on_trial_leave_both_models_exact():
     assert kept.costs.judge.seconds > 0 and kept.costs.target.output_tokens == 0
 
 
+@pytest.mark.slow
 def test_specreason_router_decision_follows_the_threshold():
     tau = 0.165  # between the judge's scores on this question (0.14 to 0.18): some steps are kept, some not
     sol = solve(QUESTION, router="specreason", threshold=tau, max_steps=3, force_answer=False)
@@ -59,6 +62,7 @@ def test_specreason_router_decision_follows_the_threshold():
         assert (s.decision == "keep") == (s.score >= tau) == (s.author == "draft")
 
 
+@pytest.mark.slow
 def test_audit_scores_the_target_step_and_marks_wasted_escalations():
     sol = solve(QUESTION, router="specreason", threshold=1.0, max_steps=3, router_options={"audit": "true"})
     esc = [s for s in sol.steps if s.decision == "escalate"]
@@ -68,6 +72,7 @@ def test_audit_scores_the_target_step_and_marks_wasted_escalations():
         assert s.wasted_escalation == (s.target_score <= s.score)
 
 
+@pytest.mark.slow
 def test_oracle_pays_for_both_steps_and_its_counts_add_up():
     sol = solve(QUESTION, router="oracle", threshold=0.0, max_steps=4)
     steps = [s for s in sol.steps if s.kind != "forced_answer"]
@@ -86,6 +91,7 @@ def test_oracle_pays_for_both_steps_and_its_counts_add_up():
             assert s.wasted_escalation is False
 
 
+@pytest.mark.slow
 def test_rollout_judge_values_are_shares_of_k_and_reproducible():
     opts = {"judge": "rollout", "judge_options": {"k": "3", "tokens": "48"}}
     a = solve(QUESTION, router="rsd", threshold=0.5, max_steps=2, router_options=opts)
@@ -96,6 +102,7 @@ def test_rollout_judge_values_are_shares_of_k_and_reproducible():
     assert a.costs.judge.output_tokens > 0 and a.costs.judge.output_tokens <= 3 * 48 * len(scores)
 
 
+@pytest.mark.slow
 def test_rollout_judge_uses_the_gold_answer_when_given():
     from reasoning.types import Problem
 

@@ -138,7 +138,19 @@ def test_fold_merges_the_whole_update_cut_to_its_rank():
         assert float(torch.linalg.norm(want - b @ a)) == pytest.approx(float(sv[rank:].norm()), abs=1e-4)
 
 
-def test_testbed_training_writes_adapters_that_load(tmp_path):
+@pytest.fixture
+def merged_copies_removed(tmp_path):
+    """Adapters trained in `tmp_path` are merged into the user cache when they load (about 0.5 GB each):
+    remove those copies afterwards, so that test runs do not fill the cache."""
+    from reasoning.specs import cache_dir
+
+    yield
+    for done in (cache_dir() / "hf").glob("testbed-*/.complete"):
+        if done.read_text().startswith(str(tmp_path)):
+            shutil.rmtree(done.parent, ignore_errors=True)
+
+
+def test_testbed_training_writes_adapters_that_load(tmp_path, merged_copies_removed):
     from training.testbed import TestbedConfig, train_testbed
 
     cfg = TestbedConfig(target_steps=1, draft_steps=1, draft_more=((1, 1e-3),), target_more=((1, 1e-3),), batch=1,
@@ -178,8 +190,8 @@ def test_the_readme_example_keeps_draft_steps_escalates_wrong_ones_and_is_right(
     pair without model=, keeps right draft steps and escalates the wrong ones."""
     from eval.synthetic import check_step
     from reasoning.api import Solver
-    from reasoning.cli import TESTBED_EXAMPLE
     from routers.arbitrage import SHIPPED
+    from specstep.cli import TESTBED_EXAMPLE
 
     p = generate(TESTBED_EXAMPLE + 1, steps=3, seed=0, split="test")[TESTBED_EXAMPLE]
     s = Solver("testbed-draft", "testbed-target", "arbitrage", 0.5, step_tokens=96, max_tokens=512)

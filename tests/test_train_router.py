@@ -306,6 +306,7 @@ def test_cli_solve_passes_the_escalation_rate_to_the_router(cli, trained):
         assert r.returncode == 2 and msg in r.error_line()
 
 
+@pytest.mark.slow
 def test_full_solve_with_the_trained_router_and_an_escalation_rate(trained):
     rep = trained["logistic"]
     solver = Solver(router="arbitrage", router_options={"model": rep.out_dir, "escalation_rate": 0.5}, max_steps=3,
