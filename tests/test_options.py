@@ -5,7 +5,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from specstep import cli
 from reasoning.errors import ConfigError, SpecstepError
 from reasoning.options import (
     DEFAULT_DRAFT,
@@ -16,6 +15,7 @@ from reasoning.options import (
     Limits,
     make_limits,
 )
+from specstep import cli
 
 BUDGETS = ("max_steps", "max_tokens", "step_tokens", "few_shot")
 
