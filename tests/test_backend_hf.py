@@ -184,6 +184,7 @@ def test_token_level_speculation_gives_exactly_the_greedy_output(smol):
         max_tokens=8, temperature=0.7, seed=3).token_ids
 
 
+@pytest.mark.slow
 def test_an_assistant_with_another_tokenizer_is_one_clear_error(gemma):
     from reasoning.backends import load_backend
     from reasoning.errors import ConfigError

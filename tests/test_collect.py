@@ -7,6 +7,7 @@ import pytest
 from eval.synthetic import generate
 from reasoning import ConfigError
 from routers.base import same_step, target_better
+from routers.features import FEATURE_NAMES, FEATURE_VERSION
 from specstep.cli import main
 from training.collect import (
     CONFIG_FILE,
@@ -17,7 +18,6 @@ from training.collect import (
     read_done,
     read_traces,
 )
-from training.features import FEATURE_NAMES, FEATURE_VERSION
 from training.traces import TargetSample, TraceRecord
 
 PAIR = {"draft": "testbed-draft", "target": "testbed-target"}

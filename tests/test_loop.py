@@ -1,4 +1,4 @@
-"""The step loop under every registered router, in the development loop: one short solve each (three
+"""The step loop under every registered router, in the development loop: one short solve each (two
 steps of a held-out testbed problem, the testbed pair), checked for the router's decision rule, the
 authors that follow from it, and the accounting. The slow tests check each policy in depth."""
 
@@ -11,7 +11,7 @@ from routers import make_router
 
 PAIR = ("testbed-draft", "testbed-target")
 PROBLEM = generate(2, steps=3, seed=0, split="test")[1]
-LIMITS = {"max_steps": 3, "step_tokens": 48, "max_tokens": 192}
+LIMITS = {"max_steps": 2, "step_tokens": 48, "max_tokens": 128}
 
 # router, threshold, options, the rule a routed step's decision follows: escalate when ...
 RULES = {

@@ -41,6 +41,7 @@ def test_bad_settings_are_one_line_errors():
         Verdict(["smollm2-135m"], "gemma3-270m", samples=3, temperature=0)
 
 
+@pytest.mark.slow
 def test_paths_keep_their_head_and_their_boxed_answer_within_the_cap(gemma):
     text = ("Step 1: the first box has 4 apples.\n" + "Every other box has 4 apples too, so we add 4 again.\n" * 30
             + "So there are 12 apples, minus the 2 he eats. The answer is \\boxed{10}.")
