@@ -12,6 +12,8 @@ from routers.base import TIE_TOLERANCE
 from .conftest import QUESTION
 
 STEP = "She has 5 + 7 = 12 balloons in all."
+# the testbed pair (two 135M models): faster than the general pair where any pair shows the same
+PAIR = {"draft": "testbed-draft", "target": "testbed-target"}
 
 
 @pytest.mark.slow
@@ -37,14 +39,14 @@ def test_specreason_judge_scores_in_range_deterministic_and_leaves_session_exact
 def test_judged_steps_on_trial_leave_both_models_exact():
     """Judging every draft step and keeping it gives draft-only's solution; judging and rejecting
     every step gives target-only's: the trial append and rollback leave no trace."""
-    kept = solve(QUESTION, router="specreason", threshold=0.0, max_steps=4)
+    kept = solve(QUESTION, router="specreason", threshold=0.0, max_steps=3, **PAIR)
     assert all(s.decision == "keep" and s.score is not None for s in kept.steps if s.kind != "forced_answer")
-    draft_only = solve(QUESTION, router="draft-only", max_steps=4)
+    draft_only = solve(QUESTION, router="draft-only", max_steps=3, **PAIR)
     assert [s.text for s in kept.steps] == [s.text for s in draft_only.steps]
 
-    rejected = solve(QUESTION, router="specreason", threshold=1.0, max_steps=4)
+    rejected = solve(QUESTION, router="specreason", threshold=1.0, max_steps=3, **PAIR)
     assert all(s.decision == "escalate" for s in rejected.steps if s.kind != "forced_answer")
-    target_only = solve(QUESTION, router="target-only", max_steps=4)
+    target_only = solve(QUESTION, router="target-only", max_steps=3, **PAIR)
     assert [s.text for s in rejected.steps] == [s.text for s in target_only.steps]
     n = len([s for s in rejected.steps if s.kind != "forced_answer"])
     assert rejected.costs.judge.calls == n and rejected.costs.discarded.calls == n
@@ -53,9 +55,20 @@ def test_judged_steps_on_trial_leave_both_models_exact():
 
 @pytest.mark.slow
 def test_specreason_router_decision_follows_the_threshold():
-    tau = 0.165  # between the judge's scores on this question (0.14 to 0.18): some steps are kept, some not
-    sol = solve(QUESTION, router="specreason", threshold=tau, max_steps=3, force_answer=False)
-    assert all(s.decision is not None for s in sol.steps)  # every step was routed
+    # tau from the draft's own path (tau 0 keeps every step): between the lowest score before the first step
+    # that scores lower still and that step's score, so the steps before it are kept and that step is not
+    from eval.synthetic import generate
+
+    problem = generate(2, steps=3, seed=0, split="val")[1]  # the draft's path scores 0.745, 0.749, 0.712, ...
+    kw = dict(router="specreason", force_answer=False, step_tokens=96, max_tokens=384, **PAIR)
+    path = solve(problem, threshold=0.0, max_steps=4, **kw)
+    scores = [s.score for s in path.steps]
+    lows = [i for i in range(1, len(scores)) if scores[i] < min(scores[:i])]
+    assert lows, f"no step scores below the ones before it: {scores}"
+    tau = (min(scores[:lows[0]]) + scores[lows[0]]) / 2
+    sol = solve(problem, threshold=tau, max_steps=lows[0] + 1, **kw)
+    assert [s.decision for s in sol.steps] == ["keep"] * lows[0] + ["escalate"]
+    assert [s.score for s in sol.steps] == scores[:lows[0] + 1]
     assert {s.decision for s in sol.steps} == {"keep", "escalate"}
     for s in sol.steps:
         assert 0.0 <= s.score <= 1.0 and s.threshold == tau
@@ -64,7 +77,7 @@ def test_specreason_router_decision_follows_the_threshold():
 
 @pytest.mark.slow
 def test_audit_scores_the_target_step_and_marks_wasted_escalations():
-    sol = solve(QUESTION, router="specreason", threshold=1.0, max_steps=3, router_options={"audit": "true"})
+    sol = solve(QUESTION, router="specreason", threshold=1.0, max_steps=3, router_options={"audit": "true"}, **PAIR)
     esc = [s for s in sol.steps if s.decision == "escalate"]
     assert esc
     for s in esc:
@@ -74,7 +87,7 @@ def test_audit_scores_the_target_step_and_marks_wasted_escalations():
 
 @pytest.mark.slow
 def test_oracle_pays_for_both_steps_and_its_counts_add_up():
-    sol = solve(QUESTION, router="oracle", threshold=0.0, max_steps=4)
+    sol = solve(QUESTION, router="oracle", threshold=0.0, max_steps=4, **PAIR)
     steps = [s for s in sol.steps if s.kind != "forced_answer"]
     esc = [s for s in steps if s.decision == "escalate"]
     assert sol.costs.draft.calls == len(steps)
@@ -94,8 +107,8 @@ def test_oracle_pays_for_both_steps_and_its_counts_add_up():
 @pytest.mark.slow
 def test_rollout_judge_values_are_shares_of_k_and_reproducible():
     opts = {"judge": "rollout", "judge_options": {"k": "3", "tokens": "48"}}
-    a = solve(QUESTION, router="rsd", threshold=0.5, max_steps=2, router_options=opts)
-    b = solve(QUESTION, router="rsd", threshold=0.5, max_steps=2, router_options=opts)
+    a = solve(QUESTION, router="rsd", threshold=0.5, max_steps=2, router_options=opts, **PAIR)
+    b = solve(QUESTION, router="rsd", threshold=0.5, max_steps=2, router_options=opts, **PAIR)
     scores = [s.score for s in a.steps if s.score is not None]
     assert scores and scores == [s.score for s in b.steps if s.score is not None]
     assert all(round(x * 3, 6) in (0, 1, 2, 3) for x in scores)

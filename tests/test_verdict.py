@@ -136,7 +136,8 @@ def test_eval_runs_verdict_as_a_policy(tmp_path):
     from eval.sweep import SweepConfig, run_sweep
 
     cfg = SweepConfig(dataset="synthetic", limit=2, synthetic_steps=1, policies=["verdict", "draft-only"],
-                      router_options={"verdict_samples": 2, "verdict_m": 2}, limits={"max_tokens": 64})
+                      draft="testbed-draft", target="testbed-target",
+                      router_options={"verdict_samples": 2, "verdict_m": 2}, limits={"max_tokens": 48})
     records = run_sweep(cfg, tmp_path / "out", progress=False)
     v = [r for r in records if r.policy == "verdict"]
     assert len(v) == 2 and len(records) == 4
