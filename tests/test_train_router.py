@@ -151,16 +151,24 @@ def test_split_balance_and_held_out_metrics(trained, traces, model):
     assert len(rep.test_problems) == round(0.25 * N_PROBLEMS)
     held_pids = {h.problem_id for h in rep.held_out}
     assert held_pids == set(rep.test_problems) and len(rep.held_out) == len(rep.test_problems) * N_STEPS
-    # balancing: the training classes equal after, both counts reported
+    # balancing: lightgbm's training classes equal after down-sampling; logistic keeps every row (class
+    # weights) and is calibrated: its mean probability on the training rows is their base rate
     before, after = rep.train_counts, rep.train_counts_balanced
     assert before.total == len(rep.train_problems) * N_STEPS and before.positive != before.negative
-    assert after.positive == after.negative == min(before.positive, before.negative)
     assert rep.test_counts.total == len(rep.held_out)
     m = rep.metrics
+    if model == "lightgbm":
+        assert after.positive == after.negative == min(before.positive, before.negative)
+        assert m["train_base_rate"] == pytest.approx(0.5)
+    else:
+        assert after == before and m["train_base_rate"] == pytest.approx(before.positive / before.total)
+        loaded, rows = load_router(rep.out_dir), _features_by_step(traces)
+        train = [r for (pid, _), r in rows.items() if pid in set(rep.train_problems)]
+        mean_p = float(np.mean([loaded.predict(r["features"]) for r in train]))
+        assert mean_p == pytest.approx(m["train_base_rate"], abs=0.03)
     assert m["test_auc"] > 0.75 and m["test_spearman"] > 0 and m["train_auc"] > 0.75
     assert 0 <= m["test_accuracy_positive"] <= 1 and 0 <= m["test_accuracy_negative"] <= 1
     assert m["test_base_rate"] == pytest.approx(rep.test_counts.positive / rep.test_counts.total)
-    assert m["train_base_rate"] == pytest.approx(0.5)
     # the router file records metrics, counts, the data's hash and the library versions
     meta = load_router(rep.out_dir).meta
     assert meta == rep.router and meta.model_type == model

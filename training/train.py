@@ -8,11 +8,12 @@ line, written by `specstep collect`), and:
    `n_steps` (cut short by a crash) is left out and counted;
 2. splits by problem, never by step: a seeded shuffle of the distinct problem ids, `test_fraction`
    of them held out (at least one problem on each side), so no problem has steps on both sides;
-3. balances the classes of the training split by down-sampling the majority class (seeded), as the
-   Arbitrage paper does; the held-out split keeps its natural class balance;
+3. balances the classes of the training split: lightgbm by down-sampling the majority class (seeded),
+   as the Arbitrage paper does, logistic by class weights; the held-out split keeps its natural balance;
 4. trains a model of P(label), label = "the target writes a better step" (advantage > 0):
-   ``logistic`` (L2-regularised logistic regression on standardised features, fitted by Newton's
-   method in numpy) or ``lightgbm`` (small binary trees, deterministic);
+   ``logistic`` (scikit-learn: L2 logistic regression on standardised features with class weights
+   instead of down-sampling, its strength chosen in cross-validation grouped by problem, Platt-calibrated
+   on out-of-fold scores) or ``lightgbm`` (small binary trees, deterministic);
 5. measures on the held-out problems (and on the training rows): ROC-AUC, Spearman's rho between
    the score and the advantage, accuracy per class at tau = 0.5, the base rate, and the escalation
    rate at each tau of a tau table; the held-out score quantiles go into the router file for
@@ -59,7 +60,8 @@ MIN_RECORDS = 20  # fewer steps than this cannot give a router or a meaningful h
 MODEL_TYPES = ("lightgbm", "logistic")
 TAU_HALF = 0.5  # the threshold of the per-class accuracies
 
-L2 = 1.0  # logistic: penalty on the standardised coefficients (not the intercept), summed loss
+LOGISTIC_CS = [0.01, 0.1, 1.0, 10.0]  # logistic: inverse L2 strengths tried in grouped cross-validation
+LOGISTIC_FOLDS = 5
 LGB_ROUNDS = 200
 LGB_PARAMS: dict[str, Any] = {
     "objective": "binary", "learning_rate": 0.05, "num_leaves": 8, "max_depth": 3, "lambda_l2": 1.0,
@@ -260,43 +262,43 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2, max_iter: int = 100) -> LogisticModel:
-    """L2-regularised logistic regression on standardised features, by Newton's method with
-    backtracking. A feature that is constant in `x` gets scale 1 (and coefficient 0)."""
-    means = x.mean(axis=0)
-    sd = x.std(axis=0)
-    scales = np.where(sd > 1e-12 * np.maximum(1.0, np.abs(means)), sd, 1.0)
-    z = (x - means) / scales
-    a = np.hstack([z, np.ones((z.shape[0], 1))])
-    t = y.astype(float)
-    d = a.shape[1]
-    reg = np.full(d, float(l2))
-    reg[-1] = 0.0
+def fit_logistic(x: np.ndarray, y: np.ndarray, groups: Sequence[str] | None = None, seed: int = 0,
+                 class_weight: str | None = "balanced") -> LogisticModel:
+    """scikit-learn's L2 logistic regression on standardised features, its strength chosen by ROC-AUC in
+    cross-validation grouped by problem (no problem on both sides of a fold), then calibrated (Platt: a
+    logistic regression of the label on the out-of-fold scores, folds by problem), which class weights
+    need: they move the raw probabilities towards one half. The calibrated model is again one logistic
+    model, stored as such. Without `groups` (or with fewer than 3 problems), each row is its own group."""
+    try:
+        from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+        from sklearn.model_selection import GroupKFold, cross_val_predict
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+    except ImportError:
+        raise ConfigError("--model logistic needs scikit-learn: pip install scikit-learn") from None
 
-    def loss(w: np.ndarray) -> float:
-        m = a @ w
-        return float(np.sum(np.logaddexp(0.0, m) - t * m) + 0.5 * np.sum(reg * w * w))
-
-    w = np.zeros(d)
-    f = loss(w)
-    for _ in range(max_iter):
-        p = _sigmoid(a @ w)
-        grad = a.T @ (p - t) + reg * w
-        hess = (a * (p * (1.0 - p))[:, None]).T @ a + np.diag(reg + 1e-9)
-        step = np.linalg.solve(hess, grad)
-        lr = 1.0
-        while True:
-            w_new = w - lr * step
-            f_new = loss(w_new)
-            if f_new <= f or lr < 1e-6:
-                break
-            lr *= 0.5
-        converged = float(np.max(np.abs(w_new - w))) < 1e-10 or abs(f - f_new) <= 1e-12 * max(1.0, abs(f))
-        w, f = w_new, f_new
-        if converged:
-            break
-    return LogisticModel(coefficients=[float(v) for v in w[:-1]], intercept=float(w[-1]),
-                         means=[float(v) for v in means], scales=[float(v) for v in scales])
+    groups = np.asarray(groups if groups is not None else np.arange(len(y)))
+    folds = GroupKFold(n_splits=int(min(LOGISTIC_FOLDS, len(set(groups.tolist())))))
+    if folds.n_splits < 2:
+        raise ConfigError("the logistic router's cross-validation needs rows of at least two problems")
+    splits = list(folds.split(x, y, groups))
+    # a fold of one class has no ROC-AUC: choose by log loss then
+    one_class = any(len(set(y[test].tolist())) < 2 or len(set(y[train].tolist())) < 2 for train, test in splits)
+    scoring = "neg_log_loss" if one_class else "roc_auc"
+    model = make_pipeline(StandardScaler(), LogisticRegressionCV(
+        Cs=LOGISTIC_CS, cv=splits, scoring=scoring, class_weight=class_weight, max_iter=1000, random_state=seed,
+        l1_ratios=(0.0,), use_legacy_attributes=False))
+    model.fit(x, y)
+    scaler, lr = model[0], model[1]
+    # out-of-fold decision values with the chosen strength, for the calibration
+    fixed = make_pipeline(StandardScaler(), LogisticRegression(C=float(np.ravel(lr.C_)[0]), class_weight=class_weight,
+                                                               max_iter=1000))
+    oof = cross_val_predict(fixed, x, y, cv=splits, method="decision_function")
+    platt = LogisticRegression(C=1e6, max_iter=1000).fit(oof.reshape(-1, 1), y)
+    a, b = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+    scales = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    return LogisticModel(coefficients=[a * float(v) for v in lr.coef_[0]], intercept=a * float(lr.intercept_[0]) + b,
+                         means=[float(v) for v in scaler.mean_], scales=[float(v) for v in scales])
 
 
 def predict_logistic(model: LogisticModel, x: np.ndarray) -> np.ndarray:
@@ -417,11 +419,13 @@ def train_router(traces_dir: str | Path, out_dir: str | Path, model: str = "ligh
     if train_counts.positive == 0 or train_counts.negative == 0:
         raise ConfigError(f"the {len(train_ids)} training problems (seed {seed}) hold steps of one class only: "
                           "collect more problems or try another --seed")
-    fit_idx = train_idx[balance_classes(labels[train_idx], seed)] if balance else train_idx
+    # lightgbm balances by down-sampling (the paper); logistic keeps every row and weighs the classes
+    fit_idx = train_idx[balance_classes(labels[train_idx], seed)] if balance and model != "logistic" else train_idx
     fit_counts = _counts(labels[fit_idx])
 
     if model == "logistic":
-        fitted: Any = fit_logistic(x[fit_idx], labels[fit_idx])
+        fitted: Any = fit_logistic(x[fit_idx], labels[fit_idx], [pids[i] for i in fit_idx], seed,
+                                   "balanced" if balance else None)
 
         def predict(rows: np.ndarray) -> np.ndarray:
             return predict_logistic(fitted, rows)
