@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -39,6 +40,9 @@ class EvalRecord(BaseModel):
     escalation_rate: float  # Solution.escalation_rate: share of routed steps the target wrote (0 without steps)
     wasted_escalations: int
     target_token_share: float  # share of the solution's tokens written by the target
+    split: Literal["val", "test"] = "test"  # val: run to choose thresholds on (eval.select), not reported
+    repeat: int = 0  # the run's repeat of this (problem, configuration)
+    modeled_seconds: float | None = None  # set when summarising (eval.latency), never stored
     solution: Solution
 
 

@@ -4,12 +4,13 @@ at matched accuracy, and an area score normalised between draft-only (0) and tar
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 
+import numpy as np
 from pydantic import BaseModel
 
 from eval.records import EvalRecord, config_key
+from eval.stats import area, cost_at_accuracy, wilson
 from reasoning.types import STAGES
 
 
@@ -38,26 +39,19 @@ class Point(BaseModel):
     flops: dict[str, float] = {}  # mean FLOPs per problem and stage
     wasted_draft_tokens: float = 0.0  # mean draft tokens per problem thrown away
     judge_share: float = 0.0  # judge seconds over all stage seconds
+    mean_modeled: float | None = None  # modeled seconds per problem (eval.latency), where records have them
     pareto: bool = False
-
-
-def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 0.0
-    p = k / n
-    d = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / d
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, mid - half), min(1.0, mid + half)
+    # paired with target-only on the same problems: accuracy difference (a fraction) with its paired-bootstrap
+    # 95% interval, the exact McNemar p-value, and the margin d such that the interval's low end is >= -d
+    diff_vs_target: float | None = None
+    diff_low: float | None = None
+    diff_high: float | None = None
+    mcnemar_p: float | None = None
+    noninferior_within: float | None = None
 
 
 def quantile(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    if not s:
-        return 0.0
-    pos = q * (len(s) - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+    return float(np.quantile(xs, q)) if xs else 0.0
 
 
 def summarize(records: list[EvalRecord]) -> list[Point]:
@@ -83,6 +77,8 @@ def summarize(records: list[EvalRecord]) -> list[Point]:
             flops={s: sum(r.costs.stage(s).flops for r in rs) / n for s in STAGES},
             wasted_draft_tokens=sum(r.costs.discarded.tokens for r in rs) / n,
             judge_share=_share(sum(r.costs.judge.seconds for r in rs), sum(r.costs.seconds for r in rs)),
+            mean_modeled=(None if any(r.modeled_seconds is None for r in rs)
+                          else sum(r.modeled_seconds for r in rs) / n),
         ))
     points.sort(key=lambda p: (p.policy, p.threshold if p.threshold is not None else -1.0, p.config))
     for p in pareto(points):
@@ -101,30 +97,13 @@ def pareto(points: list[Point]) -> list[Point]:
 
 
 def latency_at_accuracy(points: list[Point], goal: float, cost: str = "mean_latency") -> float | None:
-    """Lowest mean cost (`cost`: mean_latency or mean_flops) at which the policy's curve (points by
-    cost, linear between them) reaches `goal` accuracy; None when it never does."""
-    pts = sorted(points, key=lambda p: getattr(p, cost))
-    prev = None
-    for p in pts:
-        if p.accuracy >= goal:
-            if prev is None or prev.accuracy >= goal:
-                return getattr(p, cost)
-            f = (goal - prev.accuracy) / (p.accuracy - prev.accuracy)
-            return getattr(prev, cost) + f * (getattr(p, cost) - getattr(prev, cost))
-        prev = p
-    return None
+    """Lowest mean cost (`cost`: mean_latency, mean_flops or mean_modeled) at which the policy's curve
+    (points by cost, linear between them) reaches `goal` accuracy; None when it never does."""
+    return cost_at_accuracy([getattr(p, cost) for p in points], [p.accuracy for p in points], goal)
 
 
 def area_score(points: list[Point], draft_acc: float, target_acc: float) -> float | None:
     """Area under (accuracy - draft) / (target - draft) against the escalation rate on [0, 1], with
     draft-only at (0, 0) and target-only at (1, 1), as RouteLLM's APGR. None unless target-only is
     more accurate than draft-only: there is no gap to recover otherwise."""
-    if target_acc <= draft_acc or math.isclose(target_acc, draft_acc):
-        return None
-    best: dict[float, float] = {0.0: 0.0, 1.0: 1.0}
-    for p in points:
-        x = min(1.0, max(0.0, p.escalation_rate))
-        y = (p.accuracy - draft_acc) / (target_acc - draft_acc)
-        best[x] = max(best.get(x, -math.inf), y)
-    xs = sorted(best)
-    return sum((xs[i + 1] - xs[i]) * (best[xs[i]] + best[xs[i + 1]]) / 2 for i in range(len(xs) - 1))
+    return area([p.escalation_rate for p in points], [p.accuracy for p in points], draft_acc, target_acc)

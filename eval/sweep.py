@@ -1,10 +1,17 @@
 """Run routing policies over a benchmark: every (policy, threshold) on the same problems, one
-record per (problem, policy, threshold), appended durably and resumable after a crash."""
+record per (problem, policy, threshold, repeat), appended durably and resumable after a crash.
+
+Configurations run interleaved: for each problem (and repeat), every configuration in a seeded random
+order, so that the machine's drift hits all of them alike. With `select_limit`, thresholds are chosen
+on validation problems first (eval.select) and only the chosen ones run on the test problems.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
+import random
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,11 +75,18 @@ class SweepConfig(BaseModel):
     escalation_rates: list[float] = Field(default_factory=list)
     router_options: dict[str, Any] = Field(default_factory=dict)
     limits: dict[str, Any] = Field(default_factory=dict)
+    repeats: int = Field(1, ge=1)  # runs per test problem and configuration; repeat k > 0 samples with seed + k
+    select_limit: int | None = Field(None, ge=1)  # validation problems on which thresholds are chosen
+    select_margin: float = Field(0.0, ge=0.0, le=1.0)  # accuracy below target-only's a choice may give up
+    latency_profile: str | None = None  # a profile file (eval.latency); else one is fitted on the run's records
 
     def identity(self) -> dict[str, Any]:
-        """What must match to resume into the same output folder (policies may be added)."""
-        return self.model_dump(include={"dataset", "data_dir", "limit", "seed", "synthetic_steps", "synthetic_split",
-                                        "draft", "target", "limits"})
+        """What must match to resume into the same output folder (policies and repeats may be added)."""
+        out = self.model_dump(include={"dataset", "data_dir", "limit", "seed", "synthetic_steps", "synthetic_split",
+                                       "draft", "target", "limits"})
+        if self.select_limit is not None:  # only when set, so that folders of earlier versions still resume
+            out |= {"select_limit": self.select_limit, "select_margin": self.select_margin}
+        return out
 
 
 def plan(cfg: SweepConfig) -> list[tuple[str, float | None, float | None]]:
@@ -119,7 +133,7 @@ def _options_for(policy: str, options: dict[str, Any], rate: float | None) -> di
 
 
 def _record(cfg: SweepConfig, key: str, problem: Problem, policy: str, threshold: float | None,
-            rate: float | None, sol: Solution) -> EvalRecord:
+            rate: float | None, sol: Solution, split: str = "test", repeat: int = 0) -> EvalRecord:
     from reasoning.grading import grade
 
     fmt = problem.meta.get("answer_format")
@@ -136,25 +150,80 @@ def _record(cfg: SweepConfig, key: str, problem: Problem, policy: str, threshold
         escalation_rate=0.0 if escalated is None else escalated,
         wasted_escalations=sum(1 for s in steps if s.wasted_escalation),
         target_token_share=sum(s.tokens for s in by_target) / tokens if tokens else 0.0,
-        solution=sol,
+        split=split, repeat=repeat, solution=sol,
     )
 
 
-def run_sweep(cfg: SweepConfig, out_dir: str | Path, progress: bool = True) -> list[EvalRecord]:
-    """Run (or resume) a sweep into out_dir/records.jsonl and return every record of this config."""
+def _held_out(problem: Problem) -> bool:
+    """Whether a problem of a dataset without splits belongs to the validation part (a fifth, by a hash of
+    its question: the same problems whatever the file order or the limit)."""
+    return hashlib.sha256(problem.question.encode()).digest()[0] % 5 == 0
+
+
+def problem_sets(cfg: SweepConfig) -> tuple[list[Problem], list[Problem]]:
+    """(validation problems, test problems). Validation problems exist only with `select_limit`: the
+    synthetic set's val split, or a fifth of another dataset's problems (the test problems are then the
+    rest). A selection split without problems raises ConfigError."""
     from eval.datasets import load_dataset
-    from reasoning.api import Solver
+
+    if cfg.dataset == "synthetic":
+        test = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed,
+                            steps=cfg.synthetic_steps, split=cfg.synthetic_split)
+        if cfg.select_limit is None:
+            return [], test
+        if cfg.synthetic_split == "val":
+            raise ConfigError("--select-limit chooses on the val split, so the problems reported must come from "
+                              "another split: use --split test")
+        return load_dataset(cfg.dataset, limit=cfg.select_limit, seed=cfg.seed, steps=cfg.synthetic_steps,
+                            split="val"), test
+    if cfg.select_limit is None:
+        return [], load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit)
+    every = load_dataset(cfg.dataset, data_dir=cfg.data_dir)
+    val = [p for p in every if _held_out(p)][: cfg.select_limit]
+    test = [p for p in every if not _held_out(p)][: cfg.limit]
+    if not val:
+        raise ConfigError(f"dataset {cfg.dataset!r} has no validation problems to choose thresholds on")
+    if not test:
+        raise ConfigError(f"dataset {cfg.dataset!r} has no test problems left beside its validation problems")
+    return val, test
+
+
+def record_key(problem: Problem, run: tuple[str, float | None, float | None], repeat: int) -> str:
+    key = f"{problem.id}|{config_key(*run)}"
+    return key if repeat == 0 else f"{key}#{repeat}"
+
+
+def interleaved(cfg: SweepConfig, runs: list, problems: list[Problem], repeats: int) -> list[tuple[Any, Problem, int]]:
+    """(run, problem, repeat) for every run, problem by problem and repeat by repeat, the runs of each in a
+    random order seeded by the sweep's seed, the problem and the repeat (the same order on every resume)."""
+    out = []
+    for problem in problems:
+        for k in range(repeats):
+            order = list(runs)
+            random.Random(f"{cfg.seed}|{problem.id}|{k}").shuffle(order)
+            out += [(run, problem, k) for run in order]
+    return out
+
+
+def run_sweep(cfg: SweepConfig, out_dir: str | Path, progress: bool = True) -> list[EvalRecord]:
+    """Run (or resume) a sweep into out_dir/records.jsonl and return every record of this config: with
+    `select_limit`, the validation records (split "val") of every run, then the test records of the runs
+    chosen on them (eval.select) and of the references."""
+    from eval.select import choose_runs
 
     out = Path(out_dir)
     runs = plan(cfg)
-    if cfg.dataset == "synthetic":
-        problems = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit, seed=cfg.seed,
-                                steps=cfg.synthetic_steps, split=cfg.synthetic_split)
-    else:
-        problems = load_dataset(cfg.dataset, data_dir=cfg.data_dir, limit=cfg.limit)
-    ids = [p.id for p in problems]
+    if cfg.latency_profile:  # a bad profile fails before any model loads
+        from eval.latency import read_profile
+
+        read_profile(cfg.latency_profile).check_pair(cfg.draft, cfg.target, cfg.latency_profile)
+    val, test = problem_sets(cfg)
+    ids = [p.id for p in [*val, *test]]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"dataset {cfg.dataset!r} has duplicate problem ids; records could not be told apart")
+    if cfg.select_limit is not None and "target-only" not in cfg.policies:
+        raise ConfigError("--select-limit chooses thresholds against target-only's accuracy: add target-only to "
+                          "--policies")
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / RUN_FILE
     jsonl.check_identity(run_file, cfg.identity(),
@@ -164,32 +233,49 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, progress: bool = True) -> l
     jsonl.write_identity(run_file, cfg.identity(), config=cfg.model_dump())
 
     records_path = out / "records.jsonl"
-    existing = read_records(records_path)
-    done = {r.key: r for r in existing}
-    todo = [(run, p) for run in runs for p in problems if f"{p.id}|{config_key(*run)}" not in done]
-    log.info("%d runs x %d problems; %d done, %d to do", len(runs), len(problems), len(problems) * len(runs)
-             - len(todo), len(todo))
+    done = {r.key: r for r in read_records(records_path)}
+    solvers: dict[str, Any] = {}
+    with RecordWriter(records_path) as writer:
+        kept = []
+        if val:
+            # validation problems run once: they choose thresholds; repeats are for what is reported
+            kept += _run(cfg, interleaved(cfg, runs, val, 1), "val", done, writer, solvers, progress)
+            chosen = choose_runs(cfg, runs, kept)
+            log.info("chosen on %d validation problems: %s", len(val), ", ".join(config_key(*r) for r in chosen))
+            runs = chosen
+        kept += _run(cfg, interleaved(cfg, runs, test, cfg.repeats), "test", done, writer, solvers, progress)
+    return kept
 
+
+def _run(cfg: SweepConfig, work: list, split: str, done: dict[str, EvalRecord], writer: RecordWriter,
+         solvers: dict[str, Any], progress: bool) -> list[EvalRecord]:
+    """Solve what `done` lacks of `work`, appending each record; return the records of `work`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from reasoning.api import Solver
+
+    todo = [(run, p, k) for run, p, k in work if record_key(p, run, k) not in done]
+    log.info("%s: %d runs; %d done, %d to do", split, len(work), len(work) - len(todo), len(todo))
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("acc {task.fields[acc]}"), disable=not progress, transient=False)
-    solvers: dict[str, Solver] = {}
-    with RecordWriter(records_path) as writer, bar:
-        task = bar.add_task(f"eval {cfg.dataset}", total=len(todo), acc="-")
+    with bar:
+        task = bar.add_task(f"eval {cfg.dataset} ({split})", total=len(todo), acc="-")
         right = total = 0
-        for (policy, threshold, rate), problem in todo:
+        for (policy, threshold, rate), problem, k in todo:
             ck = config_key(policy, threshold, rate)
             if ck not in solvers:
                 solvers[ck] = _verdict(cfg) if policy == VERDICT_POLICY else Solver(
                     cfg.draft, cfg.target, policy, threshold,
                     router_options=_options_for(policy, cfg.router_options, rate), **cfg.limits)
             bar.update(task, description=f"{ck:>22s}")
-            sol = solvers[ck].solve(problem)
-            rec = _record(cfg, f"{problem.id}|{ck}", problem, policy, threshold, rate, sol)
+            if k == 0 or policy == VERDICT_POLICY:
+                sol = solvers[ck].solve(problem)
+            else:
+                sol = solvers[ck].solve(problem, seed=(cfg.limits.get("seed") or 0) + k)
+            rec = _record(cfg, record_key(problem, (policy, threshold, rate), k), problem, policy, threshold, rate,
+                          sol, split, k)
             writer.write(rec)
             done[rec.key] = rec
             right, total = right + rec.correct, total + 1
             bar.update(task, advance=1, acc=f"{right}/{total}")
-    keys = {f"{p.id}|{config_key(*run)}" for run in runs for p in problems}
-    return [r for k, r in done.items() if k in keys]
+    return [done[record_key(p, run, k)] for run, p, k in work]

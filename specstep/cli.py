@@ -168,8 +168,28 @@ def eval_(
     max_tokens: Annotated[int, typer.Option()] = SL.max_tokens,
     step_tokens: Annotated[int, typer.Option()] = SL.step_tokens,
     few_shot: FewShot = SL.few_shot,
+    repeats: Annotated[int, typer.Option(metavar="R", help="runs per problem and configuration (repeat k > 0 "
+                                         "samples with seed + k; greedy repeats measure time noise)")] = 1,
+    select_limit: Annotated[int | None, typer.Option(metavar="N", help="choose each policy's threshold on N "
+                                                     "validation problems (needs target-only), run only the chosen "
+                                                     "ones on the test problems")] = None,
+    select_margin: Annotated[float, typer.Option(help="accuracy (0-1) below target-only's that a chosen "
+                                                 "threshold may give up (default 0)")] = 0.0,
+    latency_profile: Annotated[str | None, typer.Option(metavar="FILE", help="latency profile for modeled "
+                                                        "seconds (default: fitted on this run)")] = None,
+    bootstrap: Annotated[int, typer.Option(metavar="B", help="bootstrap resamples for the intervals")] = 2000,
 ) -> int:
     return _cmd_eval(_args(locals()))
+
+
+@app.command("report", help="write summary, curve and report again from a finished eval folder")
+def report(
+    folder: Annotated[str, typer.Argument(help="an eval --out folder")],
+    latency_profile: Annotated[str | None, typer.Option(metavar="FILE", help="latency profile for modeled "
+                                                        "seconds (default: fitted on the folder's records)")] = None,
+    bootstrap: Annotated[int, typer.Option(metavar="B", help="bootstrap resamples for the intervals")] = 2000,
+) -> int:
+    return _cmd_report(_args(locals()))
 
 
 @app.command("train-router", help="train the arbitrage router on collected traces")
@@ -484,6 +504,14 @@ def _cmd_eval(args: SimpleNamespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise SpecstepError(f"--limit must be at least 1, got {args.limit}")
+    if args.repeats < 1:
+        raise SpecstepError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.select_limit is not None and args.select_limit < 1:
+        raise SpecstepError(f"--select-limit must be at least 1, got {args.select_limit}")
+    if not 0.0 <= args.select_margin <= 1.0:
+        raise SpecstepError(f"--select-margin must be between 0 and 1, got {args.select_margin}")
+    if args.bootstrap < 100:
+        raise SpecstepError(f"--bootstrap must be at least 100, got {args.bootstrap}")
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     cfg = SweepConfig(
         dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, seed=args.seed,
@@ -494,14 +522,53 @@ def _cmd_eval(args: SimpleNamespace) -> int:
         router_options=router_options(args),
         limits={"max_steps": args.max_steps, "max_tokens": args.max_tokens, "step_tokens": args.step_tokens,
                 "few_shot": args.few_shot},
+        repeats=args.repeats, select_limit=args.select_limit, select_margin=args.select_margin,
+        latency_profile=args.latency_profile,
     )
     records = run_sweep(cfg, args.out)
-    points = write_outputs(records, args.out, cfg.draft, cfg.target)
+    profile = _profile(args.latency_profile, cfg.draft, cfg.target)
+    points = write_outputs(records, args.out, cfg.draft, cfg.target, profile, n_boot=args.bootstrap,
+                           select_margin=cfg.select_margin)
     out = Console(highlight=False)
     for p in points:
         out.print(f"{p.config:>24s}  acc {100 * p.accuracy:5.1f}%  mean {p.mean_latency:6.2f}s  "
                   f"escalated {100 * p.escalation_rate:5.1f}%{'  pareto' if p.pareto else ''}")
     out.print(f"wrote {args.out}/records.jsonl, summary.json, summary.csv, curve.png, report.md")
+    return 0
+
+
+def _profile(path: str | None, draft: str, target: str):
+    if path is None:
+        return None
+    from eval.latency import read_profile
+
+    profile = read_profile(path)
+    profile.check_pair(draft, target, path)
+    return profile
+
+
+def _cmd_report(args: SimpleNamespace) -> int:
+    import json
+    from pathlib import Path
+
+    from eval.records import read_records
+    from eval.report import write_outputs
+    from eval.sweep import RUN_FILE, SweepConfig
+
+    folder = Path(args.folder)
+    if args.bootstrap < 100:
+        raise SpecstepError(f"--bootstrap must be at least 100, got {args.bootstrap}")
+    try:
+        cfg = SweepConfig.model_validate(json.loads((folder / RUN_FILE).read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SpecstepError(f"{folder} is not an eval folder (no readable {RUN_FILE})") from None
+    profile = _profile(args.latency_profile or cfg.latency_profile, cfg.draft, cfg.target)
+    records = read_records(folder / "records.jsonl")
+    if not records:
+        raise SpecstepError(f"{folder} has no records yet")
+    write_outputs(records, folder, cfg.draft, cfg.target, profile, n_boot=args.bootstrap,
+                  select_margin=cfg.select_margin)
+    print(f"wrote {folder}/summary.json, summary.csv, curve.png, report.md")
     return 0
 
 

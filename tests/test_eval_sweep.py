@@ -110,6 +110,47 @@ def test_killed_sweep_resumes_without_lost_or_duplicated_records(cli, tmp_path):
         assert (out / name).exists()
 
 
+@pytest.mark.slow
+def test_sweep_chooses_on_validation_problems_interleaves_and_resumes_with_repeats(tmp_path):
+    from eval.latency import fit_profile, with_modeled_seconds
+    from eval.select import choose
+    from eval.summary import summarize
+
+    cfg = SweepConfig(dataset="synthetic", limit=1, seed=2, policies=["draft-only", "target-only", "random"],
+                      thresholds=[0.2, 0.9], limits={"max_steps": 2, "step_tokens": 24, "max_tokens": 64}, repeats=2,
+                      select_limit=2, **PAIR)
+    recs = run_sweep(cfg, tmp_path, progress=False)
+    val, test = [r for r in recs if r.split == "val"], [r for r in recs if r.split == "test"]
+    assert len(val) == 4 * 2 and {r.repeat for r in val} == {0}  # validation runs once
+    assert all("-val-" in r.problem_id for r in val) and not any("-val-" in r.problem_id for r in test)
+    # the test problem ran the references and the threshold chosen on the validation records only
+    chosen = choose(summarize(with_modeled_seconds(val, fit_profile([r.solution for r in val], **PAIR))[0]))
+    assert {(r.policy, r.threshold) for r in test} == {("draft-only", None), ("target-only", None),
+                                                       ("random", float(chosen["random"].config.split("@")[1]))}
+    assert len(test) == 3 * 2 and {r.repeat for r in test} == {0, 1}
+    # greedy repeats write the same steps; keys tell them apart
+    by_key = {r.key: r for r in recs}
+    for r in test:
+        if r.repeat == 1:
+            twin = by_key[r.key.removesuffix("#1")]
+            assert [s.text for s in r.solution.steps] == [s.text for s in twin.solution.steps]
+    # interleaved: each (problem, repeat) runs every configuration in a row, not always in the same order
+    stored = read_records(tmp_path / "records.jsonl")
+    blocks = [stored[0:4], stored[4:8], stored[8:11], stored[11:14]]
+    assert all(len({(r.problem_id, r.repeat) for r in b}) == 1 for b in blocks)
+    assert len({tuple(r.key.split("|")[1].split("#")[0] for r in b) for b in blocks}) > 2
+    # resume: nothing runs twice; a third repeat adds only repeat 2 of the test runs
+    assert [r.key for r in run_sweep(cfg, tmp_path, progress=False)] == [r.key for r in recs]
+    more = run_sweep(cfg.model_copy(update={"repeats": 3}), tmp_path, progress=False)
+    assert len(more) == len(recs) + 3 and len(read_records(tmp_path / "records.jsonl")) == len(more)
+    write_outputs(more, tmp_path, cfg.draft, cfg.target, n_boot=200)
+    report = (tmp_path / "report.md").read_text()
+    assert "Chosen on validation problems" in report and "modeled s" in report
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {p["config"] for p in summary["points"]} == {"draft-only", "target-only", chosen["random"].config}
+    assert all(p["n"] == 3 and p["mean_modeled"] > 0 for p in summary["points"])
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--dataset", "gsm9k", "--policies", "draft-only"], "unknown dataset 'gsm9k'"),
     (["--dataset", "gsm8k", "--data-dir", "/no/such/dir", "--policies", "draft-only"], "/no/such/dir"),
