@@ -1,20 +1,21 @@
 """Head to head: every step policy, and the target with token-level speculative decoding, on the same
 held-out testbed problems.
 
-    python benchmarks/head_to_head.py --n 30 --out runs/h2h
+    python benchmarks/head_to_head.py --n 200 --n-val 50 --out runs/testbed
 
 Runs, into the folder of benchmarks/testbed.py (whose records it reuses: same problems, same
-limits): draft-only, target-only, specreason, arbitrage, oracle and random (the anchors);
+limits), each policy's thresholds chosen on validation problems first (as benchmarks/testbed.py):
+draft-only, target-only, specreason, arbitrage, oracle and random (the anchors);
 first-token at entropy thresholds; cascade (the draft's confidence gate, then the shipped Arbitrage
 router's gate, then the target's judge) and best-of-n (n = 3) at judge thresholds; handoff at
 entropy thresholds; lookahead (k = 3) at judge thresholds. Then, in OUT/token-spec (another target
 spec, so another folder), the baseline users would pick instead: the target with token-level
 speculative decoding from the same draft (`hf:testbed-target?assistant=testbed-draft`, greedy, lossless),
 and step-level policies composed with it; their configurations are named `POLICY+token-spec`.
-Prints the configuration table (accuracy with a 95% interval, latency, FLOPs, escalation, wasted
-draft tokens, judge share) and the policy table (speedup over target-only at matched accuracy, area
-score against random's, and each policy against arbitrage at the best accuracy both reach); the
-curve holds every policy's frontier.
+Prints eval's report: the configuration table (accuracy with its interval, the paired difference
+from target-only with McNemar's test, latency, modeled latency, FLOPs, escalation) and the policy
+tables (speedup over target-only at matched accuracy, area score, and policy against policy at the
+best accuracy both reach, each with a paired-bootstrap 95% interval); the curve holds every frontier.
 
 The testbed pair is tiny models on a synthetic task: the numbers compare the policies' machinery,
 not their quality on real models. RSD is not run: no process reward model exists for the testbed.
@@ -29,20 +30,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import testbed  # noqa: E402  (benchmarks/testbed.py: the sweep and the tables)
+import testbed  # noqa: E402  (benchmarks/testbed.py: the sweep)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=30, help="held-out test problems (default 30)")
+    ap.add_argument("--n", type=int, default=200, help="test problems (default 200)")
+    ap.add_argument("--n-val", type=int, default=50, help="validation problems thresholds are chosen on (default 50)")
     ap.add_argument("--steps", type=int, default=3, help="operations per problem (default 3)")
-    ap.add_argument("--out", default="runs/h2h", help="sweep folder (resumable; testbed.py's records are reused)")
+    ap.add_argument("--out", default="runs/testbed", help="sweep folder (resumable; testbed.py's records are reused)")
     ap.add_argument("--first-token", default="0.001,0.003,0.01,0.04",
                     help="first-token entropy thresholds (nats; the testbed draft's are tiny)")
     ap.add_argument("--cascade", default="0.6,0.9", help="cascade judge thresholds")
     ap.add_argument("--best-of-n", default="0.6,0.9", help="best-of-n judge thresholds")
     ap.add_argument("--handoff", default="0.5,1.0,1.5,2.5", help="handoff entropy thresholds (nats)")
     ap.add_argument("--lookahead", default="0.6,0.9", help="lookahead judge thresholds")
+    ap.add_argument("--random-rates", default="0.15,0.3,0.45,0.6", help="random's escalation rates")
     ap.add_argument("--spec-tokens", type=int, default=2,
                     help="tokens the assistant proposes per target pass (2 measured best on this CPU)")
     ap.add_argument("--token-spec-handoff", default="0.5,1.0",
@@ -55,7 +58,6 @@ def main() -> None:
 
     torch.set_num_threads(2)
     from eval.report import write_outputs
-    from eval.summary import summarize
 
     out, n, steps = Path(args.out), args.n, args.steps
 
@@ -63,11 +65,12 @@ def main() -> None:
         return [float(x) for x in text.split(",") if x]
 
     only = {x.strip() for x in args.policies.split(",") if x.strip()}
+    kw = {"n_val": args.n_val}
 
-    def sweep(folder, policy, **kw):
-        return testbed._sweep(folder, n, steps, [policy], **kw) if not only or policy in only else []
+    def sweep(folder, policy, **more):
+        return testbed._sweep(folder, n, steps, [policy], **kw, **more) if not only or policy in only else []
 
-    recs = testbed._sweep(out, n, steps, ["draft-only", "target-only"])
+    recs = testbed._sweep(out, n, steps, ["draft-only", "target-only"], **kw)
     recs += sweep(out, "oracle")
     recs += sweep(out, "specreason", thresholds=[0.3, 0.6, 0.9])
     recs += sweep(out, "arbitrage", rates=[0.15, 0.3, 0.45], options={"model": "testbed"})
@@ -77,23 +80,24 @@ def main() -> None:
     recs += sweep(out, "best-of-n", thresholds=floats(args.best_of_n), options={"n": "3"})
     recs += sweep(out, "handoff", thresholds=floats(args.handoff))
     recs += sweep(out, "lookahead", thresholds=floats(args.lookahead), options={"k": "3"})
-    # the target with token-level speculative decoding, alone and under step-level policies
+    recs += sweep(out, "random", rates=floats(args.random_rates))
+    # the target with token-level speculative decoding, alone and under step-level policies; their
+    # thresholds are chosen in their own folder, against that target (OUT/token-spec/selection.json)
     if not only or "+token-spec" in only:
         spec_target = f"hf:{testbed.TARGET}?assistant={testbed.DRAFT}&spec_tokens={args.spec_tokens}"
         tok = out / "token-spec"
-        composed = testbed._sweep(tok, n, steps, ["target-only"], target=spec_target)
+        composed = testbed._sweep(tok, n, steps, ["target-only"], target=spec_target, **kw)
         composed += testbed._sweep(tok, n, steps, ["arbitrage"], rates=[0.3, 0.45], options={"model": "testbed"},
-                                   target=spec_target)
+                                   target=spec_target, **kw)
         composed += testbed._sweep(tok, n, steps, ["handoff"], thresholds=floats(args.token_spec_handoff),
-                                   target=spec_target)
-        recs += [r.model_copy(update={"policy": f"{r.policy}+token-spec"}) for r in composed]
-    seen = summarize(recs)
-    matched = sorted({round(20 * p.escalation_rate) / 20 for p in seen if p.policy not in ("draft-only",
-                      "target-only", "oracle", "random")} | {0.25, 0.5, 0.75})
-    recs += sweep(out, "random", rates=[r for r in matched if 0.0 < r < 1.0])
-    points = write_outputs(recs, out, testbed.DRAFT, testbed.TARGET)
-    head = [f"# head to head: {testbed.DRAFT} -> {testbed.TARGET}, {n} held-out {steps}-step problems", ""]
-    body = testbed.report(points, versus="arbitrage") + ["", f"curve: {out}/curve.png, report: {out}/report.md"]
+                                   target=spec_target, **kw)
+        write_outputs(testbed.unique(composed), tok, testbed.DRAFT, spec_target)
+        recs += [r.model_copy(update={"policy": f"{r.policy}+token-spec"}) for r in testbed.unique(composed)
+                 if r.split == "test"]
+    write_outputs(testbed.unique(recs), out, testbed.DRAFT, testbed.TARGET)
+    head = [f"# head to head: {testbed.DRAFT} -> {testbed.TARGET}, {n} test {steps}-step problems, thresholds "
+            f"chosen on {args.n_val} validation problems", ""]
+    body = (out / "report.md").read_text().splitlines()
     print("\n".join(body))
     (out / "head_to_head.md").write_text("\n".join(head + body) + "\n")
 
