@@ -117,7 +117,7 @@ def test_sweep_chooses_on_validation_problems_interleaves_and_resumes_with_repea
     from eval.summary import summarize
 
     cfg = SweepConfig(dataset="synthetic", limit=1, seed=2, policies=["draft-only", "target-only", "random"],
-                      thresholds=[0.2, 0.9], limits={"max_steps": 2, "step_tokens": 24, "max_tokens": 64}, repeats=2,
+                      thresholds=[0.2, 0.9], limits={"max_steps": 1, "step_tokens": 24, "max_tokens": 48}, repeats=2,
                       select_limit=2, **PAIR)
     recs = run_sweep(cfg, tmp_path, progress=False)
     val, test = [r for r in recs if r.split == "val"], [r for r in recs if r.split == "test"]
