@@ -1,4 +1,5 @@
-"""curve.png: accuracy against mean latency (left), estimated FLOPs (middle) and target-token share (right)."""
+"""curve.png: accuracy against mean latency, modeled seconds (where the points have them), estimated FLOPs
+and target-token share, one panel each."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ def plot_curve(points: list[Point], path: Path, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-    for ax, xkey, xlabel in ((axes[0], "mean_latency", "mean latency per problem (s)"),
-                             (axes[1], "mean_flops", "estimated FLOPs per problem"),
-                             (axes[2], "target_token_share", "target-token share")):
+    panels = [("mean_latency", "mean latency per problem (s)"), ("mean_flops", "estimated FLOPs per problem"),
+              ("target_token_share", "target-token share")]
+    if points and all(p.mean_modeled is not None for p in points):
+        panels.insert(1, ("mean_modeled", "modeled seconds per problem (latency profile)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.7 * len(panels), 4.8))
+    for ax, (xkey, xlabel) in zip(axes, panels):
         for policy in sorted({p.policy for p in points}):
             pts = sorted((p for p in points if p.policy == policy), key=lambda p: getattr(p, xkey))
             xs = [getattr(p, xkey) for p in pts]
