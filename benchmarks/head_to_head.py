@@ -23,7 +23,6 @@ not their quality on real models. RSD is not run: no process reward model exists
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -34,11 +33,7 @@ import testbed  # noqa: E402  (benchmarks/testbed.py: the sweep)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=200, help="test problems (default 200)")
-    ap.add_argument("--n-val", type=int, default=50, help="validation problems thresholds are chosen on (default 50)")
-    ap.add_argument("--steps", type=int, default=3, help="operations per problem (default 3)")
-    ap.add_argument("--out", default="runs/testbed", help="sweep folder (resumable; testbed.py's records are reused)")
+    ap = testbed.parser(__doc__)
     ap.add_argument("--first-token", default="0.001,0.003,0.01,0.04",
                     help="first-token entropy thresholds (nats; the testbed draft's are tiny)")
     ap.add_argument("--cascade", default="0.6,0.9", help="cascade judge thresholds")

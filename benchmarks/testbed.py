@@ -101,12 +101,18 @@ def unique(records):
     return list({r.key: r for r in records}.values())
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The options both testbed benchmarks take: test and validation problems, steps, folder."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200, help="test problems (default 200)")
     ap.add_argument("--n-val", type=int, default=50, help="validation problems thresholds are chosen on (default 50)")
     ap.add_argument("--steps", type=int, default=3, help="operations per problem (default 3)")
-    ap.add_argument("--out", default="runs/testbed", help="sweep folder (resumable)")
+    ap.add_argument("--out", default="runs/testbed", help="sweep folder (resumable; both benchmarks share it)")
+    return ap
+
+
+def main() -> None:
+    ap = parser(__doc__)
     ap.add_argument("--specreason", default="0.3,0.6,0.9", help="specreason thresholds")
     ap.add_argument("--arbitrage-rates", default="0.15,0.3,0.45", help="arbitrage escalation rates")
     ap.add_argument("--random-rates", default="0.15,0.3,0.45,0.6", help="random's escalation rates")

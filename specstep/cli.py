@@ -93,6 +93,9 @@ DataDir = Annotated[str | None, typer.Option(help="folder with the unified JSONL
 Limit = Annotated[int | None, typer.Option(help="first N problems")]
 Seed = Annotated[int, typer.Option(help="seed of the synthetic set (and of sampling)")]
 Steps = Annotated[int, typer.Option(help="steps per synthetic problem (difficulty, 1-8)")]
+LatencyProfileOpt = Annotated[str | None, typer.Option(metavar="FILE", help="latency profile for modeled seconds: "
+                                                     "a file or a shipped name (default: fitted on the records)")]
+Bootstrap = Annotated[int, typer.Option(metavar="B", help="bootstrap resamples for the intervals (at least 100)")]
 Split = Annotated[Literal["train", "val", "test"], typer.Option(help="split of the synthetic set (default test; "
                                                                 "collect router traces on train)")]
 
@@ -168,16 +171,14 @@ def eval_(
     max_tokens: Annotated[int, typer.Option()] = SL.max_tokens,
     step_tokens: Annotated[int, typer.Option()] = SL.step_tokens,
     few_shot: FewShot = SL.few_shot,
-    repeats: Annotated[int, typer.Option(metavar="R", help="runs per problem and configuration (repeat k > 0 "
-                                         "samples with seed + k; greedy repeats measure time noise)")] = 1,
+    repeats: Annotated[int, typer.Option(metavar="R", help="runs per test problem and configuration (repeat k > "
+                                         "0 samples with seed + k; greedy repeats measure time noise)")] = 1,
     select_limit: Annotated[int | None, typer.Option(metavar="N", help="choose each policy's threshold on N "
                                                      "validation problems (needs target-only), run only the chosen "
                                                      "ones on the test problems")] = None,
     select_margin: Annotated[float, typer.Option(help="accuracy (0-1) below target-only's that a chosen "
                                                  "threshold may give up (default 0)")] = 0.0,
-    latency_profile: Annotated[str | None, typer.Option(metavar="FILE", help="latency profile for modeled "
-                                                        "seconds (default: fitted on this run)")] = None,
-    bootstrap: Annotated[int, typer.Option(metavar="B", help="bootstrap resamples for the intervals")] = 2000,
+    latency_profile: LatencyProfileOpt = None, bootstrap: Bootstrap = 2000,
 ) -> int:
     return _cmd_eval(_args(locals()))
 
@@ -185,9 +186,7 @@ def eval_(
 @app.command("report", help="write summary, curve and report again from a finished eval folder")
 def report(
     folder: Annotated[str, typer.Argument(help="an eval --out folder")],
-    latency_profile: Annotated[str | None, typer.Option(metavar="FILE", help="latency profile for modeled "
-                                                        "seconds (default: fitted on the folder's records)")] = None,
-    bootstrap: Annotated[int, typer.Option(metavar="B", help="bootstrap resamples for the intervals")] = 2000,
+    latency_profile: LatencyProfileOpt = None, bootstrap: Bootstrap = 2000,
 ) -> int:
     return _cmd_report(_args(locals()))
 
@@ -510,8 +509,7 @@ def _cmd_eval(args: SimpleNamespace) -> int:
         raise SpecstepError(f"--select-limit must be at least 1, got {args.select_limit}")
     if not 0.0 <= args.select_margin <= 1.0:
         raise SpecstepError(f"--select-margin must be between 0 and 1, got {args.select_margin}")
-    if args.bootstrap < 100:
-        raise SpecstepError(f"--bootstrap must be at least 100, got {args.bootstrap}")
+    _check_bootstrap(args.bootstrap)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     cfg = SweepConfig(
         dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, seed=args.seed,
@@ -537,6 +535,11 @@ def _cmd_eval(args: SimpleNamespace) -> int:
     return 0
 
 
+def _check_bootstrap(n: int) -> None:
+    if n < 100:
+        raise SpecstepError(f"--bootstrap must be at least 100, got {n}")
+
+
 def _profile(path: str | None, draft: str, target: str):
     if path is None:
         return None
@@ -556,8 +559,7 @@ def _cmd_report(args: SimpleNamespace) -> int:
     from eval.sweep import RUN_FILE, SweepConfig
 
     folder = Path(args.folder)
-    if args.bootstrap < 100:
-        raise SpecstepError(f"--bootstrap must be at least 100, got {args.bootstrap}")
+    _check_bootstrap(args.bootstrap)
     try:
         cfg = SweepConfig.model_validate(json.loads((folder / RUN_FILE).read_text())["config"])
     except (OSError, ValueError, KeyError, TypeError):

@@ -207,6 +207,7 @@ def test_eval_refuses_bad_statistics_options_before_any_model_loads(cli, tmp_pat
     base = ["eval", "--dataset", "synthetic", "--policies", "draft-only,target-only", "--out", str(tmp_path / "o")]
     assert "--repeats must be at least 1" in cli(*base, "--repeats", "0").error_line()
     assert "--select-limit must be at least 1" in cli(*base, "--select-limit", "0").error_line()
+    assert "--bootstrap must be at least 100" in cli(*base, "--bootstrap", "5").error_line()
     r = cli(*base, "--select-limit", "3", "--split", "val")
     assert r.returncode == 2 and "another split" in r.error_line()
     (tmp_path / "p.json").write_text("not json")
