@@ -99,6 +99,9 @@ def headline(points: list[Point], data: Paired, n_boot: int = N_BOOT, seed: int 
             p.diff_vs_target, p.diff_low, p.diff_high = diff.value, diff.low, diff.high
             p.mcnemar_p = test.p_value
             p.noninferior_within = None if diff.low is None else max(0.0, -diff.low)
+            # how much cheaper than target-only this configuration is, whatever its accuracy
+            p.cost_vs_target = {mt: _est(boot(lambda m, i=i, mt=mt: float(m[mt][t] / m[mt][i]) if m[mt][i] > 0
+                                              else None, fill=None), 1.0) for mt in metrics}
     out: dict[str, dict] = {}
     for policy in policies:
         idx = rows[policy]
@@ -168,11 +171,13 @@ def write_outputs(records: list[EvalRecord], out_dir: str | Path, draft: str, ta
 
 
 def _ratio(e: dict | None) -> str:
-    """A ratio with its interval, "not significant" where the interval includes 1."""
+    """A ratio with its interval, "not significant" where the interval includes 1, and how often a resample
+    did not reach the accuracy asked for."""
     if e is None or e["value"] is None:
         return "not reached"
     text = f"{e['value']:.2f}x ({e['low']:.2f}-{e['high']:.2f})"
-    return text if e["significant"] else text + " not significant"
+    text = text if e["significant"] else text + " not significant"
+    return text + (f"; not reached in {100 * e['missing']:.0f}% of resamples" if e["missing"] >= 0.005 else "")
 
 
 def _fmt(x: float | None, pct: bool = False) -> str:
@@ -185,6 +190,14 @@ def _area(e: dict | None) -> str:
     if e is None:
         return "n/a"
     text = f"{e['value']:.2f} ({e['low']:.2f}-{e['high']:.2f})"
+    return text if e["significant"] else text + " not significant"
+
+
+def _cost(p: Point, metric: str) -> str:
+    e = p.cost_vs_target.get(metric)
+    if e is None or e["value"] is None:
+        return ""
+    text = f"{e['value']:.2f}x ({e['low']:.2f}-{e['high']:.2f})"
     return text if e["significant"] else text + " not significant"
 
 
@@ -206,14 +219,16 @@ def render_report(points: list[Point], heads: dict, draft: str, target: str, rec
              "Intervals are 95%: Wilson for an accuracy; for everything compared with another configuration, a "
              "paired bootstrap over problems (every configuration ran the same problems). Against target-only: "
              "accuracy difference in points (interval) and the exact McNemar test's p-value.", "",
-             "| config | n | accuracy (95% CI) | vs target-only, points | mean s | p90 s | "
+             "| config | n | accuracy (95% CI) | vs target-only, points | cost of target-only over this ("
+             + ("modeled" if modeled else "FLOPs") + ") | mean s | p90 s | "
              + ("modeled s | " if modeled else "") + "GFLOPs | target-token share | escalation rate "
              "| wasted | no answer | Pareto |",
-             "| --- | --- | --- | --- | --- | --- | " + ("--- | " if modeled else "")
+             "| --- | --- | --- | --- | --- | --- | --- | " + ("--- | " if modeled else "")
              + "--- | --- | --- | --- | --- | --- |"]
     for p in points:
         lines.append(f"| {p.config} | {p.n} | {100 * p.accuracy:.1f}% ({100 * p.ci_low:.0f}-{100 * p.ci_high:.0f}) | "
-                     f"{_diff(p)} | {p.mean_latency:.2f} | {p.p90_latency:.2f} | "
+                     f"{_diff(p)} | {_cost(p, 'modeled' if modeled else 'flops')} | {p.mean_latency:.2f} | "
+                     f"{p.p90_latency:.2f} | "
                      + (f"{p.mean_modeled:.2f} | " if modeled else "") + f"{p.mean_flops / 1e9:.1f} | "
                      f"{100 * p.target_token_share:.0f}% | "
                      f"{100 * p.escalation_rate:.0f}% | {p.wasted_escalations} | {p.format_failures} | "

@@ -48,6 +48,8 @@ class Point(BaseModel):
     diff_high: float | None = None
     mcnemar_p: float | None = None
     noninferior_within: float | None = None
+    # target-only's mean cost over this configuration's, per cost (wall, flops, modeled), with its interval
+    cost_vs_target: dict[str, dict] = {}
 
 
 def quantile(xs: list[float], q: float) -> float:

@@ -85,6 +85,8 @@ def test_bootstrap_interval_covers_a_known_ratio_on_synthetic_records():
     assert est["value"] == pytest.approx(sum(r.wall_seconds for r in t) / sum(r.wall_seconds for r in p))
     assert est["low"] < 2.0 < est["high"] and est["significant"] and est["low"] > 1.0
     by = {pt.config: pt for pt in points}
+    cost = by["policy@0.5"].cost_vs_target["wall"]  # target-only's cost over this configuration's
+    assert cost["value"] == pytest.approx(est["value"]) and cost["low"] > 1.0 and cost["significant"]
     assert by["policy@0.5"].diff_vs_target == 0.0 and by["policy@0.5"].mcnemar_p == 1.0
     assert by["policy@0.5"].noninferior_within == 0.0  # the same problems solved: the interval is [0, 0]
     assert by["draft-only"].diff_high < 0 and by["draft-only"].mcnemar_p < 0.05
