@@ -201,3 +201,18 @@ def test_the_readme_example_keeps_draft_steps_escalates_wrong_ones_and_is_right(
     escalated = [i for i, st in enumerate(sol.steps) if st.decision == "escalate"]
     assert kept and escalated and sol.answer == p.gold, [(st.author, st.text) for st in sol.steps]
     assert all(not check_step(p, i, sol.steps[i].draft_text) and check_step(p, i, sol.steps[i].text) for i in escalated)
+
+
+def test_low_rank_svd_equals_the_full_svd_on_a_low_rank_update():
+    import torch
+
+    from training.testbed import low_rank_svd
+
+    g = torch.Generator().manual_seed(1)
+    m = torch.randn(1536, 40, generator=g) @ torch.randn(40, 576, generator=g) * 0.01  # a rank-40 update
+    u, s, vh = torch.linalg.svd(m, full_matrices=False)
+    u2, s2, vh2 = low_rank_svd(m, 40)
+    assert torch.allclose(s2[:40], s[:40], rtol=1e-4, atol=1e-6)
+    cut, cut2 = (u[:, :24] * s[:24]) @ vh[:24], (u2[:, :24] * s2[:24]) @ vh2[:24]  # the stored truncation
+    assert torch.allclose(cut2, cut, atol=1e-5 * float(cut.abs().max()))
+    assert torch.allclose((u2[:, :40] * s2[:40]) @ vh2[:40], m, atol=1e-5 * float(m.abs().max()))

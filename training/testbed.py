@@ -208,6 +208,19 @@ def train_one(model, examples: Examples, steps: int, lr: float, cfg: TestbedConf
             "history": history}
 
 
+def low_rank_svd(m: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The SVD (U, S, Vh, largest first) of a matrix of rank <= `rank`, from an orthonormal basis of its
+    column space (a seeded Gaussian sketch, QR) and the SVD of the small projected matrix: equal to the
+    full SVD's leading `rank` components up to rounding, for a fraction of its cost."""
+    k = min(min(m.shape), rank + 8)
+    if k >= min(m.shape):
+        return torch.linalg.svd(m, full_matrices=False)
+    sketch = torch.randn(m.shape[1], k, generator=torch.Generator().manual_seed(0), dtype=m.dtype)
+    q, _ = torch.linalg.qr(m @ sketch)
+    ub, sv, vh = torch.linalg.svd(q.T @ m, full_matrices=False)
+    return q @ ub, sv, vh
+
+
 def fold(model, wrapped: dict[str, LoRALinear], ref: dict[str, torch.Tensor],
          rank: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Merge each LoRA into its layer as the layer's whole update against `ref` (its weight before any
@@ -218,7 +231,8 @@ def fold(model, wrapped: dict[str, LoRALinear], ref: dict[str, torch.Tensor],
         for name, lora in wrapped.items():
             w = lora.base.weight
             delta = w.float() + lora.scale * (lora.lora_B @ lora.lora_A) - ref[name]
-            u, sv, vh = torch.linalg.svd(delta, full_matrices=False)
+            # the update so far has rank <= `rank` and the LoRA adds its own: a range of that size holds it
+            u, sv, vh = low_rank_svd(delta, rank + lora.lora_A.shape[0])
             root = sv[:rank].sqrt()
             a, b = root[:, None] * vh[:rank], u[:, :rank] * root[None, :]
             w.copy_((ref[name] + b @ a).to(w.dtype))
