@@ -9,7 +9,7 @@ from pathlib import Path
 from eval.latency import LatencyProfile
 from eval.records import EvalRecord, config_key
 from eval.stats import Estimate, Paired, Resampler, area, cost_at_accuracy, mcnemar, paired
-from eval.summary import Point, latency_at_accuracy, summarize
+from eval.summary import Point, summarize
 
 TINY_NOTE = ("Models: {draft} (draft) and {target} (target). If these are the bundled tiny models, the numbers "
              "measure the machinery, not the method: the models are weak at math.")
@@ -22,14 +22,6 @@ RANDOM_AREA = 0.5  # the area score of routing at random: accuracy linear in the
 
 def _ref(points: list[Point], policy: str) -> Point | None:
     return next((p for p in points if p.policy == policy), None)
-
-
-def speedup_between(a: list[Point], b: list[Point], cost: str = "mean_latency") -> tuple[float | None, float]:
-    """How much cheaper policy `a` is than policy `b` at matched accuracy: b's cost over a's at the highest
-    accuracy both curves reach (None when either reaches it at no cost); and that accuracy."""
-    goal = min(max(p.accuracy for p in a), max(p.accuracy for p in b))
-    ca, cb = latency_at_accuracy(a, goal, cost), latency_at_accuracy(b, goal, cost)
-    return (cb / ca if ca and cb else None), goal
 
 
 def paired_data(records: list[EvalRecord]) -> Paired:
@@ -170,35 +162,26 @@ def write_outputs(records: list[EvalRecord], out_dir: str | Path, draft: str, ta
     return points
 
 
-def _ratio(e: dict | None) -> str:
-    """A ratio with its interval, "not significant" where the interval includes 1, and how often a resample
-    did not reach the accuracy asked for."""
+def _estimate(e: dict | None, unit: str = "x", absent: str = "not reached") -> str:
+    """A value with its interval, "not significant" where the interval includes the null value."""
     if e is None or e["value"] is None:
-        return "not reached"
-    text = f"{e['value']:.2f}x ({e['low']:.2f}-{e['high']:.2f})"
-    text = text if e["significant"] else text + " not significant"
-    return text + (f"; not reached in {100 * e['missing']:.0f}% of resamples" if e["missing"] >= 0.005 else "")
+        return absent
+    text = f"{e['value']:.2f}{unit} ({e['low']:.2f}-{e['high']:.2f})"
+    return text if e["significant"] else text + " not significant"
+
+
+def _ratio(e: dict | None) -> str:
+    """A speedup with its interval, and how often a resample did not reach the accuracy asked for."""
+    text = _estimate(e)
+    if e is None or e["value"] is None or e["missing"] < 0.005:
+        return text
+    return text + f"; not reached in {100 * e['missing']:.0f}% of resamples"
 
 
 def _fmt(x: float | None, pct: bool = False) -> str:
     if x is None:
         return "n/a"
     return f"{100 * x:.1f}%" if pct else f"{x:.3g}"
-
-
-def _area(e: dict | None) -> str:
-    if e is None:
-        return "n/a"
-    text = f"{e['value']:.2f} ({e['low']:.2f}-{e['high']:.2f})"
-    return text if e["significant"] else text + " not significant"
-
-
-def _cost(p: Point, metric: str) -> str:
-    e = p.cost_vs_target.get(metric)
-    if e is None or e["value"] is None:
-        return ""
-    text = f"{e['value']:.2f}x ({e['low']:.2f}-{e['high']:.2f})"
-    return text if e["significant"] else text + " not significant"
 
 
 def _diff(p: Point) -> str:
@@ -225,9 +208,10 @@ def render_report(points: list[Point], heads: dict, draft: str, target: str, rec
              "| wasted | no answer | Pareto |",
              "| --- | --- | --- | --- | --- | --- | --- | " + ("--- | " if modeled else "")
              + "--- | --- | --- | --- | --- | --- |"]
+    cost_key = "modeled" if modeled else "flops"
     for p in points:
         lines.append(f"| {p.config} | {p.n} | {100 * p.accuracy:.1f}% ({100 * p.ci_low:.0f}-{100 * p.ci_high:.0f}) | "
-                     f"{_diff(p)} | {_cost(p, 'modeled' if modeled else 'flops')} | {p.mean_latency:.2f} | "
+                     f"{_diff(p)} | {_estimate(p.cost_vs_target.get(cost_key), absent='')} | {p.mean_latency:.2f} | "
                      f"{p.p90_latency:.2f} | "
                      + (f"{p.mean_modeled:.2f} | " if modeled else "") + f"{p.mean_flops / 1e9:.1f} | "
                      f"{100 * p.target_token_share:.0f}% | "
@@ -252,7 +236,7 @@ def render_report(points: list[Point], heads: dict, draft: str, target: str, rec
               + " | area score |", "| --- |" + " --- |" * (len(metrics) + 1)]
     for policy, row in heads.items():
         lines.append(f"| {policy} | " + " | ".join(_ratio(row["speedup"].get(m)) for m in metrics)
-                     + f" | {_area(row['area_score'])} |")
+                     + f" | {_estimate(row['area_score'], unit='', absent='n/a')} |")
     if not heads:
         lines.append("| (no policies besides the references) |" + " |" * (len(metrics) + 1))
     if len(heads) > 1:

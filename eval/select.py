@@ -46,19 +46,12 @@ def choose(points: list[Point], margin: float = 0.0) -> dict[str, Choice]:
     return out
 
 
-def validation_profile(cfg: SweepConfig, records: list[EvalRecord]) -> LatencyProfile:
-    """The sweep's latency profile where it names one, else one fitted on the validation records."""
-    from eval.latency import fit_profile, read_profile
-
-    if cfg.latency_profile:
-        return read_profile(cfg.latency_profile)
-    return fit_profile([r.solution for r in records], cfg.draft, cfg.target)
-
-
-def choose_runs(cfg: SweepConfig, runs: list[tuple[str, Any, Any]], val: list[EvalRecord]) -> list:
-    """The runs (policy, threshold, rate) chosen on the validation records `val`."""
+def choose_runs(cfg: SweepConfig, runs: list[tuple[str, Any, Any]], val: list[EvalRecord],
+                profile: LatencyProfile | None = None) -> list:
+    """The runs (policy, threshold, rate) chosen on the validation records `val`, their modeled seconds
+    from `profile` where given, else from one fitted on them."""
     from eval.latency import with_modeled_seconds
 
-    points = summarize(with_modeled_seconds(val, validation_profile(cfg, val))[0])
+    points = summarize(with_modeled_seconds(val, profile)[0])
     chosen = {c.config for c in choose(points, cfg.select_margin).values()}
     return [run for run in runs if config_key(*run) in chosen]

@@ -213,10 +213,12 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, progress: bool = True) -> l
 
     out = Path(out_dir)
     runs = plan(cfg)
+    profile = None
     if cfg.latency_profile:  # a bad profile fails before any model loads
         from eval.latency import read_profile
 
-        read_profile(cfg.latency_profile).check_pair(cfg.draft, cfg.target, cfg.latency_profile)
+        profile = read_profile(cfg.latency_profile)
+        profile.check_pair(cfg.draft, cfg.target, cfg.latency_profile)
     val, test = problem_sets(cfg)
     ids = [p.id for p in [*val, *test]]
     if len(set(ids)) != len(ids):
@@ -240,7 +242,7 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, progress: bool = True) -> l
         if val:
             # validation problems run once: they choose thresholds; repeats are for what is reported
             kept += _run(cfg, interleaved(cfg, runs, val, 1), "val", done, writer, solvers, progress)
-            chosen = choose_runs(cfg, runs, kept)
+            chosen = choose_runs(cfg, runs, kept, profile)
             log.info("chosen on %d validation problems: %s", len(val), ", ".join(config_key(*r) for r in chosen))
             runs = chosen
         kept += _run(cfg, interleaved(cfg, runs, test, cfg.repeats), "test", done, writer, solvers, progress)
