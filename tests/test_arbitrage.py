@@ -293,7 +293,7 @@ def test_lightgbm_text_model_round_trip(tmp_path):
 @pytest.mark.slow
 def test_full_solve_scores_every_draft_step_and_follows_the_threshold(router_dir):
     sol = Solver(router="arbitrage", threshold=0.5, router_options={"model": str(router_dir)},
-                 max_steps=4).solve(QUESTION)
+                 max_steps=4, step_tokens=48, max_tokens=256).solve(QUESTION)
     proposed = [s for s in sol.steps if s.draft_text is not None]
     assert proposed and sol.config.router == "arbitrage" and sol.config.threshold == 0.5
     loaded = load_router(router_dir)

@@ -16,15 +16,15 @@ from eval.summary import Point, area_score, latency_at_accuracy, pareto, wilson
 from eval.sweep import SweepConfig, run_sweep
 from reasoning import ConfigError
 
-LIMITS = {"max_steps": 4, "step_tokens": 48, "max_tokens": 192}
+LIMITS = {"max_steps": 3, "step_tokens": 48, "max_tokens": 144}
 PAIR = {"draft": "testbed-draft", "target": "testbed-target"}
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
-    cfg = SweepConfig(dataset="synthetic", limit=3, seed=1, policies=["draft-only", "target-only", "random"],
-                      thresholds=[0.5], limits=LIMITS, **PAIR)
+    cfg = SweepConfig(dataset="synthetic", limit=3, seed=1, synthetic_steps=2,
+                      policies=["draft-only", "target-only", "random"], thresholds=[0.5], limits=LIMITS, **PAIR)
     records = run_sweep(cfg, out, progress=False)
     points = write_outputs(records, out, cfg.draft, cfg.target)
     return out, records, points
@@ -62,8 +62,8 @@ def test_sweep_writes_every_file_with_consistent_values(sweep):
 def test_rerun_of_a_finished_sweep_adds_nothing(sweep):
     out, records, _ = sweep
     before = (out / "records.jsonl").read_bytes()
-    cfg = SweepConfig(dataset="synthetic", limit=3, seed=1, policies=["draft-only", "target-only", "random"],
-                      thresholds=[0.5], limits=LIMITS, **PAIR)
+    cfg = SweepConfig(dataset="synthetic", limit=3, seed=1, synthetic_steps=2,
+                      policies=["draft-only", "target-only", "random"], thresholds=[0.5], limits=LIMITS, **PAIR)
     again = run_sweep(cfg, out, progress=False)
     assert (out / "records.jsonl").read_bytes() == before
     assert sorted(r.key for r in again) == sorted(r.key for r in records)
@@ -83,7 +83,7 @@ def test_killed_sweep_resumes_without_lost_or_duplicated_records(cli, tmp_path):
     (in this process)."""
     out = tmp_path / "run"
     args = ["eval", "--dataset", "synthetic", "--limit", "4", "--policies", "draft-only,random",
-            "--thresholds", "0.5", "--out", str(out), "--max-steps", "3", "--step-tokens", "32",
+            "--thresholds", "0.5", "--out", str(out), "--steps", "1", "--max-steps", "2", "--step-tokens", "32",
             "--draft", PAIR["draft"], "--target", PAIR["target"]]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "specstep.cli", *args], env=env,

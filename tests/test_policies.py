@@ -10,7 +10,7 @@ from reasoning.errors import ConfigError
 from routers import make_router
 
 KW = dict(draft="testbed-draft", target="testbed-target", step_tokens=96, max_tokens=384)
-PROBLEM = generate(2, steps=3, seed=0, split="test")[1]
+PROBLEM = generate(7, steps=3, seed=0, split="test")[6]  # short steps: 7 - 4 = 3., 3 + 16 = 19., 19 - 4 = 15.
 
 
 def texts(sol):
@@ -39,6 +39,7 @@ def test_first_token_decides_before_the_step_and_reduces_to_the_anchors(anchors)
     scores = sorted(s.score for s in keep_all.steps if s.kind != "forced_answer")
     tau = scores[len(scores) // 2]  # the median entropy on the draft's path
     sol = solve(make_router("first-token", tau))
+    assert {s.decision for s in sol.steps if s.kind != "forced_answer"} == {"keep", "escalate"}
     for s in sol.steps:
         if s.kind == "forced_answer":
             continue
@@ -96,6 +97,7 @@ def test_cascade_calls_the_judge_only_when_no_gate_settles(anchors):
         if s.kind == "forced_answer":
             continue
         assert (s.score is None) == (s.costs.judge.calls == 0)
+    assert {s.score is None for s in sol.steps if s.kind != "forced_answer"} == {True, False}  # gated and judged
     assert sum(router.gates.values()) == len([s for s in sol.steps if s.kind != "forced_answer"])
 
 
@@ -158,6 +160,8 @@ def test_lookahead_keeps_exactly_the_judged_prefix_of_its_drafted_steps(anchors)
         assert sol.costs.discarded.calls == sum(n - m for n, m in router.rounds)
         if tau == 0.5:
             assert any(m > 1 for _, m in router.rounds)  # some call kept several steps
+        else:
+            assert escalated and kept
 
 
 @pytest.mark.parametrize("name,opts,msg", [
