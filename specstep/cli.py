@@ -239,14 +239,18 @@ def testbed_train(
                                             "package's reasoning/data/testbed)")] = None,
     only: Annotated[Literal["target", "draft"] | None, typer.Option(help="train one of the two")] = None,
     seed: Annotated[int, typer.Option()] = 0,
-    target_steps: Annotated[int | None, typer.Option(help="optimizer steps of the target's first phase (a "
-                                                     "continuation phase of 180 steps follows)")] = None,
-    draft_steps: Annotated[int | None, typer.Option(help="optimizer steps of the draft's first phase (a "
-                                                    "continuation phase of 400 steps follows)")] = None,
+    target_steps: Annotated[int | None, typer.Option(help="optimizer steps of the target's first phase (the "
+                                                     "recipe's continuation phases follow)")] = None,
+    draft_steps: Annotated[int | None, typer.Option(help="optimizer steps of the draft's first phase (the "
+                                                    "recipe's continuation phases follow)")] = None,
     batch: Annotated[int | None, typer.Option(help="examples per optimizer step")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="start each model from its adapter in --out and train "
                                          "only the phases it does not hold yet (its training.json counts "
-                                         "them)")] = False,
+                                         "them; each phase is saved when it ends)")] = False,
+    recipe: Annotated[Literal["v1", "v2"], typer.Option(help="v1: the shipped pair; v2: the rank-64 target in "
+                                                        "five phases, the draft in three")] = "v1",
+    keep_phases: Annotated[bool, typer.Option("--keep-phases", help="also keep each phase's adapter in "
+                                              "DIR/phases/ (to choose one on validation problems)")] = False,
 ) -> int:
     return _cmd_testbed(_args(locals()))
 
@@ -638,9 +642,11 @@ def _cmd_collect(args: SimpleNamespace) -> int:
 
 
 def _cmd_testbed(args: SimpleNamespace) -> int:
-    from training.testbed import TestbedConfig, train_testbed
+    from dataclasses import replace
 
-    cfg = TestbedConfig(seed=args.seed)
+    from training.testbed import RECIPES, train_testbed
+
+    cfg = replace(RECIPES[args.recipe], seed=args.seed, keep_phases=args.keep_phases)
     for key in ("target_steps", "draft_steps", "batch"):
         value = getattr(args, key)
         if value is not None:

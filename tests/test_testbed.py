@@ -151,11 +151,15 @@ def merged_copies_removed(tmp_path):
 
 
 def test_testbed_training_writes_adapters_that_load(tmp_path, merged_copies_removed):
+    from dataclasses import replace
+
     from training.testbed import TestbedConfig, train_testbed
 
     cfg = TestbedConfig(target_steps=1, draft_steps=1, draft_more=((1, 1e-3),), target_more=((1, 1e-3),), batch=1,
-                        warmup=1, out=str(tmp_path))
+                        warmup=1, out=str(tmp_path), keep_phases=True)
     report = train_testbed(cfg)
+    assert sorted(p.name for p in (tmp_path / "phases").iterdir()) == ["draft-1", "draft-2", "target-1", "target-2"]
+    assert adapter_key(read_manifest(tmp_path / "phases" / "target-2")) == report["target"]["sha256"]
     for what in ("target", "draft"):
         m = read_manifest(tmp_path / what)
         assert adapter_key(m) == report[what]["sha256"] and report[what]["steps"] == 2
@@ -171,6 +175,9 @@ def test_testbed_training_writes_adapters_that_load(tmp_path, merged_copies_remo
     assert [h["phase"] for h in again["history"]] == [0, 1, 2] and again["steps"] == 3
     assert read_manifest(tmp_path / "target").files != before.files
     assert train_testbed(cfg, only="target", resume=True) == {}  # nothing left to train
+    # a run that never stopped writes the same adapter as one stopped after each phase and resumed
+    whole = replace(cfg, out=str(tmp_path / "whole"), keep_phases=False)
+    assert train_testbed(whole, only="target")["target"]["sha256"] == again["sha256"]
     # re-sharding keeps every tensor bit for bit, and every file (header included) under the limit
     import torch
 

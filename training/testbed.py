@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from reasoning.testbed import (
     SHARD_BYTES,
     AdapterManifest,
     adapter_key,
+    load_tensors,
     read_manifest,
     sha256_file,
     truncate_layers,
@@ -73,6 +75,19 @@ class TestbedConfig:
     threads: int = 2
     bf16: bool | None = None  # autocast the forward to bfloat16 (LoRA weights stay float32); None: if the CPU has it
     out: str = str(DATA_DIR)
+    keep_phases: bool = False  # also copy each phase's adapter to out/phases/{target,draft}-K
+
+
+# v1: the shipped pair. v2: the target at the draft's LoRA rank (the rank-16 target plateaued while the
+# rank-64 draft kept improving), trained in short phases, each saved, so that training can stop and resume
+# anywhere and the checkpoint (phase) is chosen on validation problems; the draft gets a third phase to
+# choose from.
+RECIPES = {
+    "v1": TestbedConfig(),
+    "v2": TestbedConfig(target_rank=64, target_stored_rank=64, target_steps=300,
+                        target_more=((200, 7e-4), (200, 5e-4), (200, 5e-4), (200, 3e-4)),
+                        draft_more=((400, 1.5e-3), (400, 1e-3))),
+}
 
 
 class LoRALinear(nn.Module):
@@ -316,6 +331,37 @@ def reshard(folder: Path) -> AdapterManifest:
     return m
 
 
+def _save_phase(model, factors, ref, info: dict, cfg: TestbedConfig, what: str, stored: int, backend) -> AdapterManifest:
+    """Write the adapter after a phase (into a new folder, then swapped in: a crash keeps the last whole
+    one) and set the model's weights to what was stored (int8), so that a run resumed from this adapter
+    and a run that never stopped train on the same weights."""
+    is_draft, out = what == "draft", Path(cfg.out)
+    replace = {"model.norm.weight": model.model.norm.weight} if is_draft else {}
+    trained = {"seed": cfg.seed, "steps": info["steps"], "batch": cfg.batch, "final_loss": info["final_loss"],
+               "seconds": info["seconds"], "lr": cfg.draft_lr if is_draft else cfg.target_lr,
+               "judge_share": 0.0 if is_draft else cfg.judge_share, "config": json.dumps(asdict(cfg))}
+    vocab = task_vocab(backend, cfg.seed) if is_draft and cfg.draft_head_vocab else None
+    new, old = out / f"{what}.new", out / f"{what}.old"
+    shutil.rmtree(new, ignore_errors=True)
+    m = save_adapter(factors, replace, new, {
+        "name": f"testbed-{what}", "base": "testbed-target" if is_draft else cfg.base,
+        "layers": cfg.draft_layers if is_draft else None, "rank": stored, "alpha": float(stored),  # scale 1
+        "modules": list(MODULES), "few_shot": 0, "trained": trained}, vocab)
+    (new / "training.json").write_text(json.dumps(info, indent=1) + "\n")
+    shutil.rmtree(old, ignore_errors=True)
+    if (out / what).exists():
+        (out / what).rename(old)
+    new.rename(out / what)
+    shutil.rmtree(old, ignore_errors=True)
+    tensors = load_tensors(out / what, m)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in factors:
+            w = params[name + ".weight"]
+            w.copy_((ref[name] + tensors[name + ".lora_B"] @ tensors[name + ".lora_A"]).to(w.dtype))
+    return m
+
+
 def phases_done(folder: Path) -> tuple[int, dict]:
     """How many training phases the adapter in `folder` holds, and its training.json (none: 0, {})."""
     path = folder / "training.json"
@@ -362,7 +408,7 @@ def train_testbed(cfg: TestbedConfig, only: str | None = None, resume: bool = Fa
             log.info("%s: resuming after phase %d of %d", what, done, len(phases))
         rank = cfg.draft_rank if is_draft else cfg.target_rank
         stored = rank if is_draft else cfg.target_stored_rank
-        runs = []
+        info = before if done else {"history": [], "seconds": 0.0}
         for k, (steps, lr) in enumerate(phases):
             if k < done:
                 continue
@@ -373,27 +419,17 @@ def train_testbed(cfg: TestbedConfig, only: str | None = None, resume: bool = Fa
                 extra = [model.model.norm.weight]
             seed = cfg.seed + (1 + k if is_draft else (0 if k == 0 else 9 + k))
             examples = Examples(backend, seed, 0.0 if is_draft else cfg.judge_share)
-            runs.append({**train_one(model, examples, steps, lr, cfg, what if k == 0 else f"{what}+{k}", extra),
-                         "phase": k})
+            run = train_one(model, examples, steps, lr, cfg, what if k == 0 else f"{what}+{k}", extra)
             factors = fold(model, wrapped, ref, stored)
-        if not runs:
+            info = {"steps": sum(st for st, _ in phases[: k + 1]), "final_loss": run["final_loss"],
+                    "seconds": round(info["seconds"] + run["seconds"], 1),
+                    "history": [h for h in info["history"] if h.get("phase", 0) < k]
+                    + [{**h, "phase": k} for h in run["history"]]}
+            m = _save_phase(model, factors, ref, info, cfg, what, stored, backend)
+            report[what] = {"sha256": adapter_key(m), **info}
+            if cfg.keep_phases:  # each phase's adapter, for choosing the checkpoint on validation problems
+                shutil.copytree(out / what, out / "phases" / f"{what}-{k + 1}", dirs_exist_ok=True)
+            log.info("wrote %s after phase %d of %d (%s)", out / what, k + 1, len(phases), report[what]["sha256"][:12])
+        if what not in report:
             log.info("%s: all %d phases done", what, len(phases))
-            continue
-        history = [h for h in before.get("history", []) if h.get("phase", 0) < done]
-        history += [{**h, "phase": r["phase"]} for r in runs for h in r["history"]]
-        info = {"steps": sum(st for st, _ in phases), "final_loss": runs[-1]["final_loss"],
-                "seconds": round(sum(r["seconds"] for r in runs) + (before.get("seconds", 0) if done else 0), 1),
-                "history": history}
-        replace = {"model.norm.weight": model.model.norm.weight} if is_draft else {}
-        trained = {"seed": cfg.seed, "steps": info["steps"], "batch": cfg.batch, "final_loss": info["final_loss"],
-                   "seconds": info["seconds"], "lr": cfg.draft_lr if is_draft else cfg.target_lr,
-                   "judge_share": 0.0 if is_draft else cfg.judge_share, "config": json.dumps(asdict(cfg))}
-        vocab = task_vocab(backend, cfg.seed) if is_draft and cfg.draft_head_vocab else None
-        m = save_adapter(factors, replace, out / what, {
-            "name": f"testbed-{what}", "base": "testbed-target" if is_draft else cfg.base,
-            "layers": cfg.draft_layers if is_draft else None, "rank": stored, "alpha": float(stored),  # scale 1
-            "modules": list(MODULES), "few_shot": 0, "trained": trained}, vocab)
-        (out / what / "training.json").write_text(json.dumps(info, indent=1) + "\n")
-        report[what] = {"sha256": adapter_key(m), **info}
-        log.info("wrote %s (%s)", out / what, report[what]["sha256"][:12])
     return report
