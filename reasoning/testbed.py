@@ -65,6 +65,18 @@ def adapter_dir(name: str, override: str | None = None) -> Path:
     return Path(override).expanduser() if override else DATA_DIR / name.removeprefix("testbed-")
 
 
+def base_spec(folder: Path, manifest: AdapterManifest) -> str:
+    """The model spec an adapter in `folder` merges into. A pair is trained and kept together (DIR/target,
+    DIR/draft), so a base that is the other testbed alias means that alias's adapter beside this one."""
+    if not manifest.base.startswith("testbed-"):
+        return manifest.base
+    sibling = folder.parent / manifest.base.removeprefix("testbed-")
+    if not (sibling / MANIFEST_FILE).is_file():
+        raise ModelSpecError(f"testbed adapter {folder} is trained on {manifest.base}: its adapter must be beside "
+                             f"it, in {sibling}")
+    return f"{manifest.base}?adapter={sibling}"
+
+
 def adapter_key(manifest: AdapterManifest) -> str:
     """One digest for all of an adapter's files."""
     return hashlib.sha256(json.dumps(manifest.files, sort_keys=True).encode()).hexdigest()

@@ -90,7 +90,7 @@ def test_flops_add_up_per_stage(pair):
     assert c.draft.flops > 0 and c.judge.flops > 0
 
 
-@pytest.mark.parametrize("damage", ["missing", "tampered", "bad-manifest"])
+@pytest.mark.parametrize("damage", ["missing", "tampered", "bad-manifest", "no-target-beside"])
 def test_missing_or_tampered_adapter_is_one_line(cli, tmp_path, damage):
     folder = tmp_path / "draft"
     shutil.copytree(DATA_DIR / "draft", folder)
@@ -103,9 +103,11 @@ def test_missing_or_tampered_adapter_is_one_line(cli, tmp_path, damage):
             f.seek(1000)
             f.write(b"\x00\x01\x02\x03")
         msg = "does not match its manifest"
-    else:
+    elif damage == "bad-manifest":
         (folder / MANIFEST_FILE).write_text('{"format": "pickle"}')
         msg = "manifest"
+    else:  # a draft without the target it was trained on
+        msg = f"trained on testbed-target: its adapter must be beside it, in {tmp_path / 'target'}"
     with pytest.raises(ModelSpecError, match=msg):
         load_backend(f"testbed-draft?adapter={folder}")
     r = cli("solve", "--example", "--draft", f"testbed-draft?adapter={folder}", "--router", "draft-only")
@@ -153,13 +155,17 @@ def merged_copies_removed(tmp_path):
 def test_testbed_training_writes_adapters_that_load(tmp_path, merged_copies_removed):
     from dataclasses import replace
 
+    import torch
+
+    from reasoning.testbed import load_tensors
     from training.testbed import TestbedConfig, train_testbed
 
     cfg = TestbedConfig(target_steps=1, draft_steps=1, draft_more=((1, 1e-3),), target_more=((1, 1e-3),), batch=1,
                         warmup=1, out=str(tmp_path), keep_phases=True)
     report = train_testbed(cfg)
     assert sorted(p.name for p in (tmp_path / "phases").iterdir()) == ["draft-1", "draft-2", "target-1", "target-2"]
-    assert adapter_key(read_manifest(tmp_path / "phases" / "target-2")) == report["target"]["sha256"]
+    assert adapter_key(read_manifest(tmp_path / "phases" / "target-2" / "target")) == report["target"]["sha256"]
+    assert adapter_key(read_manifest(tmp_path / "phases" / "draft-2" / "draft")) == report["draft"]["sha256"]
     for what in ("target", "draft"):
         m = read_manifest(tmp_path / what)
         assert adapter_key(m) == report[what]["sha256"] and report[what]["steps"] == 2
@@ -168,6 +174,12 @@ def test_testbed_training_writes_adapters_that_load(tmp_path, merged_copies_remo
     assert b.model.config.num_hidden_layers == cfg.draft_layers
     assert b.open_session(Prompt.math(PROBLEMS[0].question, 0)).generate(max_tokens=3).token_ids
     assert b.model.lm_head.ids.numel() == read_manifest(tmp_path / "draft").head_vocab  # the task's tokens
+    # the draft's update applies to the target beside it (the one it was trained on), not the shipped one
+    name = "model.layers.0.self_attn.q_proj"
+    d = load_tensors(tmp_path / "draft", read_manifest(tmp_path / "draft"))
+    t = load_backend(f"testbed-target?adapter={tmp_path / 'target'}").model.get_parameter(name + ".weight")
+    want = t + d[name + ".lora_B"] @ d[name + ".lora_A"]
+    assert torch.allclose(b.model.get_parameter(name + ".weight"), want, atol=1e-6)
     # resume: a config with one more target phase trains only that phase, from the stored adapter
     before = read_manifest(tmp_path / "target")
     cfg.target_more = ((1, 1e-3), (1, 1e-3))
@@ -179,9 +191,6 @@ def test_testbed_training_writes_adapters_that_load(tmp_path, merged_copies_remo
     whole = replace(cfg, out=str(tmp_path / "whole"), keep_phases=False)
     assert train_testbed(whole, only="target")["target"]["sha256"] == again["sha256"]
     # re-sharding keeps every tensor bit for bit, and every file (header included) under the limit
-    import torch
-
-    from reasoning.testbed import load_tensors
     from training.testbed import reshard
 
     folder = tmp_path / "target"

@@ -75,7 +75,7 @@ class TestbedConfig:
     threads: int = 2
     bf16: bool | None = None  # autocast the forward to bfloat16 (LoRA weights stay float32); None: if the CPU has it
     out: str = str(DATA_DIR)
-    keep_phases: bool = False  # also copy each phase's adapter to out/phases/{target,draft}-K
+    keep_phases: bool = False  # also copy each phase's pair to out/phases/{target,draft}-K/
 
 
 # v1: the shipped pair. v2: the target at the draft's LoRA rank (the rank-16 target plateaued while the
@@ -427,8 +427,10 @@ def train_testbed(cfg: TestbedConfig, only: str | None = None, resume: bool = Fa
                     + [{**h, "phase": k} for h in run["history"]]}
             m = _save_phase(model, factors, ref, info, cfg, what, stored, backend)
             report[what] = {"sha256": adapter_key(m), **info}
-            if cfg.keep_phases:  # each phase's adapter, for choosing the checkpoint on validation problems
-                shutil.copytree(out / what, out / "phases" / f"{what}-{k + 1}", dirs_exist_ok=True)
+            if cfg.keep_phases:  # each phase's pair, for choosing the checkpoint on validation problems
+                keep = out / "phases" / f"{what}-{k + 1}"
+                for part in ("target", "draft") if is_draft else ("target",):
+                    shutil.copytree(out / part, keep / part, dirs_exist_ok=True)
             log.info("wrote %s after phase %d of %d (%s)", out / what, k + 1, len(phases), report[what]["sha256"][:12])
         if what not in report:
             log.info("%s: all %d phases done", what, len(phases))

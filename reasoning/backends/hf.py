@@ -100,7 +100,8 @@ def testbed_dir(spec: ModelSpec) -> Path:
     manifest = testbed.read_manifest(folder)
     if manifest.base == spec.alias.name:
         raise ModelSpecError(f"testbed adapter {folder} names its own alias as its base")
-    return testbed.build(spec.alias.name, folder, manifest, transformers_dir(manifest.base), cache_dir())
+    return testbed.build(spec.alias.name, folder, manifest, transformers_dir(testbed.base_spec(folder, manifest)),
+                         cache_dir())
 
 
 def load_hf(spec: ModelSpec) -> HFBackend:
