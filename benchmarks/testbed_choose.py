@@ -1,0 +1,151 @@
+"""Choose testbed pair v2's checkpoints on validation problems (never on test problems).
+
+    specstep testbed train --recipe v2 --only target --out DIR --keep-phases
+    python benchmarks/testbed_choose.py --phases DIR/phases --what target --out runs/v2-choice
+    # copy the chosen phases/target-K/target to DIR/target, then
+    specstep testbed train --recipe v2 --only draft --out DIR --keep-phases
+    python benchmarks/testbed_choose.py --phases DIR/phases --what draft --out runs/v2-choice
+
+For every kept phase (DIR/phases/target-K/target, DIR/phases/draft-K/draft): three-step validation
+problems solved by that model alone (greedy, the benchmark's limits), and each of their steps written
+from the gold prefix (teacher-forced) and checked exactly. Records are appended to OUT/records.jsonl
+(resumable: a rerun measures only what is missing). The choice, printed with Wilson intervals:
+- target: the phase that solves the most problems (the earliest on a tie);
+- draft: among the phases right on >= 60% of steps and >= 25 points below the chosen target on
+  problems, the one right on the most steps (the earliest on a tie); if none meets both, none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+LIMITS = {"max_steps": 12, "max_tokens": 512, "step_tokens": 96}
+STEP_GOAL, GAP_GOAL = 0.60, 0.25
+
+
+class ChoiceRecord(BaseModel):
+    """One model (a kept phase) on one validation problem."""
+
+    what: str  # target | draft
+    phase: int
+    problem_id: str
+    correct: bool  # solved alone
+    steps_right: int  # operation steps written right from the gold prefix
+    steps: int
+    seconds: float
+
+
+def measure(what: str, phase: int, folder: Path, problems, seed: int) -> list[ChoiceRecord]:
+    from eval.synthetic import check_step, gold_steps
+    from reasoning.api import Solver
+    from reasoning.grading import grade
+    from reasoning.prompts import Prompt
+
+    spec = f"testbed-{what}?adapter={folder}"
+    alone = "target-only" if what == "target" else "draft-only"
+    solver = Solver(draft=spec if what == "draft" else "testbed-draft", target=spec if what == "target"
+                    else "testbed-target", router=alone, **LIMITS)
+    backend = solver.target if what == "target" else solver.draft
+    out = []
+    for p in problems:
+        t0 = time.perf_counter()
+        sol = solver.solve(p)
+        correct = grade(sol.answer_text, p.gold).correct
+        gold = gold_steps(p)
+        s = backend.open_session(Prompt.math(p.question, 0))
+        right = 0
+        for i, step in enumerate(gold[:-1]):  # the operations; the last line states the answer
+            mark = s.n_tokens
+            g = s.generate(max_tokens=LIMITS["step_tokens"], stop=["\n\n"])
+            right += check_step(p, i, g.text)
+            s.rollback(mark)
+            s.append(step + "\n\n")
+        s.close()
+        out.append(ChoiceRecord(what=what, phase=phase, problem_id=p.id, correct=correct, steps_right=right,
+                                steps=len(gold) - 1, seconds=round(time.perf_counter() - t0, 2)))
+    return out
+
+
+def table(records: list[ChoiceRecord], what: str) -> dict[int, dict]:
+    from eval.stats import wilson
+
+    rows = {}
+    for k in sorted({r.phase for r in records if r.what == what}):
+        rs = [r for r in records if r.what == what and r.phase == k]
+        n, c = len(rs), sum(r.correct for r in rs)
+        sr, st = sum(r.steps_right for r in rs), sum(r.steps for r in rs)
+        rows[k] = {"n": n, "correct": c, "acc": c / n, "acc_ci": wilson(c, n), "steps_right": sr, "steps": st,
+                   "step_acc": sr / st, "step_ci": wilson(sr, st)}
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--phases", required=True, help="the folder --keep-phases wrote (DIR/phases)")
+    ap.add_argument("--what", choices=("target", "draft"), required=True)
+    ap.add_argument("--n", type=int, default=40, help="three-step validation problems (default 40)")
+    ap.add_argument("--seed", type=int, default=0, help="the problems' seed (default 0)")
+    ap.add_argument("--out", default="runs/v2-choice", help="records folder (resumable)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    import torch
+
+    from eval.synthetic import generate
+    from reasoning import jsonl
+
+    torch.set_num_threads(2)
+    phases = Path(args.phases)
+    kept = sorted((int(d.name.rsplit("-", 1)[1]), d / args.what) for d in phases.glob(f"{args.what}-*")
+                  if (d / args.what).is_dir())
+    if not kept:
+        sys.exit(f"testbed_choose: no {args.what}-K/{args.what} folders in {phases}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "records.jsonl"
+    problems = generate(args.n, steps=3, seed=args.seed, split="val")
+    done = jsonl.read_values(path, ChoiceRecord.model_validate_json, "not a choice record")
+    for k, folder in kept:
+        have = {r.problem_id for r in done if (r.what, r.phase) == (args.what, k)}
+        todo = [p for p in problems if p.id not in have]
+        for p in todo:  # one problem a write: a crash loses at most the problem it was on
+            rec = measure(args.what, k, folder, [p], args.seed)
+            jsonl.append(path, rec)
+            done += rec
+        print(f"{args.what} phase {k}: measured", file=sys.stderr)
+    ids = {p.id for p in problems}
+    done = [r for r in done if r.problem_id in ids]
+    rows = table(done, args.what)
+    print(f"| {args.what} phase | problems solved (95% CI) | steps right (95% CI) |")
+    print("| --- | --- | --- |")
+    for k, r in rows.items():
+        print(f"| {k} | {r['correct']}/{r['n']} ({100 * r['acc']:.0f}%; {100 * r['acc_ci'][0]:.0f}-"
+              f"{100 * r['acc_ci'][1]:.0f}) | {r['steps_right']}/{r['steps']} ({100 * r['step_acc']:.0f}%; "
+              f"{100 * r['step_ci'][0]:.0f}-{100 * r['step_ci'][1]:.0f}) |")
+    if args.what == "target":
+        best = max(rows, key=lambda k: (rows[k]["correct"], -k))
+        print(f"chosen target: phase {best} ({rows[best]['correct']}/{rows[best]['n']} val problems)")
+        return
+    targets = table(done + jsonl.read_values(path, ChoiceRecord.model_validate_json, "not a choice record"),
+                    "target")
+    if not targets:
+        sys.exit("testbed_choose: measure the target phases first (--what target)")
+    t = targets[max(targets, key=lambda k: (targets[k]["correct"], -k))]["acc"]
+    ok = [k for k, r in rows.items() if r["step_acc"] >= STEP_GOAL and r["acc"] <= t - GAP_GOAL]
+    if not ok:
+        print(f"no draft phase is right on >= {STEP_GOAL:.0%} of steps and >= {100 * GAP_GOAL:.0f} points below "
+              f"the target ({100 * t:.0f}%)")
+        return
+    best = max(ok, key=lambda k: (rows[k]["steps_right"], -k))
+    print(f"chosen draft: phase {best}")
+
+
+if __name__ == "__main__":
+    main()
