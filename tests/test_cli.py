@@ -78,7 +78,8 @@ FLAGS = {  # every command and flag of the argparse CLI before the port to typer
                    "--max-tokens", "--path-tokens", "--skip-on-agreement", "--few-shot", "--json"},
     ("serve",): POLICY | {"--think", "--host", "--port", "--model-name", "--api-key-env", "--api-key",
                           "--max-concurrency"},
-    ("testbed", "train"): {"--out", "--only", "--seed", "--target-steps", "--draft-steps", "--batch", "--resume"},
+    ("testbed", "train"): {"--out", "--only", "--seed", "--target-steps", "--draft-steps", "--batch", "--resume",
+                            "--recipe", "--keep-phases"},
 }
 
 

@@ -331,7 +331,8 @@ def reshard(folder: Path) -> AdapterManifest:
     return m
 
 
-def _save_phase(model, factors, ref, info: dict, cfg: TestbedConfig, what: str, stored: int, backend) -> AdapterManifest:
+def _save_phase(model, factors, ref, info: dict, cfg: TestbedConfig, what: str, stored: int,
+                backend) -> AdapterManifest:
     """Write the adapter after a phase (into a new folder, then swapped in: a crash keeps the last whole
     one) and set the model's weights to what was stored (int8), so that a run resumed from this adapter
     and a run that never stopped train on the same weights."""
