@@ -161,7 +161,7 @@ def test_testbed_training_writes_adapters_that_load(tmp_path, merged_copies_remo
     from training.testbed import TestbedConfig, train_testbed
 
     cfg = TestbedConfig(target_steps=1, draft_steps=1, draft_more=((1, 1e-3),), target_more=((1, 1e-3),), batch=1,
-                        warmup=1, out=str(tmp_path), keep_phases=True)
+                        warmup=1, out=str(tmp_path), keep_phases=True, pool=20)
     report = train_testbed(cfg)
     assert sorted(p.name for p in (tmp_path / "phases").iterdir()) == ["draft-1", "draft-2", "target-1", "target-2"]
     assert adapter_key(read_manifest(tmp_path / "phases" / "target-2" / "target")) == report["target"]["sha256"]

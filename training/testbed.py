@@ -14,6 +14,7 @@ what the models see when they solve.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -71,6 +72,7 @@ class TestbedConfig:
     draft_layers: int = 11
     draft_head_vocab: bool = True  # the draft's head keeps only the task's tokens (FR-Spec-style)
     judge_share: float = 0.3  # share of the target's examples that are judge prompts
+    pool: int = 4000  # training problems per problem length and phase, drawn from uniformly
     warmup: int = 20
     threads: int = 2
     bf16: bool | None = None  # autocast the forward to bfloat16 (LoRA weights stay float32); None: if the CPU has it
@@ -118,10 +120,10 @@ def add_lora(model, rank: int, alpha: float, seed: int) -> dict[str, LoRALinear]
 class Examples:
     """Endless seeded stream of tokenised training examples: (ids, labels)."""
 
-    def __init__(self, backend, seed: int, judge_share: float, split: str = "train"):
+    def __init__(self, backend, seed: int, judge_share: float, split: str = "train", pool: int = 4000):
         self.backend, self.judge_share = backend, judge_share
         self.rng = random.Random(f"testbed-examples/{seed}/{judge_share}")
-        self.problems = {s: generate(4000, steps=s, seed=seed, split=split) for s in STEP_WEIGHTS}
+        self.problems = {s: generate(pool, steps=s, seed=seed, split=split) for s in STEP_WEIGHTS}
         self.eos = backend.tokenizer.convert_tokens_to_ids("<|im_end|>")
         self._suffix = backend.encode(judge_suffix(backend))
         self.digit_ids = [backend.encode(d)[0] for d in DIGITS]
@@ -263,10 +265,11 @@ def quantize(t: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (t.float() / scale).round().clamp(-127, 127).to(torch.int8), scale
 
 
-def task_vocab(backend, seed: int) -> list[int]:
+@functools.cache
+def task_vocab(backend, seed: int, pool: int = 4000) -> list[int]:
     """Every token id the task's prompts and gold solutions use (plus the end of turn): the draft's
     pruned head. Counted on the training split; the others share its words and digits."""
-    ex = Examples(backend, seed, 0.0)
+    ex = Examples(backend, seed, 0.0, pool=pool)
     ids = {ex.eos}
     for problems in ex.problems.values():
         for p in problems:
@@ -341,7 +344,7 @@ def _save_phase(model, factors, ref, info: dict, cfg: TestbedConfig, what: str, 
     trained = {"seed": cfg.seed, "steps": info["steps"], "batch": cfg.batch, "final_loss": info["final_loss"],
                "seconds": info["seconds"], "lr": cfg.draft_lr if is_draft else cfg.target_lr,
                "judge_share": 0.0 if is_draft else cfg.judge_share, "config": json.dumps(asdict(cfg))}
-    vocab = task_vocab(backend, cfg.seed) if is_draft and cfg.draft_head_vocab else None
+    vocab = task_vocab(backend, cfg.seed, cfg.pool) if is_draft and cfg.draft_head_vocab else None
     new, old = out / f"{what}.new", out / f"{what}.old"
     shutil.rmtree(new, ignore_errors=True)
     m = save_adapter(factors, replace, new, {
@@ -419,7 +422,7 @@ def train_testbed(cfg: TestbedConfig, only: str | None = None, resume: bool = Fa
                 model.model.norm.weight.requires_grad_(True)
                 extra = [model.model.norm.weight]
             seed = cfg.seed + (1 + k if is_draft else (0 if k == 0 else 9 + k))
-            examples = Examples(backend, seed, 0.0 if is_draft else cfg.judge_share)
+            examples = Examples(backend, seed, 0.0 if is_draft else cfg.judge_share, pool=cfg.pool)
             run = train_one(model, examples, steps, lr, cfg, what if k == 0 else f"{what}+{k}", extra)
             factors = fold(model, wrapped, ref, stored)
             info = {"steps": sum(st for st, _ in phases[: k + 1]), "final_loss": run["final_loss"],
