@@ -5,6 +5,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never use the Hub
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one core per worker (pytest -n 2): none waits on the other's threads
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 QUESTION = ("Lily has 5 red balloons and 7 blue balloons. She gives 3 balloons to her friend. "
             "How many balloons does she have left?")
