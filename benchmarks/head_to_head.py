@@ -32,6 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import testbed  # noqa: E402  (benchmarks/testbed.py: the sweep)
 
 
+def only_of(args) -> set[str]:
+    return {x.strip() for x in args.policies.split(",") if x.strip()}
+
+
 def main() -> None:
     ap = testbed.parser(__doc__)
     ap.add_argument("--first-token", default="0.001,0.003,0.01,0.04",
@@ -55,12 +59,17 @@ def main() -> None:
     from eval.report import write_outputs
 
     out, n, steps = Path(args.out), args.n, args.steps
+    d_spec, t_spec = testbed.pair_specs(args.pair, args.dtype)
+    if (args.pair or args.dtype) and (not only_of(args) or "+token-spec" in only_of(args)):
+        # the assistant is a spec inside the target's spec: it cannot carry options of its own
+        ap.error("token-level speculation runs on the shipped pair only: leave out --pair/--dtype, or "
+                 "--policies without +token-spec")
 
     def floats(text: str) -> list[float]:
         return [float(x) for x in text.split(",") if x]
 
-    only = {x.strip() for x in args.policies.split(",") if x.strip()}
-    kw = {"n_val": args.n_val}
+    only = only_of(args)
+    kw = {"n_val": args.n_val, "draft": d_spec, "target": t_spec}
 
     def sweep(folder, policy, **more):
         return testbed._sweep(folder, n, steps, [policy], **kw, **more) if not only or policy in only else []
@@ -68,10 +77,10 @@ def main() -> None:
     recs = testbed._sweep(out, n, steps, ["draft-only", "target-only"], **kw)
     recs += sweep(out, "oracle")
     recs += sweep(out, "specreason", thresholds=[0.3, 0.6, 0.9])
-    recs += sweep(out, "arbitrage", rates=[0.15, 0.3, 0.45], options={"model": "testbed"})
+    recs += sweep(out, "arbitrage", rates=[0.15, 0.3, 0.45], options={"model": args.router})
     recs += sweep(out, "first-token", thresholds=floats(args.first_token))
     recs += sweep(out, "cascade", thresholds=floats(args.cascade),
-                  options={"arbitrage": "testbed", "confident": "-0.02"})
+                  options={"arbitrage": args.router, "confident": "-0.02"})
     recs += sweep(out, "best-of-n", thresholds=floats(args.best_of_n), options={"n": "3"})
     recs += sweep(out, "handoff", thresholds=floats(args.handoff))
     recs += sweep(out, "lookahead", thresholds=floats(args.lookahead), options={"k": "3"})
@@ -81,16 +90,16 @@ def main() -> None:
     if not only or "+token-spec" in only:
         spec_target = f"hf:{testbed.TARGET}?assistant={testbed.DRAFT}&spec_tokens={args.spec_tokens}"
         tok = out / "token-spec"
-        composed = testbed._sweep(tok, n, steps, ["target-only"], target=spec_target, **kw)
+        tkw = {**kw, "target": spec_target}
+        composed = testbed._sweep(tok, n, steps, ["target-only"], **tkw)
         composed += testbed._sweep(tok, n, steps, ["arbitrage"], rates=[0.3, 0.45], options={"model": "testbed"},
-                                   target=spec_target, **kw)
-        composed += testbed._sweep(tok, n, steps, ["handoff"], thresholds=floats(args.token_spec_handoff),
-                                   target=spec_target, **kw)
+                                   **tkw)
+        composed += testbed._sweep(tok, n, steps, ["handoff"], thresholds=floats(args.token_spec_handoff), **tkw)
         write_outputs(testbed.unique(composed), tok, testbed.DRAFT, spec_target)
         recs += [r.model_copy(update={"policy": f"{r.policy}+token-spec"}) for r in testbed.unique(composed)
                  if r.split == "test"]
-    write_outputs(testbed.unique(recs), out, testbed.DRAFT, testbed.TARGET)
-    head = [f"# head to head: {testbed.DRAFT} -> {testbed.TARGET}, {n} test {steps}-step problems, thresholds "
+    write_outputs(testbed.unique(recs), out, d_spec, t_spec)
+    head = [f"# head to head: {d_spec} -> {t_spec}, {n} test {steps}-step problems, thresholds "
             f"chosen on {args.n_val} validation problems", ""]
     body = (out / "report.md").read_text().splitlines()
     print("\n".join(body))

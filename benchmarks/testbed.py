@@ -34,6 +34,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 DRAFT, TARGET = "testbed-draft", "testbed-target"
 
 
+def pair_specs(pair: str | None = None, dtype: str | None = None) -> tuple[str, str]:
+    """The draft's and the target's specs: the shipped pair, or the adapters in PAIR/draft and PAIR/target
+    (as `specstep testbed train --out PAIR` writes them); `dtype` runs both in that precision."""
+    specs = []
+    for name in (DRAFT, TARGET):
+        opts = ([f"adapter={Path(pair) / name.removeprefix('testbed-')}"] if pair else []) + \
+            ([f"dtype={dtype}"] if dtype else [])
+        specs.append(name + ("?" + "&".join(opts) if opts else ""))
+    return specs[0], specs[1]
+
+
 def per_token_latency(draft, target, prompt, tokens: int, repeats: int) -> tuple[float, float]:
     """Median decode seconds per token of each model on the same prompt, measured alternately."""
     out = {"draft": [], "target": []}
@@ -81,7 +92,7 @@ SEED = 1
 
 
 def _sweep(out: Path, n: int, steps: int, policies: list[str], thresholds=(), rates=(), options=None,
-           target: str = TARGET, n_val: int = 0, repeats: int = 1, seed: int = SEED):
+           target: str = TARGET, n_val: int = 0, repeats: int = 1, seed: int = SEED, draft: str = DRAFT):
     """One sweep into `out` (resumable). With `n_val`, thresholds are chosen on that many validation
     problems (target-only joins the policies: the choice is made against it)."""
     from eval.sweep import SweepConfig, run_sweep
@@ -89,7 +100,7 @@ def _sweep(out: Path, n: int, steps: int, policies: list[str], thresholds=(), ra
     if n_val and "target-only" not in policies:
         policies = ["target-only", *policies]
     cfg = SweepConfig(dataset="synthetic", limit=n, seed=seed, synthetic_steps=steps, synthetic_split="test",
-                      draft=DRAFT, target=target, policies=policies, thresholds=list(thresholds),
+                      draft=draft, target=target, policies=policies, thresholds=list(thresholds),
                       escalation_rates=list(rates),
                       router_options=options or {}, limits={"max_steps": 12, "max_tokens": 512, "step_tokens": 96},
                       select_limit=n_val or None, repeats=repeats)
@@ -108,6 +119,11 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--n-val", type=int, default=50, help="validation problems thresholds are chosen on (default 50)")
     ap.add_argument("--steps", type=int, default=3, help="operations per problem (default 3)")
     ap.add_argument("--out", default="runs/testbed", help="sweep folder (resumable; both benchmarks share it)")
+    ap.add_argument("--pair", help="a pair's adapter folder (PAIR/draft, PAIR/target from `specstep testbed train "
+                    "--out PAIR`); default: the shipped pair")
+    ap.add_argument("--router", default="testbed", help="the Arbitrage router's folder (default: the one shipped "
+                    "for the shipped pair)")
+    ap.add_argument("--dtype", help="run both models in this torch dtype (e.g. bfloat16); default: as loaded")
     return ap
 
 
@@ -130,10 +146,11 @@ def main() -> None:
     from reasoning.backends import load_backend
     from reasoning.prompts import Prompt
 
-    lines = [f"# testbed benchmark: {DRAFT} -> {TARGET}, {args.n} test {args.steps}-step problems, thresholds "
+    d_spec, t_spec = pair_specs(args.pair, args.dtype)
+    lines = [f"# testbed benchmark: {d_spec} -> {t_spec}, {args.n} test {args.steps}-step problems, thresholds "
              f"chosen on {args.n_val} validation problems", ""]
     if not args.skip_goals:
-        draft, target = load_backend(DRAFT), load_backend(TARGET)
+        draft, target = load_backend(d_spec), load_backend(t_spec)
         c_params = draft.n_params / target.n_params
         val = generate(args.judge_problems, steps=args.steps, seed=0, split="val")
         d_tok, t_tok = per_token_latency(draft, target, Prompt.math(val[0].question, 0), 48, 5)
@@ -150,14 +167,14 @@ def main() -> None:
     def floats(text: str) -> list[float]:
         return [float(x) for x in text.split(",") if x]
 
-    kw = {"n_val": args.n_val}
+    kw = {"n_val": args.n_val, "draft": d_spec, "target": t_spec}
     refs = ["draft-only", "target-only", *(["oracle"] if args.oracle else [])]
     recs = _sweep(out, args.n, args.steps, refs, **kw)
     recs += _sweep(out, args.n, args.steps, ["specreason"], thresholds=floats(args.specreason), **kw)
     recs += _sweep(out, args.n, args.steps, ["arbitrage"], rates=floats(args.arbitrage_rates),
-                   options={"model": "testbed"}, **kw)
+                   options={"model": args.router}, **kw)
     recs += _sweep(out, args.n, args.steps, ["random"], rates=floats(args.random_rates), **kw)
-    write_outputs(unique(recs), out, DRAFT, TARGET)
+    write_outputs(unique(recs), out, d_spec, t_spec)
     body = (out / "report.md").read_text().splitlines()
     print("\n".join(body))
     (out / "testbed.md").write_text("\n".join(lines + body) + "\n")
