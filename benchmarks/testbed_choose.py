@@ -43,14 +43,14 @@ class ChoiceRecord(BaseModel):
     seconds: float
 
 
-def measure(what: str, phase: int, folder: Path, problems, seed: int) -> list[ChoiceRecord]:
+def measure(what: str, phase: int, folder: Path, problems, dtype: str | None = None) -> list[ChoiceRecord]:
     from eval.synthetic import check_step, gold_steps
     from reasoning.api import Solver
     from reasoning.grading import grade
     from reasoning.prompts import Prompt
 
-    spec = f"testbed-{what}?adapter={folder}"
-    alone = "target-only" if what == "target" else "draft-only"
+    spec = f"testbed-{what}?adapter={folder}" + (f"&dtype={dtype}" if dtype else "")
+    alone = "target-only" if what == "target" else "draft-only"  # the other model is not loaded
     solver = Solver(draft=spec if what == "draft" else "testbed-draft", target=spec if what == "target"
                     else "testbed-target", router=alone, **LIMITS)
     backend = solver.target if what == "target" else solver.draft
@@ -93,7 +93,8 @@ def main() -> None:
     ap.add_argument("--what", choices=("target", "draft"), required=True)
     ap.add_argument("--n", type=int, default=40, help="three-step validation problems (default 40)")
     ap.add_argument("--seed", type=int, default=0, help="the problems' seed (default 0)")
-    ap.add_argument("--out", default="runs/v2-choice", help="records folder (resumable)")
+    ap.add_argument("--out", default="runs/v2-choice", help="records folder (resumable; one per --dtype)")
+    ap.add_argument("--dtype", help="run the models in this torch dtype (e.g. bfloat16), as the benchmark will")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import torch
@@ -116,7 +117,7 @@ def main() -> None:
         have = {r.problem_id for r in done if (r.what, r.phase) == (args.what, k)}
         todo = [p for p in problems if p.id not in have]
         for p in todo:  # one problem a write: a crash loses at most the problem it was on
-            rec = measure(args.what, k, folder, [p], args.seed)
+            rec = measure(args.what, k, folder, [p], args.dtype)
             jsonl.append(path, rec)
             done += rec
         print(f"{args.what} phase {k}: measured", file=sys.stderr)

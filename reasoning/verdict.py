@@ -67,6 +67,23 @@ class Candidate(_Record):
     tokens: int
 
 
+def distinct_answers(candidates: Sequence[Candidate]) -> tuple[list[str], list[int | None]]:
+    """The distinct answers (the first spelling of each, in order) and each candidate's index into them
+    (None: it gave no answer)."""
+    answers: list[str] = []
+    own: list[int | None] = []
+    for c in candidates:
+        if c.answer is None:
+            own.append(None)
+            continue
+        k = next((k for k, a in enumerate(answers) if answers_match(c.answer, a)), None)
+        if k is None:
+            answers.append(c.answer)
+            k = len(answers) - 1
+        own.append(k)
+    return answers, own
+
+
 class VerdictCosts(_Record):
     candidates: StageCost = Field(default_factory=StageCost)
     scoring: StageCost = Field(default_factory=StageCost)
@@ -225,6 +242,63 @@ class Verdict:
         shots = tuple(FEW_SHOT[: self.few_shot]) if examples else ()
         return Prompt(question, system or MATH_SYSTEM, shots, **kw)
 
+    def _candidates(self, prompt, costs: VerdictCosts) -> tuple[list, list[int], list[Candidate]]:
+        """1. One generation per expert: its reasoning path and answer from the same output. Returns the
+        open sessions, each one's prompt length, and the candidates."""
+        sessions, marks, candidates = [], [], []
+        for i, (spec, b) in enumerate(zip(self.specs, self.backends)):
+            s = b.open_session(prompt)
+            marks.append(s.n_tokens)
+            stops = [] if b.turn_markers() is not None else list(PLAIN_STOPS)
+            g = s.generate(max_tokens=self.max_tokens, stop=stops, temperature=self.temperature,
+                           seed=self.seed * 1_000_003 + i)
+            costs.candidates.add(g.usage.cost())
+            text = g.text[: -len(g.stop)] if g.stop in PLAIN_STOPS else g.text
+            answer, _ = extract_answer(text)
+            sessions.append(s)
+            candidates.append(Candidate(expert=i, spec=str(spec), text=text.strip(), answer=answer,
+                                        tokens=len(g.token_ids)))
+        return sessions, marks, candidates
+
+    @staticmethod
+    def _score(sessions, marks: list[int], answers: list[str], own: list[int | None],
+               costs: VerdictCosts) -> list[list[float | None]]:
+        """2. Every expert that answered scores each distinct answer after its own prompt (reused for
+        every answer); closes the sessions."""
+        nll: list[list[float | None]] = []
+        for j, s in enumerate(sessions):
+            if own[j] is None or len(answers) < 2:
+                nll.append([None] * len(answers) if own[j] is None else [0.0] * len(answers))
+                continue
+            t0 = time.perf_counter()
+            s.rollback(marks[j])  # back to the encoded prompt (image + question)
+            s.append(ANSWER_LEAD)
+            mark = s.n_tokens
+            row: list[float | None] = []
+            fed = 0
+            for a in answers:
+                value, n = _answer_nll(s, a)
+                row.append(value)
+                fed += n
+                s.rollback(mark)
+            costs.scoring.add(StageCost(calls=len(answers), input_tokens=fed, seconds=time.perf_counter() - t0))
+            nll.append(row)
+        for s in sessions:
+            s.close()
+        return nll
+
+    def _verdict(self, question: str, loaded: tuple, shown: list[Candidate], costs: VerdictCosts) -> str:
+        """The verdict model's text on the shown paths, in the order given."""
+        vb = self.verdict_backend
+        paths = shown_paths(vb, [(c.text, c.answer) for c in shown], self.path_tokens)
+        body = f"{question}\n\n{VERDICT_INSTRUCTION.format(m=len(shown))}\n\n{paths}"
+        s = vb.open_session(self._prompt(body, loaded, examples=False))
+        stops = [] if vb.turn_markers() is not None else list(PLAIN_STOPS)
+        g = s.generate(max_tokens=self.verdict_tokens, stop=stops, temperature=0.0)
+        s.close()
+        costs.verdict.add(g.usage.cost())
+        return g.text[: -len(g.stop)] if g.stop in PLAIN_STOPS else g.text
+
     def run(self, question: str | Problem, images: Sequence[Any] = ()) -> VerdictResult:
         t_start = time.perf_counter()
         problem = question if isinstance(question, Problem) else Problem(question=question)
@@ -239,54 +313,9 @@ class Verdict:
             refs = [image_ref(i) for i in items]
         costs = VerdictCosts()
         prompt = self._prompt(problem.question, loaded)
-
-        # 1. one generation per expert: reasoning path and answer from the same output
-        sessions, marks, candidates = [], [], []
-        for i, (spec, b) in enumerate(zip(self.specs, self.backends)):
-            s = b.open_session(prompt)
-            marks.append(s.n_tokens)
-            stops = [] if b.turn_markers() is not None else list(PLAIN_STOPS)
-            g = s.generate(max_tokens=self.max_tokens, stop=stops, temperature=self.temperature,
-                           seed=self.seed * 1_000_003 + i)
-            costs.candidates.add(g.usage.cost())
-            text = g.text[: -len(g.stop)] if g.stop in PLAIN_STOPS else g.text
-            answer, _ = extract_answer(text)
-            sessions.append(s)
-            candidates.append(Candidate(expert=i, spec=str(spec), text=text.strip(), answer=answer,
-                                        tokens=len(g.token_ids)))
-
-        # 2. distinct answers; every expert that answered scores each of them after its own prompt
-        answers: list[str] = []
-        own: list[int | None] = []
-        for c in candidates:
-            if c.answer is None:
-                own.append(None)
-                continue
-            k = next((k for k, a in enumerate(answers) if answers_match(c.answer, a)), None)
-            if k is None:
-                answers.append(c.answer)
-                k = len(answers) - 1
-            own.append(k)
-        nll: list[list[float | None]] = []
-        for j, s in enumerate(sessions):
-            if own[j] is None or len(answers) < 2:
-                nll.append([None] * len(answers) if own[j] is None else [0.0] * len(answers))
-                continue
-            t0 = time.perf_counter()
-            s.rollback(marks[j])  # back to the encoded prompt (image + question), reused for every answer
-            s.append(ANSWER_LEAD)
-            mark = s.n_tokens
-            row: list[float | None] = []
-            fed = 0
-            for a in answers:
-                value, n = _answer_nll(s, a)
-                row.append(value)
-                fed += n
-                s.rollback(mark)
-            costs.scoring.add(StageCost(calls=len(answers), input_tokens=fed, seconds=time.perf_counter() - t0))
-            nll.append(row)
-        for s in sessions:
-            s.close()
+        sessions, marks, candidates = self._candidates(prompt, costs)
+        answers, own = distinct_answers(candidates)
+        nll = self._score(sessions, marks, answers, own, costs)
         consensus = _consensus(nll, own) if len(answers) >= 2 else [None if k is None else 0.0 for k in own]
         chosen = select(consensus, own, self.m)
 
@@ -301,18 +330,8 @@ class Verdict:
         if skipped:
             answer, source = picked[0].answer, "agreement"
         else:
-            shown = order if order else list(range(min(self.m, len(candidates))))
-            order = shown
-            vb = self.verdict_backend
-            paths = shown_paths(vb, [(candidates[i].text, candidates[i].answer) for i in shown], self.path_tokens)
-            body = f"{problem.question}\n\n{VERDICT_INSTRUCTION.format(m=len(shown))}\n\n{paths}"
-            vp = self._prompt(body, loaded, examples=False)
-            s = vb.open_session(vp)
-            stops = [] if vb.turn_markers() is not None else list(PLAIN_STOPS)
-            g = s.generate(max_tokens=self.verdict_tokens, stop=stops, temperature=0.0)
-            s.close()
-            costs.verdict.add(g.usage.cost())
-            verdict_text = g.text[: -len(g.stop)] if g.stop in PLAIN_STOPS else g.text
+            order = order if order else list(range(min(self.m, len(candidates))))
+            verdict_text = self._verdict(problem.question, loaded, [candidates[i] for i in order], costs)
             answer = last_boxed(verdict_text)
             source = "verdict"
             if answer is None and picked:
