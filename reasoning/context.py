@@ -113,6 +113,11 @@ class Router(Protocol):
     proposes: bool  # with needs_draft: the draft writes a proposal before `route`
     reviews: bool  # `review` is called after each escalated step the target wrote
 
+    def for_solve(self) -> Router:
+        """The router one solve uses: its per-solve state (plans, counters) is that solve's alone, so
+        solves running at the same time (the server's requests) never share it."""
+        ...
+
     def route(self, ctx: StepContext) -> Decision: ...
 
     def review(self, ctx: StepContext, decision: Decision, target: Generation) -> None: ...

@@ -63,7 +63,7 @@ class Controller:
         if router.needs_target and target is None:
             raise ConfigError(f"router {router.name!r} needs a target model")
         self.draft_backend, self.target_backend = draft, target
-        self.router, self.limits, self.config = router, limits, config
+        self.router, self.limits, self.config = router.for_solve(), limits, config  # one solve's own router
         self.segmenter = Segmenter(limits.delimiter, limits.step_tokens, end_stops=limits.end_stops)
         self.sessions: Sessions | None = None
         self._head = ""  # "<think>\n" when the solution starts inside thinking

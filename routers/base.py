@@ -8,6 +8,7 @@ core's contract (reasoning.context) and are re-exported here.
 
 from __future__ import annotations
 
+import copy
 import math
 
 from reasoning.backends.base import Generation
@@ -66,6 +67,16 @@ class BaseRouter:
                 raise ConfigError(f"threshold {threshold!r} is out of range for router {self.name!r}: "
                                   f"use a number between {lo} and {hi}")
         self.threshold = None if threshold is None else float(threshold)
+
+    def for_solve(self) -> BaseRouter:
+        """A shallow copy for one solve, with its own per-solve state (`start`); models, judges and
+        options stay shared."""
+        router = copy.copy(self)
+        router.start()
+        return router
+
+    def start(self) -> None:
+        """Set up the per-solve state (none here)."""
 
     def score(self, ctx: StepContext) -> float:
         raise NotImplementedError

@@ -31,6 +31,9 @@ class BestOfNRouter(JudgedRouter):
         self.n, self.temperature, self.seed = n, temperature, seed
         if self.n < 1 or not self.temperature > 0:
             raise ConfigError("router 'best-of-n': n must be >= 1 and temperature > 0")
+        self.start()
+
+    def start(self) -> None:
         self.candidates: list[tuple[str, float]] = []  # the last step's candidates and their scores
 
     def _seed(self, ctx: StepContext, k: int) -> int:

@@ -44,7 +44,10 @@ class CascadeRouter(JudgedRouter):
             from routers.arbitrage import ArbitrageRouter
 
             self.arbitrage = ArbitrageRouter(0.5, model=arbitrage.strip())
-        self.gates: Counter[str] = Counter()
+        self.start()
+
+    def start(self) -> None:
+        self.gates: Counter[str] = Counter()  # how this solve's steps were settled
 
     def _gate(self, ctx: StepContext) -> bool | None:
         """True: escalate, False: keep, None: the gates cannot tell."""

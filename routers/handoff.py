@@ -26,6 +26,9 @@ class HandoffRouter(BaseRouter):
     def __init__(self, threshold: float | None = None, signal: Literal["entropy", "surprise"] = "entropy"):
         super().__init__(threshold)
         self.signal = signal
+        self.start()
+
+    def start(self) -> None:
         self.kept: list[tuple[int, str]] = []  # (tokens, text) of the proposal kept at each handoff
 
     def uncertainties(self, ctx: StepContext) -> list[float]:

@@ -12,7 +12,6 @@ Options: k (>= 1, default 3), judge, judge_options (as for specreason; the judge
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from judges import Judge
@@ -39,21 +38,19 @@ class LookaheadRouter(JudgedRouter):
         if not callable(getattr(self.judge, "score_chain", None)):
             raise ConfigError(f"router 'lookahead': judge {self.judge.name!r} cannot score steps ahead "
                               "(it has no score_chain); use specreason")
-        self._ahead: dict[tuple, list[Queued]] = {}  # by problem and accepted steps
-        self._lock = threading.Lock()
+        self.start()
+
+    def start(self) -> None:
+        self._ahead: dict[tuple[str, ...], list[Queued]] = {}  # planned steps, by the accepted steps before them
         self.rounds: list[tuple[int, int]] = []  # (steps drafted, steps kept) per judge call
 
     @staticmethod
-    def _key(ctx: StepContext, extra: tuple[str, ...] = ()) -> tuple:
-        return (ctx.problem.id, ctx.problem.question, *(s.text for s in ctx.steps), *extra)
+    def _key(ctx: StepContext, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+        return (*(s.text for s in ctx.steps), *extra)
 
     def route(self, ctx: StepContext) -> Decision:
         tau = self.effective_threshold(ctx)
-        with self._lock:
-            if ctx.step_index == 0:  # a new solve: plans left by an earlier solve of this problem go
-                mine = self._key(ctx)
-                self._ahead = {k: v for k, v in self._ahead.items() if k[:2] != mine}
-            queued = self._ahead.pop(self._key(ctx), None)
+        queued = self._ahead.pop(self._key(ctx), None)
         if queued and len(queued[0][0].token_ids) <= ctx.step_cap:
             return self._serve(ctx, queued, tau)
         drafts: list[Generation] = []
@@ -76,8 +73,5 @@ class LookaheadRouter(JudgedRouter):
         """The first planned step now; the rest wait for the steps before them to be committed."""
         (gen, score, escalate), rest = plan[0], plan[1:]
         if rest and not escalate:
-            with self._lock:
-                if len(self._ahead) > 10_000:  # solves that ended early left plans behind
-                    self._ahead.clear()
-                self._ahead[self._key(ctx, (ctx.step_text(gen),))] = rest
+            self._ahead[self._key(ctx, (ctx.step_text(gen),))] = rest
         return Decision(escalate=escalate, score=score, draft=gen, threshold=tau)

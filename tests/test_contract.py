@@ -71,6 +71,9 @@ class _RecordingRouter:
             object.__getattribute__(self, "read").add(attr)
         return value
 
+    def for_solve(self):
+        return self  # one solve here: the calls are recorded on this object
+
     def route(self, ctx):
         self.calls.append(("route", ctx.step_index, ctx.draft_text))
         return Decision(escalate=ctx.step_index % 2 == 1, score=0.0)

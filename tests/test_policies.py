@@ -22,6 +22,12 @@ def solve(router, **opts):
     return Solver(router=router, **KW, **opts).solve(PROBLEM)
 
 
+def controller(router) -> Controller:
+    """One solve's controller; `ctl.router` is the router that solve uses (its per-solve state)."""
+    solver = Solver(router=router, **KW)
+    return Controller(solver.draft, solver.target, solver.router, solver.limits, solver.config(solver.limits))
+
+
 @pytest.fixture(scope="module")
 def anchors():
     return {name: solve(name) for name in ("draft-only", "target-only")} | {
@@ -59,13 +65,13 @@ def test_best_of_n_keeps_the_best_of_its_candidates_and_counts_the_rest_as_throw
     spec = anchors["specreason"]
     assert texts(one) == texts(spec) and [s.score for s in one.steps] == [s.score for s in spec.steps]
 
-    router = make_router("best-of-n", 0.5, n=3, temperature=1.0)
+    ctl = controller(make_router("best-of-n", 0.5, n=3, temperature=1.0))
     seen = []
 
     def check(step):
         if step.kind == "forced_answer":
             return
-        cands = router.candidates
+        cands = ctl.router.candidates
         assert len(cands) == 3
         best = max(score for _, score in cands)
         assert step.score == best
@@ -79,7 +85,7 @@ def test_best_of_n_keeps_the_best_of_its_candidates_and_counts_the_rest_as_throw
         assert step.costs.draft.calls == 3
         seen.append(cands)
 
-    Solver(router=router, **KW).solve(PROBLEM, on_step=check)
+    ctl.run(PROBLEM, on_step=check)
     assert seen and any(len({t for t, _ in c}) > 1 for c in seen)  # sampling gave other candidates
 
 
@@ -91,20 +97,20 @@ def test_cascade_calls_the_judge_only_when_no_gate_settles(anchors):
     always = solve(make_router("cascade", 0.5, confident=-1e9))  # every step is sure: never the judge
     assert texts(always) == texts(anchors["draft-only"]) and always.costs.judge.calls == 0
 
-    router = make_router("cascade", 0.5, confident=-0.02, arbitrage="testbed", low=0.3, high=0.7)
-    sol = Solver(router=router, **KW).solve(PROBLEM)
+    ctl = controller(make_router("cascade", 0.5, confident=-0.02, arbitrage="testbed", low=0.3, high=0.7))
+    sol = ctl.run(PROBLEM)
     for s in sol.steps:
         if s.kind == "forced_answer":
             continue
         assert (s.score is None) == (s.costs.judge.calls == 0)
     assert {s.score is None for s in sol.steps if s.kind != "forced_answer"} == {True, False}  # gated and judged
-    assert sum(router.gates.values()) == len([s for s in sol.steps if s.kind != "forced_answer"])
+    assert sum(ctl.router.gates.values()) == len([s for s in sol.steps if s.kind != "forced_answer"])
 
 
 @pytest.mark.slow
 def test_handoff_keeps_the_drafts_prefix_exactly_and_throws_away_only_the_rest(anchors):
     assert texts(solve(make_router("handoff", 20.0))) == texts(anchors["draft-only"])
-    router = make_router("handoff", 0.1)
+    ctl = controller(make_router("handoff", 0.1))
     seen = []
 
     def check(step):
@@ -114,7 +120,7 @@ def test_handoff_keeps_the_drafts_prefix_exactly_and_throws_away_only_the_rest(a
             assert step.author == "draft" and step.score <= 0.1 and step.text == step.draft_text
             assert step.costs.target.calls == 0 and step.costs.discarded.output_tokens == 0
             return
-        n, prefix = router.kept[-1]
+        n, prefix = ctl.router.kept[-1]
         assert step.author == "target" and step.score > 0.1 and step.handoff_tokens == n < step.draft_tokens
         assert step.draft_text.startswith(prefix.strip()) and step.text.startswith(prefix.strip())
         assert step.costs.discarded.output_tokens == step.draft_tokens - n  # only the tokens after the point
@@ -122,23 +128,22 @@ def test_handoff_keeps_the_drafts_prefix_exactly_and_throws_away_only_the_rest(a
         assert step.tokens == n + step.costs.target.output_tokens - (step.end == "eos")
         seen.append(n)
 
-    Solver(router=router, **KW).solve(PROBLEM, on_step=check)
+    ctl.run(PROBLEM, on_step=check)
     assert any(n > 0 for n in seen)  # some step kept a non-empty prefix
 
 
 @pytest.mark.slow
 def test_lookahead_keeps_exactly_the_judged_prefix_of_its_drafted_steps(anchors):
-    ahead1 = make_router("lookahead", 0.5, k=1)
-    one = solve(ahead1)  # one step ahead: SpecReason's decisions
-    assert ahead1.rounds and all(n == 1 and m in (0, 1) for n, m in ahead1.rounds)  # each call judges one step
+    ahead1 = controller(make_router("lookahead", 0.5, k=1))
+    one = ahead1.run(PROBLEM)  # one step ahead: SpecReason's decisions
+    assert ahead1.router.rounds and all(n == 1 and m in (0, 1) for n, m in ahead1.router.rounds)  # one step a call
     spec = anchors["specreason"]
     assert texts(one) == texts(spec)
     assert [s.score for s in one.steps] == pytest.approx([s.score for s in spec.steps], abs=1e-3)
 
     for tau in (0.5, 0.75):
-        router = make_router("lookahead", tau, k=3)
-        solver = Solver(router=router, **KW)
-        ctl = Controller(solver.draft, solver.target, router, solver.limits, solver.config(solver.limits))
+        ctl = controller(make_router("lookahead", tau, k=3))
+        router = ctl.router
 
         def held(step, ctl=ctl):  # a step served from the plan leaves the draft's session behind, never ahead
             for slot in (ctl.sessions.draft, ctl.sessions.target):
@@ -162,6 +167,29 @@ def test_lookahead_keeps_exactly_the_judged_prefix_of_its_drafted_steps(anchors)
             assert any(m > 1 for _, m in router.rounds)  # some call kept several steps
         else:
             assert escalated and kept
+
+
+@pytest.mark.slow
+def test_a_solve_never_takes_another_solves_plans():
+    """A second solve of the same problem run in the middle of a first one (after the first planned its
+    next step) leaves the first exactly as it is alone: lookahead's plans belong to their solve."""
+    router = make_router("lookahead", 0.5, k=2)
+
+    def record(sol):
+        return texts(sol), [(s.author, s.decision, s.score) for s in sol.steps], sol.costs.model_dump(
+            exclude={"draft": {"seconds"}, "judge": {"seconds"}, "router": {"seconds"}, "target": {"seconds"},
+                     "discarded": {"seconds"}})
+
+    alone = solve(router)
+    inner = []
+
+    def interleave(step):
+        if step.index == 0 and not inner:  # the first step is kept and the second planned: solve again now
+            inner.append(solve(router))
+
+    outer = Solver(router=router, **KW).solve(PROBLEM, on_step=interleave)
+    assert inner and alone.costs.judge.calls < len([s for s in alone.steps if s.decision])  # some from a plan
+    assert record(outer) == record(alone) == record(inner[0])
 
 
 @pytest.mark.parametrize("name,opts,msg", [

@@ -196,6 +196,49 @@ def test_concurrent_requests_give_the_sequential_answers(server, completion):
     assert results["q2"].choices[0].message.content == alone
 
 
+# every policy at a threshold where it keeps some steps and escalates others (tests/test_loop.py)
+POLICIES = {"random": (0.8, {}), "specreason": (0.75, {}), "arbitrage": (0.5, {"model": "testbed"}),
+            "first-token": (0.01, {}), "oracle": (0.0, {}), "handoff": (0.5, {}),
+            "cascade": (0.9, {"arbitrage": "testbed", "confident": "-0.02"}), "best-of-n": (0.75, {"n": "2"}),
+            "lookahead": (0.5, {"k": "2"})}  # at 0.5 lookahead keeps both drafted steps: the second from its plan
+
+
+def outcome(response):
+    """A response's record without its seconds: text, answer, authors, and each stage's calls and tokens."""
+    spec = response.model_extra["specstep"]
+    usage = {stage: (u["calls"], u["input_tokens"], u["output_tokens"]) for stage, u in spec["usage"].items()
+             if isinstance(u, dict)}
+    return response.choices[0].message.content, spec["answer"], spec["steps_by_author"], usage
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", list(POLICIES))
+def test_concurrent_requests_with_one_question_give_the_sequential_records(policy):
+    """Two requests with the same question at once get what one request alone gets: per-solve state
+    (lookahead's plans, best-of-n's candidates, handoff's prefixes, cascade's gates) is per solve."""
+    from eval.synthetic import generate
+    from reasoning.api import Solver
+
+    tau, options = POLICIES[policy]
+    question = generate(7, steps=3, seed=0, split="test")[6].question
+    solver = Solver("testbed-draft", "testbed-target", router=policy, threshold=tau, router_options=options,
+                    max_steps=2, step_tokens=48, max_tokens=128)
+    with running(solver) as server:
+        client = client_for(server)
+        alone = outcome(ask(client, question))
+        results = {}
+
+        def one(k):
+            results[k] = outcome(ask(client, question))
+
+        threads = [threading.Thread(target=one, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+    assert results == {0: alone, 1: alone}
+
+
 def test_bearer_token():
     solver = _NoSolve()
     with running(solver, api_key="s3cret") as server:
