@@ -646,6 +646,8 @@ def _cmd_testbed(args: SimpleNamespace) -> int:
 
     from training.testbed import RECIPES, train_testbed
 
+    if args.recipe != "v1" and args.out is None:  # the package's folder holds the shipped (v1) pair
+        raise SpecstepError(f"--recipe {args.recipe} needs --out DIR: the default folder holds the shipped v1 pair")
     cfg = replace(RECIPES[args.recipe], seed=args.seed, keep_phases=args.keep_phases)
     for key in ("target_steps", "draft_steps", "batch"):
         value = getattr(args, key)
