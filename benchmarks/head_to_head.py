@@ -60,7 +60,8 @@ def main() -> None:
 
     out, n, steps = Path(args.out), args.n, args.steps
     d_spec, t_spec = testbed.pair_specs(args.pair, args.dtype)
-    if (args.pair or args.dtype) and (not only_of(args) or "+token-spec" in only_of(args)):
+    only = only_of(args)
+    if (args.pair or args.dtype) and (not only or "+token-spec" in only):
         # the assistant is a spec inside the target's spec: it cannot carry options of its own
         ap.error("token-level speculation runs on the shipped pair only: leave out --pair/--dtype, or "
                  "--policies without +token-spec")
@@ -68,7 +69,6 @@ def main() -> None:
     def floats(text: str) -> list[float]:
         return [float(x) for x in text.split(",") if x]
 
-    only = only_of(args)
     kw = {"n_val": args.n_val, "draft": d_spec, "target": t_spec}
 
     def sweep(folder, policy, **more):

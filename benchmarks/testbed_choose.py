@@ -134,8 +134,7 @@ def main() -> None:
         best = max(rows, key=lambda k: (rows[k]["correct"], -k))
         print(f"chosen target: phase {best} ({rows[best]['correct']}/{rows[best]['n']} val problems)")
         return
-    targets = table(done + jsonl.read_values(path, ChoiceRecord.model_validate_json, "not a choice record"),
-                    "target")
+    targets = table(done, "target")  # the records read above hold the target phases too
     if not targets:
         sys.exit("testbed_choose: measure the target phases first (--what target)")
     t = targets[max(targets, key=lambda k: (targets[k]["correct"], -k))]["acc"]
