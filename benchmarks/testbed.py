@@ -59,9 +59,10 @@ def per_token_latency(draft, target, prompt, tokens: int, repeats: int) -> tuple
     return statistics.median(out["draft"]), statistics.median(out["target"])
 
 
-def judge_auc(target, problems, seed: int = 0) -> tuple[float, float, int]:
-    """ROC-AUC of the target's SpecReason judge on gold steps (positive) against corrupted twins,
-    the share of pairs where gold scores higher, and the number of pairs."""
+def judge_auc(target, problems, seed: int = 0, style: str = "short") -> tuple[float, float, int]:
+    """ROC-AUC of the target's SpecReason judge on gold steps (positive) against corrupted twins, both
+    written in `style` (the one the target was trained on), the share of pairs where gold scores higher,
+    and the number of pairs."""
     from eval.synthetic import corrupt_step, gold_steps
     from judges.specreason import judge_on_session
     from reasoning.prompts import Prompt
@@ -70,11 +71,11 @@ def judge_auc(target, problems, seed: int = 0) -> tuple[float, float, int]:
     rng = random.Random(seed)
     labels, scores, wins, pairs = [], [], 0, 0
     for p in problems:
-        gold = gold_steps(p)
+        gold = gold_steps(p, style)
         session = target.open_session(Prompt.math(p.question, 0))
         for i, step in enumerate(gold):
             end = "\n\n" if i < len(gold) - 1 else ""
-            bad, _ = corrupt_step(p, i, rng)
+            bad, _ = corrupt_step(p, i, rng, style=style)
             good_score = judge_on_session(session, target, step + end)[0]
             bad_score = judge_on_session(session, target, bad + end)[0]
             labels += [True, False]
@@ -145,6 +146,7 @@ def main() -> None:
     from eval.synthetic import generate
     from reasoning.backends import load_backend
     from reasoning.prompts import Prompt
+    from reasoning.testbed import adapter_dir, read_manifest
 
     d_spec, t_spec = pair_specs(args.pair, args.dtype)
     lines = [f"# testbed benchmark: {d_spec} -> {t_spec}, {args.n} test {args.steps}-step problems, thresholds "
@@ -154,7 +156,8 @@ def main() -> None:
         c_params = draft.n_params / target.n_params
         val = generate(args.judge_problems, steps=args.steps, seed=0, split="val")
         d_tok, t_tok = per_token_latency(draft, target, Prompt.math(val[0].question, 0), 48, 5)
-        auc, win, pairs = judge_auc(target, val)
+        style = read_manifest(adapter_dir("testbed-target", args.pair and str(Path(args.pair) / "target"))).step_style
+        auc, win, pairs = judge_auc(target, val, style=style)
         lines += [f"per-token decode latency: draft {1e3 * d_tok:.1f} ms, target {1e3 * t_tok:.1f} ms, ratio "
                   f"{d_tok / t_tok:.2f} (goal <= 0.35); parameters {draft.n_params / 1e6:.1f}M / "
                   f"{target.n_params / 1e6:.1f}M = {c_params:.2f}",

@@ -48,18 +48,20 @@ def measure(what: str, phase: int, folder: Path, problems, dtype: str | None = N
     from reasoning.api import Solver
     from reasoning.grading import grade
     from reasoning.prompts import Prompt
+    from reasoning.testbed import read_manifest
 
     spec = f"testbed-{what}?adapter={folder}" + (f"&dtype={dtype}" if dtype else "")
     alone = "target-only" if what == "target" else "draft-only"  # the other model is not loaded
     solver = Solver(draft=spec if what == "draft" else "testbed-draft", target=spec if what == "target"
                     else "testbed-target", router=alone, **LIMITS)
     backend = solver.target if what == "target" else solver.draft
+    style = read_manifest(folder).step_style  # the gold prefix in the style the model was trained on
     out = []
     for p in problems:
         t0 = time.perf_counter()
         sol = solver.solve(p)
         correct = grade(sol.answer_text, p.gold).correct
-        gold = gold_steps(p)
+        gold = gold_steps(p, style)
         s = backend.open_session(Prompt.math(p.question, 0))
         right = 0
         for i, step in enumerate(gold[:-1]):  # the operations; the last line states the answer

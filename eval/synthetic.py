@@ -14,6 +14,11 @@ the gold solution (one step a paragraph, then ``The answer is \\boxed{N}.``), :f
 grades a written step exactly, and :func:`corrupt_step` makes a wrong twin of a gold step (wrong
 arithmetic or a wrong operand) for judge training and tests.
 
+Two styles of gold step (``STYLES``): ``short`` writes additions and subtractions in one go
+(``53 - 27 = 26.``); ``written`` splits a carry or a borrow at the next ten of the operand
+(``53 - 27 = 53 - 30 + 3 = 23 + 3 = 26.``) and writes a quotient past ten as a long division
+(``756 / 9: 75 = 9 * 8 + 3, 36 = 9 * 4, so 756 / 9 = 84.``). A step is right in either style.
+
 Splits: a question belongs to ``train``, ``val`` or ``test`` by a hash of its text (80/10/10), so the
 splits are disjoint for every seed and step count. Problem ``i`` of a split depends only on
 ``(steps, seed, split, i)``: ``generate(5)`` is the first five problems of ``generate(50)``.
@@ -31,6 +36,9 @@ from reasoning.types import Problem
 
 MIN_STEPS, MAX_STEPS = 1, 8
 SPLITS = ("train", "val", "test")
+# how gold steps are written: "short" (additions and subtractions in one go; the shipped v1 pair) or
+# "written" (carries, borrows and long divisions written out in carry-free parts)
+STYLES = ("short", "written")
 _MAX_VALUE = 999  # every intermediate count stays below 1000
 
 _NAMES = ["Ava", "Ben", "Chloe", "Diego", "Emma", "Farid", "Grace", "Hiro", "Isla", "Jonah", "Kira", "Liam",
@@ -103,8 +111,8 @@ class Op:
             return (self.a % 10) + (self.k % 10) >= 10
         return (self.a % 10) < (self.k % 10)
 
-    def text(self, result: int | None = None) -> str:
-        """The gold step; `result` replaces the final value (a corruption)."""
+    def text(self, result: int | None = None, style: str = "short") -> str:
+        """The gold step in `style` (see STYLES); `result` replaces the final value (a corruption)."""
         r = self.result if result is None else result
         a, k = self.a, self.k
         if self.sign == "*" and a >= 10 and a % 10:
@@ -112,9 +120,19 @@ class Op:
             return f"{a} * {k} = {tens} * {k} + {ones} * {k} = {tens * k} + {ones * k} = {r}."
         if self.sign == "/":
             q = self.result
+            if style == "written" and q >= 10:  # long division: the tens digit, its remainder, the ones digit
+                lead, rem = divmod(a // 10, k)
+                return (f"{a} / {k}: {a // 10} = {k} * {lead} + {rem}, {rem * 10 + a % 10} = {k} * {q % 10}, "
+                        f"so {a} / {k} = {r}.")
             if q >= 10 and q % 10:
                 tens, ones = q - q % 10, q % 10
                 return f"{a} / {k} = {tens * k} / {k} + {ones * k} / {k} = {tens} + {ones} = {r}."
+        if style == "written" and self.sign in "+-" and self.hard:
+            # a carry or a borrow: go to the next ten of k and back, so neither part carries in its ones
+            up = k + 10 - k % 10
+            back, first = up - k, (a + up if self.sign == "+" else a - up)
+            undo = "-" if self.sign == "+" else "+"
+            return f"{a} {self.sign} {k} = {a} {self.sign} {up} {undo} {back} = {first} {undo} {back} = {r}."
         return f"{a} {self.sign} {k} = {r}."
 
 
@@ -139,14 +157,20 @@ def answer_step(value: int | str) -> str:
     return f"The answer is \\boxed{{{value}}}."
 
 
-def gold_steps(problem: Problem) -> list[str]:
-    """The gold solution: one step per operation, then the answer step."""
-    ops = operations(problem)
-    return [op.text() for op in ops] + [answer_step(ops[-1].result if ops else problem.gold)]
+def _style(style: str) -> str:
+    if style not in STYLES:
+        raise ConfigError(f"synthetic step style must be one of {', '.join(STYLES)}, got {style!r}")
+    return style
 
 
-def gold_solution(problem: Problem, delimiter: str = "\n\n") -> str:
-    return delimiter.join(gold_steps(problem))
+def gold_steps(problem: Problem, style: str = "short") -> list[str]:
+    """The gold solution in `style`: one step per operation, then the answer step."""
+    ops, style = operations(problem), _style(style)
+    return [op.text(style=style) for op in ops] + [answer_step(ops[-1].result if ops else problem.gold)]
+
+
+def gold_solution(problem: Problem, delimiter: str = "\n\n", style: str = "short") -> str:
+    return delimiter.join(gold_steps(problem, style))
 
 
 def step_difficulty(problem: Problem) -> list[str]:
@@ -159,19 +183,21 @@ def _norm(text: str) -> str:
 
 
 def check_step(problem: Problem, index: int, text: str) -> bool:
-    """Whether `text` is exactly gold step `index` (whitespace and a final period aside)."""
-    gold = gold_steps(problem)
-    return 0 <= index < len(gold) and _norm(text) == _norm(gold[index])
+    """Whether `text` is exactly gold step `index` in one of the STYLES (whitespace and a final period
+    aside)."""
+    return any(0 <= index < len(gold) and _norm(text) == _norm(gold[index])
+               for gold in (gold_steps(problem, style) for style in STYLES))
 
 
 CORRUPTIONS = ("arithmetic", "operand", "previous")
 
 
-def corrupt_step(problem: Problem, index: int, rng: random.Random, kind: str | None = None) -> tuple[str, str]:
-    """A wrong twin of gold step `index` and the kind of error: ``arithmetic`` (the result is off),
-    ``operand`` (the right arithmetic on a wrong operand) or ``previous`` (it starts from a wrong
-    count). The answer step gets a wrong boxed value (kind ``arithmetic``)."""
-    ops = operations(problem)
+def corrupt_step(problem: Problem, index: int, rng: random.Random, kind: str | None = None,
+                 style: str = "short") -> tuple[str, str]:
+    """A wrong twin of gold step `index` (in `style`) and the kind of error: ``arithmetic`` (the result
+    is off), ``operand`` (the right arithmetic on a wrong operand) or ``previous`` (it starts from a
+    wrong count). The answer step gets a wrong boxed value (kind ``arithmetic``)."""
+    ops, style = operations(problem), _style(style)
     if kind is not None and kind not in CORRUPTIONS:
         raise ConfigError(f"unknown corruption {kind!r}: use one of {', '.join(CORRUPTIONS)}")
     if index == len(ops):
@@ -180,7 +206,7 @@ def corrupt_step(problem: Problem, index: int, rng: random.Random, kind: str | N
     op = ops[index]
     kind = kind or rng.choice(CORRUPTIONS)
     if kind == "arithmetic":
-        return op.text(result=_off(op.result, rng)), kind
+        return op.text(result=_off(op.result, rng), style=style), kind
     for _ in range(100):
         if kind == "operand":
             bad = Op(op.a, op.sign, _off(op.k, rng, small=True))
@@ -188,8 +214,8 @@ def corrupt_step(problem: Problem, index: int, rng: random.Random, kind: str | N
             bad = Op(_off(op.a, rng), op.sign, op.k)
         if bad.k >= 1 and bad.a >= 1 and bad.result >= 0 and (op.sign != "/" or bad.a % bad.k == 0) \
                 and bad != op:
-            return bad.text(), kind
-    return op.text(result=_off(op.result, rng)), "arithmetic"
+            return bad.text(style=style), kind
+    return op.text(result=_off(op.result, rng), style=style), "arithmetic"
 
 
 def _off(value: int, rng: random.Random, small: bool = False) -> int:

@@ -50,6 +50,8 @@ class AdapterManifest(BaseModel):
     head_vocab: int | None = Field(None, ge=1, description="the output head keeps only this many token ids "
                                    "(FR-Spec-style; their ids are the tensor head.vocab)")
     few_shot: int = Field(0, ge=0, le=3, description="worked examples in the prompt it was trained with")
+    step_style: Literal["short", "written"] = Field("short", description="how the gold steps it was trained on "
+                                                    "are written (eval.synthetic.STYLES)")
     trained: dict[str, str | int | float] = Field(default_factory=dict, description="provenance")
 
 

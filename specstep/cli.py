@@ -247,8 +247,9 @@ def testbed_train(
     resume: Annotated[bool, typer.Option("--resume", help="start each model from its adapter in --out and train "
                                          "only the phases it does not hold yet (its training.json counts "
                                          "them; each phase is saved when it ends)")] = False,
-    recipe: Annotated[Literal["v1", "v2"], typer.Option(help="v1: the shipped pair; v2: the rank-64 target in "
-                                                        "five phases, the draft in three")] = "v1",
+    recipe: Annotated[Literal["v1", "v2", "v2-written"], typer.Option(
+        help="v1: the shipped pair; v2: the rank-64 target in five phases, the draft in three; v2-written: v2 "
+        "with carries, borrows and long divisions written out")] = "v1",
     keep_phases: Annotated[bool, typer.Option("--keep-phases", help="also keep each phase's adapter in "
                                               "DIR/phases/ (to choose one on validation problems)")] = False,
 ) -> int:

@@ -7,6 +7,8 @@ import pytest
 
 from eval.synthetic import (
     SPLITS,
+    STYLES,
+    Op,
     check_step,
     corrupt_step,
     generate,
@@ -29,20 +31,54 @@ def _arith(step: str) -> int:
     return int(values[-1])
 
 
+def _written_division(step: str, op: Op) -> int:
+    """Check a long division 'a / k: A = k * t + r, B = k * o, so a / k = q.' clause by clause."""
+    m = re.fullmatch(r"(\d+) / (\d+): (\d+) = (\d+) \* (\d+) \+ (\d+), (\d+) = (\d+) \* (\d+), so \1 / \2 = (\d+)\.",
+                     step)
+    assert m, step
+    a, k, lead, k1, t, r, rest, k2, o, q = map(int, m.groups())
+    assert (a, k) == (op.a, op.k) == (a, k1) == (a, k2) and lead == a // 10 and lead == k * t + r and r < k
+    assert rest == 10 * r + a % 10 == k * o and q == 10 * t + o
+    return q
+
+
+@pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("steps", [1, 2, 3, 5])
-def test_gold_steps_compute_the_gold_answer(steps):
+def test_gold_steps_compute_the_gold_answer(steps, style):
     for p in generate(40, steps=steps, seed=2):
-        gold = gold_steps(p)
+        gold = gold_steps(p, style)
         assert len(gold) == steps + 1
         value = None
         for op, text in zip(operations(p), gold):
-            assert text.startswith(f"{op.a} {op.sign} {op.k} = ")
+            assert text.startswith(f"{op.a} {op.sign} {op.k}")
             assert value is None or op.a == value  # each step starts from the previous count
-            value = _arith(text)
+            value = _written_division(text, op) if ":" in text else _arith(text)
+            assert check_step(p, gold.index(text), text)  # either style is a right step
         assert str(value) == p.gold
         assert gold[-1] == f"The answer is \\boxed{{{p.gold}}}."
-        assert extract_answer(gold_solution(p))[0] == p.gold
+        assert extract_answer(gold_solution(p, style=style))[0] == p.gold
         assert all(0 < op.result < 1000 for op in operations(p))
+
+
+def test_the_written_style_leaves_no_carry_in_the_ones():
+    """Every addition or subtraction with a carry or a borrow goes to k's next ten and back, so neither
+    part carries in its ones; a division past ten is written as a long division."""
+    ops = [op for p in generate(300, steps=3, seed=0, split="train") for op in operations(p)]
+    hard = [op for op in ops if op.sign in "+-" and op.hard]
+    assert len(hard) > 50
+    for op in hard:
+        a, sign, up, undo, back = op.text(style="written").split(" = ")[1].split()
+        first = int(a) + int(up) if sign == "+" else int(a) - int(up)
+        assert int(up) % 10 == 0 and int(up) > op.k and int(back) == int(up) - op.k
+        assert first % 10 == int(a) % 10 and first >= 0  # a multiple of ten leaves the ones alone
+        assert (first % 10 - int(back) >= 0) if undo == "-" else (first % 10 + int(back) < 10)
+    assert Op(53, "-", 27).text(style="written") == "53 - 27 = 53 - 30 + 3 = 23 + 3 = 26."
+    assert Op(48, "+", 7).text(style="written") == "48 + 7 = 48 + 10 - 3 = 58 - 3 = 55."
+    assert Op(756, "/", 9).text(style="written") == "756 / 9: 75 = 9 * 8 + 3, 36 = 9 * 4, so 756 / 9 = 84."
+    easy = [op for op in ops if not op.hard and op.sign in "+-" or op.sign == "/" and op.result < 10]
+    assert easy and all(op.text(style="written") == op.text() for op in easy)  # the rest as in the short style
+    with pytest.raises(ConfigError, match="step style must be one of short, written, got 'long'"):
+        gold_steps(generate(1)[0], "long")
 
 
 def test_steps_vary_in_difficulty():
@@ -68,16 +104,17 @@ def test_check_step_is_exact():
     assert not check_step(p, len(gold), gold[0])
 
 
+@pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("kind", ["arithmetic", "operand", "previous"])
-def test_corruptions_are_wrong_and_plausible(kind):
+def test_corruptions_are_wrong_and_plausible(kind, style):
     rng = random.Random(0)
     for p in generate(30, steps=3, seed=1):
         for i in range(3):
-            bad, got = corrupt_step(p, i, rng, kind)
+            bad, got = corrupt_step(p, i, rng, kind, style=style)
             assert got in ("arithmetic", kind)
             assert not check_step(p, i, bad)
-            assert bad.count("=") == gold_steps(p)[i].count("=") or got != "arithmetic"
-            if got in ("operand", "previous"):  # the arithmetic itself is right, on a wrong number
+            assert bad.count("=") == gold_steps(p, style)[i].count("=") or got != "arithmetic"
+            if got in ("operand", "previous") and ":" not in bad:  # right arithmetic on a wrong number
                 _arith(bad)
         bad, got = corrupt_step(p, 3, rng)
         assert got == "arithmetic" and not check_step(p, 3, bad) and "\\boxed{" in bad

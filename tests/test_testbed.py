@@ -161,7 +161,7 @@ def test_testbed_training_writes_adapters_that_load(tmp_path, merged_copies_remo
     from training.testbed import TestbedConfig, train_testbed
 
     cfg = TestbedConfig(target_steps=1, draft_steps=1, draft_more=((1, 1e-3),), target_more=((1, 1e-3),), batch=1,
-                        warmup=1, out=str(tmp_path), keep_phases=True, pool=20)
+                        warmup=1, out=str(tmp_path), keep_phases=True, pool=20, style="written")
     report = train_testbed(cfg)
     assert sorted(p.name for p in (tmp_path / "phases").iterdir()) == ["draft-1", "draft-2", "target-1", "target-2"]
     assert adapter_key(read_manifest(tmp_path / "phases" / "target-2" / "target")) == report["target"]["sha256"]
@@ -169,11 +169,17 @@ def test_testbed_training_writes_adapters_that_load(tmp_path, merged_copies_remo
     for what in ("target", "draft"):
         m = read_manifest(tmp_path / what)
         assert adapter_key(m) == report[what]["sha256"] and report[what]["steps"] == 2
+        assert m.step_style == "written"  # the benchmarks read it to write gold prefixes the model knows
         assert json.loads((tmp_path / what / "training.json").read_text())["history"]
     b = load_backend(f"testbed-draft?adapter={tmp_path / 'draft'}")
     assert b.model.config.num_hidden_layers == cfg.draft_layers
     assert b.open_session(Prompt.math(PROBLEMS[0].question, 0)).generate(max_tokens=3).token_ids
     assert b.model.lm_head.ids.numel() == read_manifest(tmp_path / "draft").head_vocab  # the task's tokens
+    from eval.synthetic import generate, gold_solution
+
+    # the pruned head holds every token of the style it was trained on (long divisions' ':' and ',' too)
+    written = next(p for p in generate(50, steps=3, seed=0, split="train") if ":" in gold_solution(p, style="written"))
+    assert set(b.encode(gold_solution(written, style="written"))) <= set(b.model.lm_head.ids.tolist())
     # the draft's update applies to the target beside it (the one it was trained on), not the shipped one
     name = "model.layers.0.self_attn.q_proj"
     d = load_tensors(tmp_path / "draft", read_manifest(tmp_path / "draft"))

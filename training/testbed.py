@@ -77,7 +77,8 @@ class TestbedConfig:
     threads: int = 2
     bf16: bool | None = None  # autocast the forward to bfloat16 (LoRA weights stay float32); None: if the CPU has it
     out: str = str(DATA_DIR)
-    keep_phases: bool = False  # also copy each phase's pair to out/phases/{target,draft}-K/
+    keep_phases: bool = False
+    style: str = "short"  # how gold steps are written (eval.synthetic.STYLES)  # also copy each phase's pair to out/phases/{target,draft}-K/
 
 
 # v1: the shipped pair. v2: the target at the draft's LoRA rank (the rank-16 target plateaued while the
@@ -90,6 +91,9 @@ RECIPES = {
                         target_more=((200, 7e-4), (200, 5e-4), (200, 5e-4), (200, 3e-4)),
                         draft_more=((400, 1.5e-3), (400, 1e-3))),
 }
+# v2 with carries, borrows and long divisions written out (v2's target fails most borrows and divisions
+# past ten; it writes multiplications, already written out, right)
+RECIPES["v2-written"] = TestbedConfig(**{**asdict(RECIPES["v2"]), "style": "written"})
 
 
 class LoRALinear(nn.Module):
@@ -120,8 +124,9 @@ def add_lora(model, rank: int, alpha: float, seed: int) -> dict[str, LoRALinear]
 class Examples:
     """Endless seeded stream of tokenised training examples: (ids, labels)."""
 
-    def __init__(self, backend, seed: int, judge_share: float, split: str = "train", pool: int = 4000):
-        self.backend, self.judge_share = backend, judge_share
+    def __init__(self, backend, seed: int, judge_share: float, split: str = "train", pool: int = 4000,
+                 style: str = "short"):
+        self.backend, self.judge_share, self.style = backend, judge_share, style
         self.rng = random.Random(f"testbed-examples/{seed}/{judge_share}")
         self.problems = {s: generate(pool, steps=s, seed=seed, split=split) for s in STEP_WEIGHTS}
         self.eos = backend.tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -138,19 +143,19 @@ class Examples:
     def solution(self, problem) -> tuple[list[int], list[int]]:
         ids = self._prompt(problem)
         labels = [-100] * len(ids)
-        for piece in self._pieces(gold_steps(problem)):
+        for piece in self._pieces(gold_steps(problem, self.style)):
             t = self.backend.encode(piece)
             ids, labels = ids + t, labels + t
         return ids + [self.eos], labels + [self.eos]
 
     def judge(self, problem) -> tuple[list[int], list[int], bool]:
-        gold = gold_steps(problem)
+        gold = gold_steps(problem, self.style)
         i = self.rng.randrange(len(gold))
         ids = self._prompt(problem)
         for piece in self._pieces(gold)[:i]:
             ids += self.backend.encode(piece)
         good = self.rng.random() < 0.5
-        text = gold[i] if good else corrupt_step(problem, i, self.rng)[0]
+        text = gold[i] if good else corrupt_step(problem, i, self.rng, style=self.style)[0]
         ids += self.backend.encode(text + (DELIMITER if i < len(gold) - 1 else "")) + self._suffix
         labels = [-100] * len(ids)
         digit = self.digit_ids[9 if good else 0]
@@ -266,10 +271,10 @@ def quantize(t: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @functools.cache
-def task_vocab(backend, seed: int, pool: int = 4000) -> list[int]:
+def task_vocab(backend, seed: int, pool: int = 4000, style: str = "short") -> list[int]:
     """Every token id the task's prompts and gold solutions use (plus the end of turn): the draft's
     pruned head. Counted on the training split; the others share its words and digits."""
-    ex = Examples(backend, seed, 0.0, pool=pool)
+    ex = Examples(backend, seed, 0.0, pool=pool, style=style)
     ids = {ex.eos}
     for problems in ex.problems.values():
         for p in problems:
@@ -344,13 +349,13 @@ def _save_phase(model, factors, ref, info: dict, cfg: TestbedConfig, what: str, 
     trained = {"seed": cfg.seed, "steps": info["steps"], "batch": cfg.batch, "final_loss": info["final_loss"],
                "seconds": info["seconds"], "lr": cfg.draft_lr if is_draft else cfg.target_lr,
                "judge_share": 0.0 if is_draft else cfg.judge_share, "config": json.dumps(asdict(cfg))}
-    vocab = task_vocab(backend, cfg.seed, cfg.pool) if is_draft and cfg.draft_head_vocab else None
+    vocab = task_vocab(backend, cfg.seed, cfg.pool, cfg.style) if is_draft and cfg.draft_head_vocab else None
     new, old = out / f"{what}.new", out / f"{what}.old"
     shutil.rmtree(new, ignore_errors=True)
     m = save_adapter(factors, replace, new, {
         "name": f"testbed-{what}", "base": "testbed-target" if is_draft else cfg.base,
         "layers": cfg.draft_layers if is_draft else None, "rank": stored, "alpha": float(stored),  # scale 1
-        "modules": list(MODULES), "few_shot": 0, "trained": trained}, vocab)
+        "modules": list(MODULES), "few_shot": 0, "step_style": cfg.style, "trained": trained}, vocab)
     (new / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     shutil.rmtree(old, ignore_errors=True)
     if (out / what).exists():
@@ -422,7 +427,7 @@ def train_testbed(cfg: TestbedConfig, only: str | None = None, resume: bool = Fa
                 model.model.norm.weight.requires_grad_(True)
                 extra = [model.model.norm.weight]
             seed = cfg.seed + (1 + k if is_draft else (0 if k == 0 else 9 + k))
-            examples = Examples(backend, seed, 0.0 if is_draft else cfg.judge_share, pool=cfg.pool)
+            examples = Examples(backend, seed, 0.0 if is_draft else cfg.judge_share, pool=cfg.pool, style=cfg.style)
             run = train_one(model, examples, steps, lr, cfg, what if k == 0 else f"{what}+{k}", extra)
             factors = fold(model, wrapped, ref, stored)
             info = {"steps": sum(st for st, _ in phases[: k + 1]), "final_loss": run["final_loss"],
