@@ -77,8 +77,8 @@ class TestbedConfig:
     threads: int = 2
     bf16: bool | None = None  # autocast the forward to bfloat16 (LoRA weights stay float32); None: if the CPU has it
     out: str = str(DATA_DIR)
-    keep_phases: bool = False
-    style: str = "short"  # how gold steps are written (eval.synthetic.STYLES)  # also copy each phase's pair to out/phases/{target,draft}-K/
+    keep_phases: bool = False  # also copy each phase's pair to out/phases/{target,draft}-K/
+    style: str = "short"  # how gold steps are written (eval.synthetic.STYLES)
 
 
 # v1: the shipped pair. v2: the target at the draft's LoRA rank (the rank-16 target plateaued while the
