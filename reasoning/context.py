@@ -9,6 +9,7 @@ Routers and judges never see the controller; the controller owns every total.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -17,6 +18,16 @@ from reasoning.options import Limits
 from reasoning.types import Problem, SolveConfig, Stage, Step
 
 Model = Literal["draft", "target"]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Text in the solution (a step with its delimiter) and the token ids its author wrote for it, in the
+    author's vocabulary (None: no exact ids, so sessions append the text)."""
+
+    text: str
+    author: Model | None = None
+    ids: tuple[int, ...] | None = None
 
 
 @runtime_checkable
@@ -47,11 +58,21 @@ class StepContext(Protocol):
         ...
 
     def write_step(self, model: Model, *, temperature: float | None = None, seed: int | None = None,
-                   max_tokens: int | None = None, prefix: str = "") -> Generation:
+                   max_tokens: int | None = None, prefix: str | Sequence[Piece] = "") -> Generation:
         """Let a model write this step from the accepted prefix, with the controller's stops and
         cap (and its temperature, seed and the step's token cap unless given); the session is left
-        at the prefix. With `prefix`, the model continues a step that starts with that text (the
-        generation holds the continuation only). The caller reports the generation's usage."""
+        at the prefix. With `prefix`, the model continues what follows the prefix: pieces (from `piece`
+        and `draft_head`) go in with their authors' token ids where the model shares their vocabulary,
+        text is encoded (the generation holds the continuation only). The caller reports the
+        generation's usage."""
+        ...
+
+    def piece(self, model: Model, gen: Generation) -> Piece:
+        """A step `model` wrote (`gen`), with its delimiter and token ids, to continue with `write_step`."""
+        ...
+
+    def draft_head(self, n_tokens: int) -> Piece:
+        """The proposal's first `n_tokens` tokens as a piece: `draft_prefix`'s text and the draft's ids."""
         ...
 
     def draft_prefix(self, n_tokens: int) -> str:
@@ -123,4 +144,4 @@ class Router(Protocol):
     def review(self, ctx: StepContext, decision: Decision, target: Generation) -> None: ...
 
 
-__all__ = ["Decision", "Model", "Report", "Router", "StepContext"]
+__all__ = ["Decision", "Model", "Piece", "Report", "Router", "StepContext"]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from reasoning.answers import extract_answer, last_boxed
 from reasoning.backends.base import Backend, Generation
-from reasoning.context import Decision, Router, StepContext  # noqa: F401 (re-exported)
+from reasoning.context import Decision, Piece, Router, StepContext  # noqa: F401 (re-exported)
 from reasoning.errors import ConfigError
 from reasoning.options import Limits  # re-exported: the loop's budgets live in reasoning.options
 from reasoning.prompts import Prompt
@@ -260,7 +260,8 @@ class Controller:
             lead = self.limits.delimiter
         if self.segmenter.in_thinking(self._head + sessions.text):
             lead += self.segmenter.think_close + "\n\n"
-        sessions.text += lead
+        if lead:
+            sessions.add(Piece(lead))
         session = sessions.ready(slot.stage)
         session.append(FORCED_PREFIX)
         gen = session.generate(max_tokens=self.limits.forced_answer_tokens, stop=["\n"], temperature=0.0)

@@ -1,18 +1,23 @@
 """Session slots and trial bookkeeping for the step loop, and the loop's `StepContext`.
 
 Each model keeps one session on its own rendering of the prompt. Both sessions hold the same
-solution text; a session that fell behind (because the other model wrote the last steps) catches
-up lazily by appending the missing text, so a model that is never asked (the target under
-draft-only) never runs. While a step is decided, the draft's step may sit "on trial" in a session:
-kept there if the step is kept, rolled back if it is rejected or anyone asks for the plain prefix.
+solution, step by step: each committed step is a `Piece` that carries the token ids its author wrote
+(the step and its delimiter). A session that fell behind (because the other model wrote the last
+steps) catches up lazily, one step at a time: with the author's token ids where both models share a
+vocabulary (and its own ids where it wrote the step itself), else with the step's text, encoded alone
+as the model encodes a step it writes. So a session never holds a token sequence its author did not
+write, and a model that is never asked (the target under draft-only) never runs. While a step is
+decided, the draft's step may sit "on trial" in a session: kept there if the step is kept, rolled back
+if it is rejected or anyone asks for the plain prefix.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from reasoning.backends.base import Backend, Generation, Session, Usage
-from reasoning.context import Model, Report
+from reasoning.context import Model, Piece, Report
 from reasoning.errors import ConfigError
 from reasoning.options import Limits
 from reasoning.prompts import Prompt
@@ -20,30 +25,52 @@ from reasoning.segmenter import Cut, Segmenter
 from reasoning.types import Costs, Problem, SolveConfig, Stage, StageCost, Step
 
 
+def exact_ids(backend: Backend, gen: Generation, piece: str) -> tuple[int, ...] | None:
+    """The token ids of `piece` as `backend` wrote it in `gen`: the generation's longest run of tokens
+    that spells a prefix of the piece, then the rest (a delimiter the segmenter added) encoded alone.
+    None where the backend's sessions cannot take token ids."""
+    if not getattr(backend, "vocab_key", None):
+        return None
+    ids, k = list(gen.token_ids), len(gen.token_ids)
+    head = backend.decode(ids) if k else ""
+    while k and not piece.startswith(head):
+        k -= 1
+        head = backend.decode(ids[:k]) if k else ""
+    return tuple(ids[:k] + backend.encode(piece[len(head):]))
+
+
 @dataclass
 class Slot:
-    """One model's session and how much of the solution text it already holds."""
+    """One model's session and how many pieces of the solution it already holds."""
 
     stage: Model
     backend: Backend
     prompt: Prompt | None = None  # this model's prompt (the <think> prefix depends on its template)
     session: Session | None = None
-    chars: int = 0
+    held: int = 0
     # session length before the draft's current step, while the session holds it on trial
     trial: int | None = None
+    kept: bool = False  # the session kept the draft's step from trial; the commit counts it held
+    shared: frozenset[str] = frozenset()  # authors whose token ids this session takes as they are
 
-    def ready(self, prompt: Prompt, solution_text: str) -> Session:
+    def ready(self, prompt: Prompt, pieces: Sequence[Piece]) -> Session:
         """The session holding exactly the prompt and the solution so far."""
         if self.session is None:
             self.session = self.backend.open_session(self.prompt or prompt)
-            self.chars = 0
+            self.held = 0
         if self.trial is not None:
             self.session.rollback(self.trial)
             self.trial = None
-        if self.chars < len(solution_text):
-            self.session.append(solution_text[self.chars:])
-            self.chars = len(solution_text)
+        for piece in pieces[self.held:]:
+            self.put(piece)
+        self.held = len(pieces)
         return self.session
+
+    def put(self, piece: Piece) -> Usage:
+        """Append one piece: its author's token ids where this session takes them, else its text."""
+        if piece.ids is not None and piece.author in self.shared:
+            return self.session.append_ids(piece.ids)
+        return self.session.append(piece.text)
 
     def close(self) -> None:
         if self.session is not None:
@@ -52,21 +79,27 @@ class Slot:
 
 
 class Sessions:
-    """The solution text so far, both models' slots and the draft's step on trial."""
+    """The solution so far (its pieces), both models' slots and the draft's step on trial."""
 
     def __init__(self, draft: Backend | None, target: Backend | None, prompt: Prompt, limits: Limits,
                  segmenter: Segmenter):
         self.prompt, self.limits, self.segmenter = prompt, limits, segmenter
         self.draft = Slot("draft", draft) if draft is not None else None
         self.target = Slot("target", target) if target is not None else None
-        self.text = ""  # the accepted solution
+        keys = {s.stage: getattr(s.backend, "vocab_key", None) for s in (self.draft, self.target) if s is not None}
+        for slot in (self.draft, self.target):
+            if slot is not None and keys[slot.stage]:
+                slot.shared = frozenset(m for m, k in keys.items() if k == keys[slot.stage])
+        self.pieces: list[Piece] = []
+        self.text = ""  # the accepted solution: the pieces' text
         self.piece: str | None = None  # the draft's step on trial, with its delimiter
+        self.piece_ids: tuple[int, ...] | None = None  # its token ids as the draft wrote them
 
     def slot(self, model: Model) -> Slot:
         return self.draft if model == "draft" else self.target
 
     def ready(self, model: Model) -> Session:
-        return self.slot(model).ready(self.prompt, self.text)
+        return self.slot(model).ready(self.prompt, self.pieces)
 
     def with_draft_step(self, model: Model) -> Session:
         """A model's session holding the solution so far plus the draft's step on trial."""
@@ -74,37 +107,59 @@ class Sessions:
             raise RuntimeError("there is no draft step to judge")
         slot = self.slot(model)
         if slot.trial is None:
-            session = slot.ready(self.prompt, self.text)
+            session = slot.ready(self.prompt, self.pieces)
             slot.trial = session.n_tokens
-            session.append(self.piece)
+            slot.put(Piece(self.piece, "draft", self.piece_ids))
         return slot.session
 
     def seed(self, step: int, model: Model) -> int | None:
         return None if self.limits.seed is None else self.limits.seed * 1_000_003 + step * 7 + (model == "target")
 
     def generate(self, model: Model, step: int, thinking: bool, cap: int, temperature: float | None = None,
-                 seed: int | None = None, prefix: str = "") -> tuple[Generation, int]:
+                 seed: int | None = None, prefix: str | Sequence[Piece] = "") -> tuple[Generation, int]:
         """A model writes a step from the accepted prefix (it stays in its session), continuing
-        `prefix` when given. Returns the generation and the session length before it (and `prefix`)."""
+        `prefix` (text, or pieces with their authors' ids) when given. Returns the generation and the
+        session length before it (and `prefix`)."""
+        slot = self.slot(model)
         session = self.ready(model)
         mark = session.n_tokens
-        if prefix:
-            session.append(prefix)
+        if isinstance(prefix, str):
+            if prefix:
+                session.append(prefix)
+        else:
+            for piece in prefix:
+                slot.put(piece)
         gen = session.generate(max_tokens=cap, stop=self.segmenter.stops(thinking),
                                temperature=self.limits.temperature if temperature is None else temperature,
                                seed=self.seed(step, model) if seed is None else seed,
                                ignore_eos=self.limits.ignore_eos)
         return gen, mark
 
+    def piece_of(self, model: Model, gen: Generation, piece: str | None = None) -> Piece:
+        """A step `model` wrote (`gen`) as a piece (the segmenter's cut of it unless `piece` is given)."""
+        text = self.segmenter.cut(gen).piece if piece is None else piece
+        return Piece(text, model, exact_ids(self.slot(model).backend, gen, text))
+
     def hold(self, gen: Generation, cut: Cut, mark: int) -> None:
         """The draft's proposal goes on trial in its own session, which holds exactly the piece."""
-        session = self.draft.session
-        if cut.piece.startswith(gen.text):
-            session.append(cut.piece[len(gen.text):])
+        piece = self.piece_of("draft", gen, cut.piece)
+        self._hold_exactly(self.draft, gen, piece, mark)
+        self.draft.trial, self.piece, self.piece_ids = mark, cut.piece, piece.ids
+
+    @staticmethod
+    def _hold_exactly(slot: Slot, gen: Generation, piece: Piece, mark: int) -> None:
+        """Make the session, which holds `gen` after `mark`, hold exactly `piece` there."""
+        session = slot.session
+        if piece.ids is not None:
+            have = getattr(session, "token_ids", None)
+            if have is None or list(have[mark:]) != list(piece.ids):
+                session.rollback(mark)
+                session.append_ids(piece.ids)
+        elif piece.text.startswith(gen.text):
+            session.append(piece.text[len(gen.text):])
         else:  # an end stop was cut off: the session must hold the piece only
             session.rollback(mark)
-            session.append(cut.piece)
-        self.draft.trial, self.piece = mark, cut.piece
+            session.append(piece.text)
 
     def settle(self, keep: bool) -> None:
         """After the decision: sessions holding the draft's step on trial keep it or drop it."""
@@ -112,7 +167,7 @@ class Sessions:
             if slot is None or slot.trial is None:
                 continue
             if keep:
-                slot.chars = len(self.text) + len(self.piece)
+                slot.kept = True
             else:
                 slot.session.rollback(slot.trial)
             slot.trial = None
@@ -121,16 +176,25 @@ class Sessions:
                mark: int | None = None) -> None:
         """Append a step to the solution. A step the draft kept from trial needs nothing else; for a
         step `model` wrote (`gen`), `mark` is where it starts in that model's session (None: it is
-        not there): the session keeps its tokens when they spell the step exactly."""
-        if model is not None:
+        not there): the session keeps it, holding exactly the step's token ids."""
+        if model is None:
+            piece = Piece(cut.piece, "draft", self.piece_ids)
+        else:
             slot = self.slot(model)
-            if mark is not None and cut.piece.startswith(gen.text):
-                slot.chars = len(self.text) + len(gen.text)
-            elif mark is not None:
-                slot.session.rollback(mark)
-                slot.chars = len(self.text)
+            piece = self.piece_of(model, gen, cut.piece)
+            if mark is not None:
+                self._hold_exactly(slot, gen, piece, mark)
+                slot.kept = True
             # else the session holds what it held (a step written ahead, as lookahead's, finds it behind)
-        self.text += cut.piece
+        self.add(piece)
+
+    def add(self, piece: Piece) -> None:
+        """Append a piece to the solution; sessions that kept it already hold it."""
+        for slot in (self.draft, self.target):
+            if slot is not None and slot.kept:
+                slot.held, slot.kept = len(self.pieces) + 1, False
+        self.pieces.append(piece)
+        self.text += piece.text
 
     def close(self) -> None:
         for slot in (self.draft, self.target):
@@ -173,12 +237,20 @@ class LoopContext:
         return live.with_draft_step(model) if with_draft_step else live.ready(model)
 
     def write_step(self, model: Model, *, temperature: float | None = None, seed: int | None = None,
-                   max_tokens: int | None = None, prefix: str = "") -> Generation:
+                   max_tokens: int | None = None, prefix: str | Sequence[Piece] = "") -> Generation:
         live = self._live()
         cap = self.step_cap if max_tokens is None else min(max_tokens, self.step_cap)
         gen, mark = live.generate(model, self.step_index, self.in_thinking, cap, temperature, seed, prefix)
         live.slot(model).session.rollback(mark)
         return gen
+
+    def piece(self, model: Model, gen: Generation) -> Piece:
+        """A step `model` wrote, with its delimiter and token ids (to continue it with `write_step`)."""
+        return self._live().piece_of(model, gen)
+
+    def draft_head(self, n_tokens: int) -> Piece:
+        """The proposal's first `n_tokens` tokens as a piece (text and the draft's ids)."""
+        return Piece(self.draft_prefix(n_tokens), "draft", tuple(self.draft.token_ids[:n_tokens]))
 
     def draft_prefix(self, n_tokens: int) -> str:
         if self.draft is None:

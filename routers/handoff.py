@@ -48,7 +48,8 @@ class HandoffRouter(BaseRouter):
         if at is None:
             return Decision(escalate=False, score=s, threshold=tau)
         n, prefix = self._prefix(ctx, at)
-        rest = ctx.write_step("target", prefix=prefix, max_tokens=max(1, ctx.step_cap - n))
+        head = ctx.draft_head(n) if n else None  # the draft's own token ids where the target shares them
+        rest = ctx.write_step("target", prefix=[head] if head else "", max_tokens=max(1, ctx.step_cap - n))
         ctx.report("target", rest.usage)
         self.kept.append((n, prefix))
         return Decision(escalate=True, score=s, target=rest, handoff=n or None, threshold=tau)

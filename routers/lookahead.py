@@ -55,8 +55,8 @@ class LookaheadRouter(JudgedRouter):
             return self._serve(ctx, queued, tau)
         drafts: list[Generation] = []
         pieces: list[str] = []
-        for _ in range(self.k):
-            gen = ctx.write_step("draft", prefix="".join(pieces))
+        for _ in range(self.k):  # each step drafted after the ones before it, as the draft wrote them
+            gen = ctx.write_step("draft", prefix=[ctx.piece("draft", g) for g in drafts])
             drafts.append(gen)
             pieces.append(ctx.step_piece(gen))
             if gen.finish_reason == "eos" or has_final_answer(ctx.step_text(gen)):

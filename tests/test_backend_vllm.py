@@ -45,6 +45,27 @@ def test_repeated_prefixes_hit_vllms_prefix_cache(vb):
     assert g2.usage.input_tokens == 0  # specstep's count: nothing new was sent before this call
 
 
+def test_the_engine_reads_each_pieces_token_ids_never_the_text_re_encoded(vb, monkeypatch):
+    sent = []
+    call = vb._call
+    monkeypatch.setattr(vb, "_call", lambda kind, ids, *a, **kw: sent.append(list(ids)) or call(kind, ids, *a, **kw))
+    s = vb.open_session(Prompt.math(QUESTION))
+    g = s.generate(max_tokens=40, stop=["\n\n"])
+    assert s.token_ids == s.prompt_ids + list(g.token_ids)  # the generation's own ids
+    step = vb.encode("7 - 4 = 3.\n\n")
+    s.append_ids(step)
+    s.append("3 + 16 = 19.\n\n")  # text: encoded alone, as the model writes a step
+    ids = s.prompt_ids + list(g.token_ids) + step + vb.encode("3 + 16 = 19.\n\n")
+    assert s.token_ids == ids and s.n_tokens == len(ids)
+    joined = vb.encode(g.text + "7 - 4 = 3.\n\n3 + 16 = 19.\n\n")
+    assert joined != ids[len(s.prompt_ids):]  # re-encoding the text would merge the "\n\n" pieces
+    s.generate(max_tokens=8, stop=["\n\n"])
+    assert sent[-1] == ids  # what vLLM was sent
+    s.rollback(len(ids))
+    s.score("20 - 4 = 16.")
+    assert sent[-1][: len(ids)] == ids and s.token_ids[: len(ids)] == ids
+
+
 def test_steps_scores_and_the_judge_distribution(vb):
     s = vb.open_session(Prompt.math(QUESTION))
     mark = s.n_tokens

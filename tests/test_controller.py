@@ -49,7 +49,7 @@ def test_mixed_authors_keep_every_session_on_the_solution_text():
     def check(step):
         for slot in (ctl.sessions.draft, ctl.sessions.target):
             if slot.session is not None:  # each session holds exactly the prefix it claims
-                assert slot.session.text == ctl.sessions.text[: slot.chars]
+                assert slot.session.text == "".join(p.text for p in ctl.sessions.pieces[: slot.held])
         checked.append(step.author)
 
     sol = ctl.run(Problem(question=QUESTION, id="mix"), on_step=check)

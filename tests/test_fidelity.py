@@ -175,6 +175,7 @@ def test_the_answer_is_read_after_think_everywhere():
     assert sol.answer_text == "The answer is \\boxed{5}." and sol.correct is True
     sol.steps = steps[:1]  # thinking never closed: a tentative value inside it is no answer
     assert sol.answer_text == "" and sol.correct is False
+    from reasoning.context import Piece
     from reasoning.controller import Controller, Limits
     from reasoning.prompts import Prompt
     from reasoning.segmenter import Segmenter
@@ -183,9 +184,9 @@ def test_the_answer_is_read_after_think_everywhere():
     c = Controller.__new__(Controller)
     c.segmenter, c._head = Segmenter(), "<think>\n"
     c.sessions = Sessions(None, None, Prompt.math("q", 0), Limits(), c.segmenter)
-    c.sessions.text = "so \\boxed{3}\n\n"
+    c.sessions.add(Piece("so \\boxed{3}\n\n"))
     assert c._answer_region() == ""  # so the forced-answer rule still fires
-    c.sessions.text += "</think>\n\nThe answer is \\boxed{4}."
+    c.sessions.add(Piece("</think>\n\nThe answer is \\boxed{4}."))
     assert c._answer_region() == "\n\nThe answer is \\boxed{4}."
 
 

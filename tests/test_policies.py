@@ -148,7 +148,7 @@ def test_lookahead_keeps_exactly_the_judged_prefix_of_its_drafted_steps(anchors)
         def held(step, ctl=ctl):  # a step served from the plan leaves the draft's session behind, never ahead
             for slot in (ctl.sessions.draft, ctl.sessions.target):
                 if slot.session is not None:
-                    assert slot.session.text == ctl.sessions.text[: slot.chars]
+                    assert slot.session.text == "".join(p.text for p in ctl.sessions.pieces[: slot.held])
 
         sol = ctl.run(PROBLEM, on_step=held)
         steps = [s for s in sol.steps if s.kind != "forced_answer"]

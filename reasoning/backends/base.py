@@ -7,6 +7,8 @@ cache, so the cost of a step does not grow with the length of the solution.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import threading
 from collections.abc import Iterator, Sequence
@@ -62,6 +64,13 @@ def params_in_dir(path) -> int:
             if name != "__metadata__":
                 total += math.prod(t["shape"])
     return total
+
+
+def tokenizer_key(tokenizer) -> str:
+    """A key equal for two transformers tokenizers exactly when they map text to the same token ids (their
+    models' sessions can then take each other's ids)."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return "hf:" + hashlib.sha256(json.dumps([vocab, tokenizer.all_special_tokens]).encode()).hexdigest()
 
 
 def count_params(model) -> int:

@@ -6,6 +6,7 @@ model layer, so that it can be cropped anywhere; sliding-window models still mas
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import logging
@@ -17,7 +18,15 @@ from pathlib import Path
 
 import torch
 
-from reasoning.backends.base import Generation, Turns, Usage, chat_turn_markers, count_params, usage
+from reasoning.backends.base import (
+    Generation,
+    Turns,
+    Usage,
+    chat_turn_markers,
+    count_params,
+    tokenizer_key,
+    usage,
+)
 from reasoning.backends.kv import KVSession, find_stop
 from reasoning.errors import ConfigError, ModelSpecError
 from reasoning.prompts import Prompt
@@ -222,6 +231,11 @@ class HFBackend:
         if self._markers is None:
             self._markers = chat_turn_markers(self.template)
         return self._markers
+
+    @functools.cached_property
+    def vocab_key(self) -> str:
+        """Equal for two models exactly when their sessions can take each other's token ids."""
+        return tokenizer_key(self.tokenizer)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

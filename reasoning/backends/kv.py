@@ -124,6 +124,13 @@ class KVSession(Unbranched):
     def append_tokens(self, ids: Sequence[int]) -> None:
         self.ids.extend(int(i) for i in ids)
 
+    def append_ids(self, ids: Sequence[int]) -> Usage:
+        """Append token ids as they are (text another session of the same vocabulary wrote): fed, like
+        appended text, by the next call that needs the model's output."""
+        self._remember()
+        self.append_tokens(ids)
+        return Usage()
+
     @torch.inference_mode()
     def generate(self, *, max_tokens: int, stop: Sequence[str] = (), temperature: float = 0.0,
                  seed: int | None = None, ignore_eos: bool = False) -> Generation:

@@ -11,6 +11,9 @@ Spec: ``llamacpp:ALIAS_OR_GGUF?n_ctx=4096&threads=2&n_batch=512&chat=1``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import logging
 import os
 import time
@@ -115,6 +118,12 @@ class LlamaCppBackend:
 
     def turn_markers(self) -> tuple[str, str] | None:
         return chat_turn_markers(self.template) if self.chat else None
+
+    @functools.cached_property
+    def vocab_key(self) -> str:
+        """Equal for two GGUF models exactly when their token ids spell the same pieces."""
+        pieces = [self.llm._model.token_get_text(i) for i in range(self.n_vocab)]
+        return "gguf:" + hashlib.sha256(json.dumps(pieces).encode()).hexdigest()
 
     def encode(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) if text else []

@@ -3,6 +3,8 @@ servers): every call sends the whole context, and the engine's prefix cache make
 
 A session is a list of text pieces with their token counts; `rollback` pops pieces back to a length
 the session had before (the controller and judges only roll back to marks they read off `n_tokens`).
+An engine that takes token prompts (`takes_ids`: vLLM) gets the context as token ids, each piece as
+it was written or encoded alone, so a context is never re-tokenized.
 Input tokens are counted as in the transformers backend: the tokens the engine has not yet seen from
 this session; the engine's own cache statistics say how many it actually recomputed.
 """
@@ -33,20 +35,22 @@ class Completion:
 
 
 class PrefixEngine(Protocol):
-    """What a stateless engine offers a `PrefixSession`; `prompt` is the full context as text, `images`
-    the prompt's images (PIL), sent with every call."""
+    """What a stateless engine offers a `PrefixSession`; `prompt` is the full context, as text or (where
+    the session was given prompt ids) as token ids, `images` the prompt's images (PIL), sent with every
+    call. An engine that takes token ids also has `encode` and `decode`."""
 
     def count_tokens(self, text: str) -> int: ...
 
-    def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str], temperature: float,
+    def complete(self, prompt: str | list[int], *, max_tokens: int, stop: Sequence[str], temperature: float,
                  seed: int | None, ignore_eos: bool, images: tuple = ()) -> Completion: ...
 
-    def continuation_logprobs(self, prompt: str, continuation: str,
+    def continuation_logprobs(self, prompt: str | list[int], continuation: str,
                               images: tuple = ()) -> tuple[list[int], list[float]]: ...
 
-    def candidate_logprobs(self, prompt: str, candidates: Sequence[str], images: tuple = ()) -> dict[str, float]: ...
+    def candidate_logprobs(self, prompt: str | list[int], candidates: Sequence[str],
+                           images: tuple = ()) -> dict[str, float]: ...
 
-    def top_token(self, prompt: str, images: tuple = ()) -> tuple[str, float]: ...
+    def top_token(self, prompt: str | list[int], images: tuple = ()) -> tuple[str, float]: ...
 
 
 def entropy_from_top(logprobs: Sequence[float]) -> float:
@@ -55,24 +59,42 @@ def entropy_from_top(logprobs: Sequence[float]) -> float:
 
 
 class PrefixSession(Unbranched):
-    def __init__(self, engine: PrefixEngine, prompt_text: str, n_prompt: int, images: tuple = ()):
+    def __init__(self, engine: PrefixEngine, prompt_text: str, n_prompt: int, images: tuple = (),
+                 prompt_ids: list[int] | None = None):
         self.engine = engine
         self.prompt_text = prompt_text
-        self.n_prompt = n_prompt
+        self.n_prompt = n_prompt if prompt_ids is None else len(prompt_ids)
+        self.prompt_ids = prompt_ids  # set where the engine takes token prompts: pieces then carry ids
         self.images = tuple(images)
-        self.pieces: list[tuple[str, int]] = []
+        self.pieces: list[tuple[str, int, tuple[int, ...] | None]] = []
         self._seen = 0  # tokens of this session the engine has processed
 
     @property
     def n_tokens(self) -> int:
-        return self.n_prompt + sum(n for _, n in self.pieces)
+        return self.n_prompt + sum(n for _, n, _ in self.pieces)
 
     @property
     def text(self) -> str:
-        return "".join(t for t, _ in self.pieces)
+        return "".join(t for t, _, _ in self.pieces)
 
-    def context(self) -> str:
-        return self.prompt_text + self.text
+    @property
+    def token_ids(self) -> list[int] | None:
+        """The context's token ids, where the engine takes token prompts (else None)."""
+        if self.prompt_ids is None:
+            return None
+        return self.prompt_ids + [i for _, _, ids in self.pieces for i in ids]
+
+    def context(self) -> str | list[int]:
+        """What the engine reads: the token ids where it takes them, else the text."""
+        ids = self.token_ids
+        return self.prompt_text + self.text if ids is None else ids
+
+    def _add(self, text: str, ids: Sequence[int] | None = None, n: int | None = None) -> None:
+        if self.prompt_ids is not None:
+            ids = tuple(self.engine.encode(text) if ids is None else ids)
+            self.pieces.append((text, len(ids), ids))
+        else:
+            self.pieces.append((text, self.engine.count_tokens(text) if n is None else n, None))
 
     @property
     def _params(self) -> int:
@@ -85,8 +107,16 @@ class PrefixSession(Unbranched):
     def append(self, text: str) -> Usage:
         t0 = time.perf_counter()
         if text:
-            self.pieces.append((text, self.engine.count_tokens(text)))
+            self._add(text)
         return Usage(seconds=time.perf_counter() - t0)
+
+    def append_ids(self, ids: Sequence[int]) -> Usage:
+        """Append token ids as they are (where the engine takes token prompts)."""
+        if self.prompt_ids is None:
+            raise NotImplementedError(f"{type(self.engine).__name__} takes text prompts, not token ids")
+        if ids:
+            self._add(self.engine.decode(list(ids)), ids)
+        return Usage()
 
     def generate(self, *, max_tokens: int, stop: Sequence[str] = (), temperature: float = 0.0,
                  seed: int | None = None, ignore_eos: bool = False) -> Generation:
@@ -95,7 +125,7 @@ class PrefixSession(Unbranched):
         c = self.engine.complete(self.context(), max_tokens=max_tokens, stop=list(stop), temperature=temperature,
                                  seed=seed, ignore_eos=ignore_eos, images=self.images)
         if c.text:
-            self.pieces.append((c.text, c.n_tokens))
+            self._add(c.text, c.token_ids if len(c.token_ids) == c.n_tokens else None, c.n_tokens)
         self._seen = self.n_tokens
         ids = c.token_ids if len(c.token_ids) == c.n_tokens else list(range(c.n_tokens))
         sampled = len(c.logprobs) + (c.finish_reason == "eos")
@@ -108,7 +138,7 @@ class PrefixSession(Unbranched):
             return Scored([], [], Usage(seconds=time.perf_counter() - t0))
         fed_before = self._fed()
         ids, lps = self.engine.continuation_logprobs(self.context(), text, images=self.images)
-        self.pieces.append((text, len(ids)))
+        self._add(text, ids, len(ids))
         self._seen = self.n_tokens
         return Scored(ids, lps, usage(self._params, fed_before + len(ids), seconds=time.perf_counter() - t0))
 

@@ -19,6 +19,7 @@ Entropies are computed over the top ``max_logprobs`` tokens (default 20), a lowe
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -26,7 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from reasoning.backends.base import chat_turn_markers
+from reasoning.backends.base import chat_turn_markers, tokenizer_key
 from reasoning.backends.prefix import Completion, PrefixSession, entropy_from_top, render_prompt
 from reasoning.batching import LOCKSTEP
 from reasoning.errors import BackendUnavailableError, ModelSpecError
@@ -133,16 +134,28 @@ class VLLMBackend:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    @functools.cached_property
+    def vocab_key(self) -> str:
+        """Equal for two models exactly when their sessions can take each other's token ids."""
+        return tokenizer_key(self.tokenizer)
+
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
 
     def open_session(self, prompt: Prompt) -> PrefixSession:
         text = self.render(prompt)
         # with images, vLLM expands each image placeholder into the image's tokens: n_prompt undercounts
-        return PrefixSession(self, text, len(self._context_ids(text)), prompt.images)
+        ids = self._context_ids(text)
+        return PrefixSession(self, text, len(ids), prompt.images, prompt_ids=ids)
 
-    def _context_ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
+    def _context_ids(self, prompt: str | list[int]) -> list[int]:
+        """A context's token ids: a session's ids as they are (token prompts), a text prompt encoded."""
+        if isinstance(prompt, list):
+            return prompt
+        return self.tokenizer(prompt, add_special_tokens=not self.chat)["input_ids"]
 
     # --- batched engine calls ---------------------------------------------------------------
     def run_batch(self, requests: Sequence[tuple]) -> list[Any]:
@@ -171,7 +184,7 @@ class VLLMBackend:
         request = (kind, ids, arg, tuple(images))
         return LOCKSTEP.call(self, request) if self.lockstep else self.run_batch([request])[0]
 
-    def complete(self, prompt: str, *, max_tokens: int, stop: Sequence[str], temperature: float,
+    def complete(self, prompt: str | list[int], *, max_tokens: int, stop: Sequence[str], temperature: float,
                  seed: int | None, ignore_eos: bool, images: tuple = ()) -> Completion:
         from vllm import SamplingParams
 
@@ -197,14 +210,15 @@ class VLLMBackend:
             text = self.tokenizer.decode(ids, skip_special_tokens=False)
         return Completion(text, len(ids), lps, ents, finish, matched, ids)
 
-    def continuation_logprobs(self, prompt: str, continuation: str,
+    def continuation_logprobs(self, prompt: str | list[int], continuation: str,
                               images: tuple = ()) -> tuple[list[int], list[float]]:
         cont = self.encode(continuation)
         out = self._call("score", self._context_ids(prompt) + cont, None, images)
         rows = out.prompt_logprobs[-len(cont):]
         return cont, [row[t].logprob for t, row in zip(cont, rows)]
 
-    def candidate_logprobs(self, prompt: str, candidates: Sequence[str], images: tuple = ()) -> dict[str, float]:
+    def candidate_logprobs(self, prompt: str | list[int], candidates: Sequence[str],
+                           images: tuple = ()) -> dict[str, float]:
         ids = []
         for c in candidates:
             enc = self.encode(c)
@@ -215,7 +229,7 @@ class VLLMBackend:
         floor = min(v.logprob for v in top.values())  # candidates outside the top k get at most this
         return {c: (top[i].logprob if i in top else floor) for c, i in zip(candidates, ids)}
 
-    def top_token(self, prompt: str, images: tuple = ()) -> tuple[str, float]:
+    def top_token(self, prompt: str | list[int], images: tuple = ()) -> tuple[str, float]:
         top = self._call("next", self._context_ids(prompt), None, images).outputs[0].logprobs[0]
         i = max(top, key=lambda k: top[k].logprob)
         return self.decode([i]), top[i].logprob

@@ -1,0 +1,110 @@
+"""Token-exact sessions: after every step of every policy, each model's session holds exactly its
+prompt's ids plus each committed step's ids as its author wrote them (the testbed pair shares one
+vocabulary), never the ids of the steps' joined text re-encoded."""
+
+import pytest
+
+from eval.synthetic import generate
+from reasoning.api import Solver
+from reasoning.controller import Controller
+from routers import make_router
+
+PAIR = ("testbed-draft", "testbed-target")
+PROBLEM = generate(7, steps=3, seed=0, split="test")[6]  # 7 - 4 = 3., 3 + 16 = 19., 19 - 4 = 15., answer
+LIMITS = {"max_steps": 5, "step_tokens": 48, "max_tokens": 256}
+FAST = {"random": (0.6, {})}  # in the development loop: the target catches up two steps at once
+POLICIES = FAST | {
+    "draft-only": (None, {}),
+    "target-only": (None, {}),
+    "specreason": (0.75, {}),
+    "arbitrage": (0.5, {"model": "testbed"}),
+    "first-token": (0.01, {}),
+    "oracle": (0.0, {}),
+    "handoff": (0.5, {}),
+    "cascade": (0.9, {"arbitrage": "testbed", "confident": "-0.02"}),
+    "best-of-n": (0.75, {"n": "2"}),
+    "lookahead": (0.75, {"k": "2"}),
+}
+
+
+def spy_generations(monkeypatch, backend, stage: str, log: list) -> None:
+    """Record (stage, token ids) of every generation of `backend`'s sessions (the real sessions run)."""
+    opener = backend.open_session
+
+    def open_session(prompt):
+        session = opener(prompt)
+        generate = session.generate
+
+        def recorded(**kw):
+            gen = generate(**kw)
+            log.append((stage, tuple(gen.token_ids), gen.text))
+            return gen
+
+        session.generate = recorded
+        return session
+
+    monkeypatch.setattr(backend, "open_session", open_session)
+
+
+def check_exact(ctl: Controller, written: list) -> int:
+    """The invariant, checked now; returns how many pieces matched a recorded generation exactly."""
+    sessions, matched = ctl.sessions, 0
+    for piece in sessions.pieces:
+        if piece.author is None:
+            continue
+        slot = sessions.slot(piece.author)
+        assert piece.ids is not None and slot.backend.decode(list(piece.ids)) == piece.text
+        mine = [ids for stage, ids, text in written if stage == piece.author and text == piece.text]
+        if mine:  # a step committed as its author wrote it: the ids its generation returned
+            assert piece.ids in mine, piece.text
+            matched += 1
+    for slot in (sessions.draft, sessions.target):
+        if slot is None or slot.session is None:
+            continue
+        held = [i for p in sessions.pieces[: slot.held] for i in p.ids]
+        ids = slot.session.token_ids[slot.session.n_prompt:]
+        if slot.trial is None:
+            assert ids == held, slot.stage
+        else:  # the draft's step on trial follows the held steps
+            assert ids[: len(held)] == held and tuple(ids[len(held):]) == sessions.piece_ids
+    return matched
+
+
+def run(monkeypatch, name: str):
+    tau, options = POLICIES[name]
+    solver = Solver(*PAIR, make_router(name, tau, **options), **LIMITS)
+    written: list = []
+    for backend, stage in ((solver.draft, "draft"), (solver.target, "target")):
+        if backend is not None:  # an anchor loads one model
+            spy_generations(monkeypatch, backend, stage, written)
+    ctl = Controller(solver.draft, solver.target, solver.router, solver.limits, solver.config(solver.limits))
+    counts = []
+    sol = ctl.run(PROBLEM, on_step=lambda step: counts.append(check_exact(ctl, written)))
+    return ctl, sol, counts
+
+
+def _check(monkeypatch, name: str):
+    ctl, sol, counts = run(monkeypatch, name)
+    assert len(counts) == len(sol.steps) and max(counts) >= 1
+    pieces = ctl.sessions.pieces
+    steps = [p for p in pieces if p.author is not None]
+    assert len(steps) == len([s for s in sol.steps if s.kind != "forced_answer"])
+    backend = ctl.sessions.target.backend if ctl.sessions.target else ctl.sessions.draft.backend
+    joined = backend.encode("".join(p.text for p in steps))
+    exact = [i for p in steps for i in p.ids]
+    if len(steps) >= 2:  # what the old catch-up fed: the joined text re-encoded merges each "\n\n" with the next
+        assert joined != exact
+    return sol
+
+
+@pytest.mark.parametrize("name", list(FAST))
+def test_sessions_hold_each_steps_ids_as_its_author_wrote_them(monkeypatch, name):
+    sol = _check(monkeypatch, name)
+    authors = [s.author for s in sol.steps if s.kind != "forced_answer"]
+    assert "draft" in authors and "target" in authors  # both sessions caught up on the other's steps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in POLICIES if n not in FAST])
+def test_every_policy_keeps_sessions_token_exact(monkeypatch, name):
+    _check(monkeypatch, name)
