@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from reasoning.answers import has_final_answer
+
 if TYPE_CHECKING:
     from reasoning.context import StepContext
 
@@ -14,3 +16,17 @@ class Judge(Protocol):
     name: str
 
     def score(self, ctx: StepContext, step_text: str) -> float: ...
+
+
+def rendered(ctx: StepContext, step_text: str) -> str:
+    """A step as it joins the solution, and as a judge reads it: with the step delimiter, unless it
+    states the final answer (a solution ends there, at the end of sequence)."""
+    final = not ctx.in_thinking and has_final_answer(step_text)
+    return step_text if final else step_text + ctx.limits.delimiter
+
+
+def on_trial(ctx: StepContext, step_text: str) -> bool:
+    """Whether the step is the draft's proposal, still undecided and held exactly as `rendered` reads it,
+    so a judge can read it on trial (if the step is kept, the model has read it already)."""
+    return (ctx.draft is not None and step_text == ctx.draft_text and not ctx.reviewing
+            and ctx.step_piece(ctx.draft) == rendered(ctx, step_text))

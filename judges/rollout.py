@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from judges.base import on_trial, rendered
 from reasoning.answers import answers_match, extract_answer
 from reasoning.errors import ConfigError
 
@@ -30,13 +31,13 @@ class RolloutJudge:
         self.model = model
 
     def rollout_answers(self, ctx: StepContext, step_text: str) -> list[str | None]:
-        if ctx.draft is not None and step_text == ctx.draft_text:
+        if on_trial(ctx, step_text):
             session = ctx.session(self.model, with_draft_step=True)
             mark = None
-        else:
+        else:  # read the same way as on trial
             session = ctx.session(self.model)
             mark = session.n_tokens
-            session.append(step_text + ctx.limits.delimiter)
+            session.append(rendered(ctx, step_text))
         start = session.n_tokens
         try:
             answers = []

@@ -12,6 +12,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Literal
 
+from judges.base import on_trial, rendered
 from reasoning.backends.base import Backend, Session, Usage
 from reasoning.errors import ConfigError
 
@@ -106,8 +107,12 @@ class SpecReasonJudge:
         return scores
 
     def score(self, ctx: StepContext, step_text: str) -> float:
+        """The step's score, read after the step as it joins the solution (`rendered`): the draft's
+        proposal on trial in the session, any other step (best-of-n's samples, the target's step in
+        oracle and audits) appended the same way, so the same step gets the same score either way."""
         backend = ctx.backend(self.model)
-        if ctx.draft is not None and step_text == ctx.draft_text and not ctx.reviewing:
+        piece = rendered(ctx, step_text)
+        if on_trial(ctx, step_text):
             # The draft's step goes into the session on trial: if it is kept, the model has read it
             # already. Its share of the forward pass is charged to that model if the step is kept,
             # to the judge if it is rejected (the controller settles reports made on trial).
@@ -120,6 +125,6 @@ class SpecReasonJudge:
             ctx.report("judge", usage.part(1 - share, usage.input_tokens - step_tokens))
         else:
             session = ctx.session(self.model)
-            score, usage = judge_on_session(session, backend, step_text, self.mode)
+            score, usage = judge_on_session(session, backend, piece, self.mode)
             ctx.report("judge", usage)
         return score

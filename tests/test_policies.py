@@ -215,3 +215,34 @@ def test_eval_plans_the_new_policies_at_thresholds():
     cfg = SweepConfig(dataset="synthetic", policies=list(names), thresholds=[0.01, 0.9],
                       router_options={"n": "2", "confident": "-0.1", "k": "2", "signal": "surprise"})
     assert plan(cfg) == [(p, t, None) for p in names for t in (0.01, 0.9)]
+
+
+def test_a_step_gets_the_same_judge_score_on_trial_and_off_it():
+    """The proposal is judged on trial (in the session, with its delimiter); any other step (a sample,
+    the target's step) is appended the same way: the same step scores the same on both paths."""
+    from judges.base import on_trial
+    from judges.specreason import SpecReasonJudge
+    from reasoning.context import Decision
+
+    judge, pairs = SpecReasonJudge(), []
+
+    class BothPaths:
+        name, needs_draft, needs_target, proposes, reviews = "both-paths", True, True, True, False
+
+        def for_solve(self):
+            return self
+
+        def route(self, ctx):
+            assert on_trial(ctx, ctx.draft_text)
+            held = judge.score(ctx, ctx.draft_text)  # on trial
+            ctx.reviewing = True  # the same text, read as a candidate that is not on trial
+            again = judge.score(ctx, ctx.draft_text)
+            ctx.reviewing = False
+            pairs.append((ctx.draft_text, held, again))
+            return Decision(escalate=False, score=held)
+
+    sol = controller(BothPaths()).run(PROBLEM)
+    assert len(pairs) == len(sol.steps) >= 4 and "\\boxed" in pairs[-1][0]  # the answer step too
+    for text, held, again in pairs:
+        assert again == pytest.approx(held, abs=1e-4), text
+    assert len({round(h, 3) for _, h, _ in pairs}) > 1  # the scores say something
