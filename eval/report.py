@@ -115,7 +115,7 @@ def headline(points: list[Point], data: Paired, n_boot: int = N_BOOT, seed: int 
 COLUMNS = ["config", "policy", "threshold", "escalation_rate_goal", "n", "correct", "accuracy", "ci_low", "ci_high",
            "diff_vs_target", "diff_low", "diff_high", "mcnemar_p", "noninferior_within",
            "mean_latency", "p90_latency", "mean_modeled", "target_token_share", "escalation_rate", "wasted_escalations",
-           "format_failures", "mean_flops", "wasted_draft_tokens", "judge_share", "pareto"]
+           "format_failures", "mean_flops", "wasted_draft_tokens", "wasted_draft_input", "judge_share", "pareto"]
 PROFILE_FILE = "latency_profile.json"
 
 

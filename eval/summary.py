@@ -37,7 +37,8 @@ class Point(BaseModel):
     seconds: dict[str, float]  # mean seconds per problem and stage
     mean_flops: float = 0.0  # estimated FLOPs per problem (2 x parameters x tokens, every stage)
     flops: dict[str, float] = {}  # mean FLOPs per problem and stage
-    wasted_draft_tokens: float = 0.0  # mean draft tokens per problem thrown away
+    wasted_draft_tokens: float = 0.0  # mean draft tokens per problem written and thrown away (output tokens)
+    wasted_draft_input: float = 0.0  # mean input tokens per problem the draft read for steps thrown away
     judge_share: float = 0.0  # judge seconds over all stage seconds
     mean_modeled: float | None = None  # modeled seconds per problem (eval.latency), where records have them
     pareto: bool = False
@@ -77,7 +78,8 @@ def summarize(records: list[EvalRecord]) -> list[Point]:
             seconds={s: sum(r.costs.stage(s).seconds for r in rs) / n for s in STAGES},
             mean_flops=sum(r.costs.flops for r in rs) / n,
             flops={s: sum(r.costs.stage(s).flops for r in rs) / n for s in STAGES},
-            wasted_draft_tokens=sum(r.costs.discarded.tokens for r in rs) / n,
+            wasted_draft_tokens=sum(r.costs.discarded.output_tokens for r in rs) / n,
+            wasted_draft_input=sum(r.costs.discarded.input_tokens for r in rs) / n,
             judge_share=_share(sum(r.costs.judge.seconds for r in rs), sum(r.costs.seconds for r in rs)),
             mean_modeled=(None if any(r.modeled_seconds is None for r in rs)
                           else sum(r.modeled_seconds for r in rs) / n),

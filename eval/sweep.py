@@ -149,7 +149,7 @@ def _record(cfg: SweepConfig, key: str, problem: Problem, policy: str, threshold
         wall_seconds=sol.wall_seconds, costs=sol.costs, steps=len(steps), target_steps=len(by_target),
         escalation_rate=0.0 if escalated is None else escalated,
         wasted_escalations=sum(1 for s in steps if s.wasted_escalation),
-        target_token_share=sum(s.tokens for s in by_target) / tokens if tokens else 0.0,
+        target_token_share=sum(s.tokens * s.target_share for s in by_target) / tokens if tokens else 0.0,
         split=split, repeat=repeat, solution=sol,
     )
 

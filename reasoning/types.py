@@ -22,11 +22,11 @@ StopReason = Literal["answer", "eos", "max_steps", "token_budget", "repeated_ste
 StepEnd = Literal["delimiter", "think_end", "token_cap", "eos", "stop"]
 
 
-def escalation_rate(escalated: Sequence[bool]) -> float | None:
+def escalation_rate(escalated: Sequence[bool | float]) -> float | None:
     """The escalation rate: the share of routed steps that escalate (the target writes them in the
-    draft's place), one flag a step; None when no step was routed. A threshold is calibrated to it
-    (routers.arbitrage_model.tau_table), and eval records and the server report it
-    (`Solution.escalation_rate`)."""
+    draft's place), one flag a step (or the share of a step the target wrote, for a handoff); None when
+    no step was routed. A threshold is calibrated to it (routers.arbitrage_model.tau_table), and eval
+    records and the server report it (`Solution.escalation_rate`)."""
     return float(sum(escalated)) / len(escalated) if len(escalated) else None
 
 
@@ -122,6 +122,14 @@ class Step(_Record):
     wasted_escalation: bool | None = None
     costs: Costs = Field(default_factory=Costs)
 
+    @property
+    def target_share(self) -> float:
+        """How much of the step the target wrote: 1 or 0 by its author, the share of its tokens after
+        the proposal's kept head for a handoff step."""
+        if self.author != "target":
+            return 0.0
+        return 1.0 - self.handoff_tokens / self.tokens if self.handoff_tokens and self.tokens else 1.0
+
 
 class SolveConfig(_Record):
     draft: str
@@ -171,8 +179,9 @@ class Solution(_Record):
 
     def escalation_rate(self) -> float | None:
         """`escalation_rate` of the solution's routed steps: every step but a forced answer, kept (the
-        draft wrote it) or escalated (the target wrote it; under target-only, every step)."""
-        return escalation_rate([s.author == "target" for s in self.steps if s.kind != "forced_answer"])
+        draft wrote it) or escalated (the target wrote it; under target-only, every step). A handoff
+        step is a partial escalation: the share of its tokens the target wrote."""
+        return escalation_rate([s.target_share for s in self.steps if s.kind != "forced_answer"])
 
     def acceptance(self) -> dict[str, float]:
         """Share of proposed draft steps (and draft tokens) that were kept."""

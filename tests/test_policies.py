@@ -128,8 +128,21 @@ def test_handoff_keeps_the_drafts_prefix_exactly_and_throws_away_only_the_rest(a
         assert step.tokens == n + step.costs.target.output_tokens - (step.end == "eos")
         seen.append(n)
 
-    ctl.run(PROBLEM, on_step=check)
+    sol = ctl.run(PROBLEM, on_step=check)
     assert any(n > 0 for n in seen)  # some step kept a non-empty prefix
+    # a handoff step is a partial escalation, weighted by the share of its tokens the target wrote
+    routed = [s for s in sol.steps if s.kind != "forced_answer"]
+    shares = [(s.tokens - s.handoff_tokens) / s.tokens if s.author == "target" else 0.0 for s in routed]
+    assert any(0 < x < 1 for x in shares) and sol.escalation_rate() == pytest.approx(sum(shares) / len(routed))
+    from eval.summary import summarize
+    from eval.sweep import SweepConfig, _record
+
+    rec = _record(SweepConfig(dataset="synthetic", policies=["handoff"]), "k", PROBLEM, "handoff", 0.1, None, sol)
+    tokens = sum(s.tokens for s in routed)
+    assert rec.target_token_share == pytest.approx(sum(s.tokens * x for s, x in zip(routed, shares)) / tokens)
+    point = summarize([rec])[0]  # waste is the tokens written and thrown away, the re-read input apart
+    assert point.wasted_draft_tokens == sol.costs.discarded.output_tokens
+    assert point.wasted_draft_input == sol.costs.discarded.input_tokens
 
 
 @pytest.mark.slow
