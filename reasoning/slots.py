@@ -48,8 +48,10 @@ class Slot:
     prompt: Prompt | None = None  # this model's prompt (the <think> prefix depends on its template)
     session: Session | None = None
     held: int = 0
-    # session length before the draft's current step, while the session holds it on trial
+    # session length before the draft's current step, while the session holds it on trial (or before a
+    # step a router wrote with `write_step`, `written`, which stays until the commit or the next call)
     trial: int | None = None
+    written: Generation | None = None
     kept: bool = False  # the session kept the draft's step from trial; the commit counts it held
     shared: frozenset[str] = frozenset()  # authors whose token ids this session takes as they are
 
@@ -60,7 +62,7 @@ class Slot:
             self.held = 0
         if self.trial is not None:
             self.session.rollback(self.trial)
-            self.trial = None
+            self.trial, self.written = None, None
         for piece in pieces[self.held:]:
             self.put(piece)
         self.held = len(pieces)
@@ -94,6 +96,7 @@ class Sessions:
         self.text = ""  # the accepted solution: the pieces' text
         self.piece: str | None = None  # the draft's step on trial, with its delimiter
         self.piece_ids: tuple[int, ...] | None = None  # its token ids as the draft wrote them
+        self.stitched_from: Generation | None = None  # the target's continuation in a handoff step
 
     def slot(self, model: Model) -> Slot:
         return self.draft if model == "draft" else self.target
@@ -106,7 +109,7 @@ class Sessions:
         if self.piece is None:
             raise RuntimeError("there is no draft step to judge")
         slot = self.slot(model)
-        if slot.trial is None:
+        if slot.trial is None or slot.written is not None:
             session = slot.ready(self.prompt, self.pieces)
             slot.trial = session.n_tokens
             slot.put(Piece(self.piece, "draft", self.piece_ids))
@@ -161,10 +164,22 @@ class Sessions:
             session.rollback(mark)
             session.append(piece.text)
 
+    def _keep_written(self, slot: Slot, piece: Piece) -> None:
+        """A router wrote the step with `write_step` (after the prefix pieces it passed): the session keeps
+        it when what it holds after the committed steps it has is exactly the steps since and this one."""
+        since = [*self.pieces[slot.held:], piece]
+        have = getattr(slot.session, "token_ids", None)
+        if have is None or any(p.ids is None or p.author not in slot.shared for p in since):
+            return  # not comparable: the next call rolls it back and catches up
+        # the write began where the committed steps it held ended (a later call would have rolled it back)
+        if list(have[slot.trial:]) == [i for p in since for i in p.ids]:
+            slot.kept, slot.trial, slot.written = True, None, None
+            slot.held = len(self.pieces)  # add() counts the new piece
+
     def settle(self, keep: bool) -> None:
         """After the decision: sessions holding the draft's step on trial keep it or drop it."""
         for slot in (self.draft, self.target):
-            if slot is None or slot.trial is None:
+            if slot is None or slot.trial is None or slot.written is not None:
                 continue
             if keep:
                 slot.kept = True
@@ -184,8 +199,11 @@ class Sessions:
             piece = self.piece_of(model, gen, cut.piece)
             if mark is not None:
                 self._hold_exactly(slot, gen, piece, mark)
-                slot.kept = True
+                slot.kept, slot.trial, slot.written = True, None, None
+            elif slot.written is not None and any(slot.written is g for g in (gen, self.stitched_from)):
+                self._keep_written(slot, piece)
             # else the session holds what it held (a step written ahead, as lookahead's, finds it behind)
+        self.stitched_from = None
         self.add(piece)
 
     def add(self, piece: Piece) -> None:
@@ -241,7 +259,8 @@ class LoopContext:
         live = self._live()
         cap = self.step_cap if max_tokens is None else min(max_tokens, self.step_cap)
         gen, mark = live.generate(model, self.step_index, self.in_thinking, cap, temperature, seed, prefix)
-        live.slot(model).session.rollback(mark)
+        slot = live.slot(model)  # the step stays in the session: kept if it is committed, else rolled back
+        slot.trial, slot.written = mark, gen  # by the next call that needs the plain prefix
         return gen
 
     def piece(self, model: Model, gen: Generation) -> Piece:

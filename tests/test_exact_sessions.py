@@ -65,8 +65,10 @@ def check_exact(ctl: Controller, written: list) -> int:
         ids = slot.session.token_ids[slot.session.n_prompt:]
         if slot.trial is None:
             assert ids == held, slot.stage
-        else:  # the draft's step on trial follows the held steps
+        elif slot.written is None:  # the draft's step on trial follows the held steps
             assert ids[: len(held)] == held and tuple(ids[len(held):]) == sessions.piece_ids
+        else:  # a step a router wrote and did not keep stays until the next call rolls it back
+            assert ids[: len(held)] == held and slot.trial == slot.session.n_prompt + len(held)
     return matched
 
 

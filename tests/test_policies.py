@@ -158,10 +158,11 @@ def test_lookahead_keeps_exactly_the_judged_prefix_of_its_drafted_steps(anchors)
         ctl = controller(make_router("lookahead", tau, k=3))
         router = ctl.router
 
-        def held(step, ctl=ctl):  # a step served from the plan leaves the draft's session behind, never ahead
+        def held(step, ctl=ctl):  # the held steps, then at most the steps drafted ahead (rolled back when read)
             for slot in (ctl.sessions.draft, ctl.sessions.target):
                 if slot.session is not None:
-                    assert slot.session.text == "".join(p.text for p in ctl.sessions.pieces[: slot.held])
+                    text = "".join(p.text for p in ctl.sessions.pieces[: slot.held])
+                    assert slot.session.text == text if slot.trial is None else slot.session.text.startswith(text)
 
         sol = ctl.run(PROBLEM, on_step=held)
         steps = [s for s in sol.steps if s.kind != "forced_answer"]
@@ -259,3 +260,14 @@ def test_a_step_gets_the_same_judge_score_on_trial_and_off_it():
     for text, held, again in pairs:
         assert again == pytest.approx(held, abs=1e-4), text
     assert len({round(h, 3) for _, h, _ in pairs}) > 1  # the scores say something
+
+
+def test_steps_a_router_writes_stay_in_the_kv_cache():
+    """A step a router writes with write_step stays in its model's session; committed, it is kept there,
+    so the next call reads only the one token sampled last (not run yet), never the step again."""
+    keep_all = solve(make_router("first-token", 20.0))  # each step: a probe token, then the step written
+    assert len(keep_all.steps) >= 3 and all(s.author == "draft" for s in keep_all.steps)
+    assert [s.costs.draft.input_tokens for s in keep_all.steps[1:]] == [1] * (len(keep_all.steps) - 1)
+    ahead = solve(make_router("lookahead", 0.0, k=3))  # every drafted step kept, served from the plan
+    reads = [s.costs.draft.input_tokens for s in ahead.steps]
+    assert reads[1:3] == [0, 0] and reads[3] == 1  # the next round reads one token, not three steps
