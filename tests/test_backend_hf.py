@@ -41,6 +41,12 @@ def test_each_call_runs_only_new_tokens(smol):
     g2 = s.generate(max_tokens=5)
     # the last sampled token of g1 and the appended text, nothing from the prompt again
     assert g2.usage.input_tokens == 1 + added
+    # seconds split by the measured prefill, not pro rata by tokens: the prompt's forward pass is timed apart
+    u = g1.usage
+    assert 0 < u.prefill_seconds < u.seconds
+    assert u.outputs(10).seconds == pytest.approx(u.seconds - u.prefill_seconds)
+    assert u.outputs(4).seconds == pytest.approx((u.seconds - u.prefill_seconds) * 0.4)
+    assert u.outputs(4).flops == pytest.approx(u.flops * 4 / (n_prompt + 10))
 
 
 def test_stop_inside_a_token_leaves_session_holding_exact_text(smol):

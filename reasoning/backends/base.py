@@ -29,6 +29,7 @@ class Usage:
     output_tokens: int = 0
     seconds: float = 0.0
     flops: float = 0.0  # estimated: 2 x parameters x tokens processed (input and output)
+    prefill_seconds: float | None = None  # of `seconds`, the forward pass over the input (where measured)
 
     def cost(self) -> StageCost:
         return StageCost(calls=1, input_tokens=self.input_tokens, output_tokens=self.output_tokens,
@@ -39,9 +40,14 @@ class Usage:
         return Usage(input_tokens=input_tokens, seconds=self.seconds * share, flops=self.flops * share)
 
     def outputs(self, n: int) -> Usage:
-        """The part of this call spent on `n` of its output tokens (seconds and FLOPs pro rata by tokens)."""
+        """The part of this call spent on `n` of its output tokens: FLOPs pro rata by tokens; seconds a
+        share of the measured decode time where the prefill was timed apart, else pro rata by tokens."""
         share = n / (self.input_tokens + self.output_tokens) if n else 0.0
-        return Usage(output_tokens=n, seconds=self.seconds * share, flops=self.flops * share)
+        if self.prefill_seconds is not None and self.output_tokens:
+            seconds = max(0.0, self.seconds - self.prefill_seconds) * n / self.output_tokens
+        else:
+            seconds = self.seconds * share
+        return Usage(output_tokens=n, seconds=seconds, flops=self.flops * share)
 
 
 def usage(params: int, input_tokens: int = 0, output_tokens: int = 0, seconds: float = 0.0) -> Usage:

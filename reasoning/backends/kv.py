@@ -144,6 +144,7 @@ class KVSession(Unbranched):
         finish, matched, cut = "length", None, None
         text = ""
         logits, fed = self._next_logits()
+        prefill = time.perf_counter() - t0
         self._remember()
         for _ in range(max(0, max_tokens)):
             logp = torch.log_softmax(logits, dim=-1)
@@ -175,6 +176,7 @@ class KVSession(Unbranched):
         if cut is not None and cut < len(text):
             out, lps, ents, text = self._cut_inside_token(start, out, lps, ents, text, cut)
         usage_ = usage(b.n_params, fed + self._take_refed(), sampled, time.perf_counter() - t0)
+        usage_.prefill_seconds = prefill
         return Generation(text, out, lps, ents, finish, matched, usage_)
 
     def _cut_inside_token(self, start: int, out: list[int], lps: list[float], ents: list[float], text: str,
