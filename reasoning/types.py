@@ -52,7 +52,7 @@ class StageCost(_Record):
     input_tokens: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
-    flops: float = 0.0  # estimated: 2 x model parameters x tokens processed (prefill and decode)
+    flops: float = 0.0  # estimated: 2 x model parameters x tokens run (prefill, and decode but the last token)
 
     @property
     def tokens(self) -> int:

@@ -28,7 +28,7 @@ class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
-    flops: float = 0.0  # estimated: 2 x parameters x tokens processed (input and output)
+    flops: float = 0.0  # estimated: 2 x parameters x tokens run (the input, the outputs but the last)
     prefill_seconds: float | None = None  # of `seconds`, the forward pass over the input (where measured)
 
     def cost(self) -> StageCost:
@@ -51,8 +51,9 @@ class Usage:
 
 
 def usage(params: int, input_tokens: int = 0, output_tokens: int = 0, seconds: float = 0.0) -> Usage:
-    """A call's usage with FLOPs estimated as 2 x `params` x tokens processed."""
-    return Usage(input_tokens, output_tokens, seconds, 2.0 * params * (input_tokens + output_tokens))
+    """A call's usage with FLOPs estimated as 2 x `params` x tokens the model ran: its input, and each token
+    it sampled but the last (which the next call runs, as its input)."""
+    return Usage(input_tokens, output_tokens, seconds, 2.0 * params * (input_tokens + max(0, output_tokens - 1)))
 
 
 def params_in_dir(path) -> int:
