@@ -162,7 +162,8 @@ def test_testbed_training_writes_adapters_that_load(tmp_path, merged_copies_remo
     from training.testbed import TestbedConfig, train_testbed
 
     cfg = TestbedConfig(target_steps=1, draft_steps=1, draft_more=((1, 1e-3),), target_more=((1, 1e-3),), batch=1,
-                        warmup=1, out=str(tmp_path), keep_phases=True, pool=20, style="written")
+                        warmup=1, out=str(tmp_path), keep_phases=True, pool=20, style="written",
+                        draft_judge_share=0.5)
     report = train_testbed(cfg)
     assert sorted(p.name for p in (tmp_path / "phases").iterdir()) == ["draft-1", "draft-2", "target-1", "target-2"]
     assert adapter_key(read_manifest(tmp_path / "phases" / "target-2" / "target")) == report["target"]["sha256"]
@@ -171,6 +172,7 @@ def test_testbed_training_writes_adapters_that_load(tmp_path, merged_copies_remo
         m = read_manifest(tmp_path / what)
         assert adapter_key(m) == report[what]["sha256"] and report[what]["steps"] == 2
         assert m.step_style == "written"  # the benchmarks read it to write gold prefixes the model knows
+        assert m.trained["judge_share"] == (0.5 if what == "draft" else cfg.judge_share)
         assert json.loads((tmp_path / what / "training.json").read_text())["history"]
     b = load_backend(f"testbed-draft?adapter={tmp_path / 'draft'}")
     assert b.model.config.num_hidden_layers == cfg.draft_layers

@@ -72,6 +72,7 @@ class TestbedConfig:
     draft_layers: int = 11
     draft_head_vocab: bool = True  # the draft's head keeps only the task's tokens (FR-Spec-style)
     judge_share: float = 0.3  # share of the target's examples that are judge prompts
+    draft_judge_share: float = 0.0  # the same for the draft (a cascade's draft grades its own steps)
     pool: int = 4000  # training problems per problem length and phase, drawn from uniformly
     warmup: int = 20
     threads: int = 2
@@ -92,8 +93,9 @@ RECIPES = {
                         draft_more=((400, 1.5e-3), (400, 1e-3))),
 }
 # v2 with carries, borrows and long divisions written out (v2's target fails most borrows and divisions
-# past ten; it writes multiplications, already written out, right)
-RECIPES["v2-written"] = TestbedConfig(**{**asdict(RECIPES["v2"]), "style": "written"})
+# past ten; it writes multiplications, already written out, right); its draft also learns to grade steps
+# (ConfSpec's cascade has the draft verify its own step first)
+RECIPES["v2-written"] = TestbedConfig(**{**asdict(RECIPES["v2"]), "style": "written", "draft_judge_share": 0.3})
 
 
 class LoRALinear(nn.Module):
@@ -348,7 +350,7 @@ def _save_phase(model, factors, ref, info: dict, cfg: TestbedConfig, what: str, 
     replace = {"model.norm.weight": model.model.norm.weight} if is_draft else {}
     trained = {"seed": cfg.seed, "steps": info["steps"], "batch": cfg.batch, "final_loss": info["final_loss"],
                "seconds": info["seconds"], "lr": cfg.draft_lr if is_draft else cfg.target_lr,
-               "judge_share": 0.0 if is_draft else cfg.judge_share, "config": json.dumps(asdict(cfg))}
+               "judge_share": cfg.draft_judge_share if is_draft else cfg.judge_share, "config": json.dumps(asdict(cfg))}
     vocab = task_vocab(backend, cfg.seed, cfg.pool, cfg.style) if is_draft and cfg.draft_head_vocab else None
     new, old = out / f"{what}.new", out / f"{what}.old"
     shutil.rmtree(new, ignore_errors=True)
@@ -427,7 +429,8 @@ def train_testbed(cfg: TestbedConfig, only: str | None = None, resume: bool = Fa
                 model.model.norm.weight.requires_grad_(True)
                 extra = [model.model.norm.weight]
             seed = cfg.seed + (1 + k if is_draft else (0 if k == 0 else 9 + k))
-            examples = Examples(backend, seed, 0.0 if is_draft else cfg.judge_share, pool=cfg.pool, style=cfg.style)
+            share = cfg.draft_judge_share if is_draft else cfg.judge_share
+            examples = Examples(backend, seed, share, pool=cfg.pool, style=cfg.style)
             run = train_one(model, examples, steps, lr, cfg, what if k == 0 else f"{what}+{k}", extra)
             factors = fold(model, wrapped, ref, stored)
             info = {"steps": sum(st for st, _ in phases[: k + 1]), "final_loss": run["final_loss"],
