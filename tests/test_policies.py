@@ -91,13 +91,23 @@ def test_best_of_n_keeps_the_best_of_its_candidates_and_counts_the_rest_as_throw
 
 @pytest.mark.slow
 def test_cascade_calls_the_judge_only_when_no_gate_settles(anchors):
-    never = solve(make_router("cascade", 0.5, confident=1.0))  # no step is that sure: always the judge
+    never = solve(make_router("cascade", 0.5, gate="logprob", confident=1.0))  # never that sure: always the judge
     spec = anchors["specreason"]
     assert texts(never) == texts(spec) and [s.decision for s in never.steps] == [s.decision for s in spec.steps]
-    always = solve(make_router("cascade", 0.5, confident=-1e9))  # every step is sure: never the judge
+    always = solve(make_router("cascade", 0.5, gate="logprob", confident=-1e9))  # always sure: never the judge
     assert texts(always) == texts(anchors["draft-only"]) and always.costs.judge.calls == 0
+    # ConfSpec's gate (the default): the draft grades its own step; a confident verdict settles it
+    routed = lambda sol: [s for s in sol.steps if s.kind != "forced_answer"]  # noqa: E731
+    sure = solve(make_router("cascade", 0.5, accept=0.001, reject=0.0))  # any draft score keeps the step
+    assert texts(sure) == texts(anchors["draft-only"])
+    assert sure.costs.judge.calls == len(routed(sure)) and all(s.score is None for s in routed(sure))
+    unsure = solve(make_router("cascade", 0.5, accept=1.0, reject=0.0))  # no verdict that sure: the target judges
+    assert texts(unsure) == texts(spec) and [s.decision for s in unsure.steps] == [s.decision for s in spec.steps]
+    assert unsure.costs.judge.calls == 2 * len(routed(unsure))  # the draft's verdict, then the target's
+    assert unsure.costs.judge.flops > spec.costs.judge.flops
 
-    ctl = controller(make_router("cascade", 0.5, confident=-0.02, arbitrage="testbed", low=0.3, high=0.7))
+    ctl = controller(make_router("cascade", 0.5, gate="logprob", confident=-0.02, arbitrage="testbed", low=0.3,
+                                 high=0.7))
     sol = ctl.run(PROBLEM)
     for s in sol.steps:
         if s.kind == "forced_answer":
@@ -214,6 +224,8 @@ def test_a_solve_never_takes_another_solves_plans():
     ("best-of-n", {"temperature": "x"}, "router 'best-of-n' option temperature must be a number, got 'x'"),
     ("cascade", {"confident": -2, "doubtful": -1}, "doubtful (-1.0) must be below confident"),
     ("cascade", {"low": 0.9, "high": 0.1}, "need 0 <= low < high <= 1"),
+    ("cascade", {"accept": 0.1, "reject": 0.5}, "need 0 <= reject < accept <= 1, got reject 0.5, accept 0.1"),
+    ("cascade", {"gate": "entropy"}, "gate must be one of"),
     ("first-token", {"threshold": 30}, "out of range for router 'first-token'"),
 ])
 def test_bad_options_are_one_line(name, opts, msg):
