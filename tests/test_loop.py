@@ -22,7 +22,8 @@ RULES = {
     "first-token": (0.01, {}, lambda s, t: s > t),
     "oracle": (0.0, {}, None),  # the target's step scores higher than the draft's (target_better)
     "handoff": (0.5, {}, lambda s, t: s > t),  # the draft step's most uncertain token
-    "cascade": (0.9, {"gate": "logprob", "arbitrage": "testbed", "confident": "-0.02"}, None),  # a gate or the judge settles
+    # a gate or the judge settles
+    "cascade": (0.9, {"gate": "logprob", "arbitrage": "testbed", "confident": "-0.02"}, None),
     "best-of-n": (0.75, {"n": "2"}, lambda s, t: s < t),  # the best candidate's judge score
     "lookahead": (0.75, {"k": "2"}, lambda s, t: s < t),
 }

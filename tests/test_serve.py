@@ -199,7 +199,8 @@ def test_concurrent_requests_give_the_sequential_answers(server, completion):
 # every policy at a threshold where it keeps some steps and escalates others (tests/test_loop.py)
 POLICIES = {"random": (0.8, {}), "specreason": (0.75, {}), "arbitrage": (0.5, {"model": "testbed"}),
             "first-token": (0.01, {}), "oracle": (0.0, {}), "handoff": (0.5, {}),
-            "cascade": (0.9, {"gate": "logprob", "arbitrage": "testbed", "confident": "-0.02"}), "best-of-n": (0.75, {"n": "2"}),
+            "cascade": (0.9, {"gate": "logprob", "arbitrage": "testbed", "confident": "-0.02"}),
+            "best-of-n": (0.75, {"n": "2"}),
             "lookahead": (0.5, {"k": "2"})}  # at 0.5 lookahead keeps both drafted steps: the second from its plan
 
 
