@@ -117,7 +117,7 @@ class Decision:
     # (or where the draft proposed nothing); the controller appends it when the step is kept.
     draft: Generation | None = None
     # With `target`: the proposal's first `handoff` tokens stay at the start of the step and
-    # `target` continues them (written with `write_step(prefix=ctx.draft_prefix(handoff))`).
+    # `target` continues them (written with `write_step(prefix=[ctx.draft_head(handoff)])`).
     handoff: int | None = None
     target_score: float | None = None
     wasted: bool | None = None  # escalated although the target's step was not judged better

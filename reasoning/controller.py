@@ -158,7 +158,6 @@ class Controller:
         if decision.target is not None:  # already written (and paid for) by the router
             gen = decision.target
             if decision.handoff:  # the target continued the proposal's first tokens
-                self.sessions.stitched_from = gen  # its session holds both after the prefix
                 gen = _stitch(ctx.draft, decision.handoff, ctx.draft_prefix(decision.handoff), gen)
             return "target", gen, self.segmenter.cut(gen), None
         gen, mark = self.sessions.generate("target", ctx.step_index, ctx.in_thinking, ctx.step_cap)

@@ -96,7 +96,6 @@ class Sessions:
         self.text = ""  # the accepted solution: the pieces' text
         self.piece: str | None = None  # the draft's step on trial, with its delimiter
         self.piece_ids: tuple[int, ...] | None = None  # its token ids as the draft wrote them
-        self.stitched_from: Generation | None = None  # the target's continuation in a handoff step
 
     def slot(self, model: Model) -> Slot:
         return self.draft if model == "draft" else self.target
@@ -200,10 +199,9 @@ class Sessions:
             if mark is not None:
                 self._hold_exactly(slot, gen, piece, mark)
                 slot.kept, slot.trial, slot.written = True, None, None
-            elif slot.written is not None and any(slot.written is g for g in (gen, self.stitched_from)):
+            elif slot.written is not None:  # a router wrote it (or a candidate): kept if the ids agree
                 self._keep_written(slot, piece)
             # else the session holds what it held (a step written ahead, as lookahead's, finds it behind)
-        self.stitched_from = None
         self.add(piece)
 
     def add(self, piece: Piece) -> None:
