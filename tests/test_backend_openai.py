@@ -240,3 +240,19 @@ def test_cli_reports_an_unreachable_server_in_one_line():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "unavailable after 1 tries" in r.stderr
+
+
+def test_with_a_tokenizer_steps_carry_real_token_ids_and_sessions_catch_up_step_by_step(server):
+    """A generation's ids are the served model's tokenizer's encoding of the step (not placeholders), so
+    another session of the same vocabulary can take them; llama-cpp-python's server takes text prompts,
+    so ids appended there go as their text, step by step."""
+    b = backend(server)
+    assert b.vocab_key and not b.token_prompts and backend(server, tokenizer="").vocab_key is None
+    s = b.open_session(Prompt.math(QUESTION))
+    g = s.generate(max_tokens=40, stop=["\n\n"])
+    assert g.token_ids == b.encode(g.text) and b.decode(g.token_ids) == g.text
+    n = s.n_tokens
+    s.append_ids(b.encode("7 - 4 = 3.\n\n"))
+    assert s.text == g.text + "7 - 4 = 3.\n\n" and s.n_tokens == n + len(b.encode("7 - 4 = 3.\n\n"))
+    with pytest.raises(Exception, match="token_prompts=1 needs"):
+        backend(server, tokenizer="", token_prompts="1")

@@ -144,6 +144,33 @@ def vllm_server(tmp_path_factory):
     proc.wait(timeout=60)
 
 
+def test_token_prompts_send_each_steps_ids_to_vllms_server(vllm_server, vb):
+    from reasoning.backends.openai import OpenAIBackend
+    from reasoning.specs import parse_spec
+
+    b = OpenAIBackend(parse_spec(f"openai:smol?base_url={vllm_server}&tokenizer=smollm2-135m&token_prompts=1"))
+    s = b.open_session(Prompt.math(QUESTION))
+    g = s.generate(max_tokens=40, stop=["\n\n"])
+    step = b.encode("7 - 4 = 3.\n\n")
+    s.append_ids(step)
+    s.append_ids(step)
+    ids = s.token_ids
+    assert ids == s.prompt_ids + list(g.token_ids) + step + step
+    assert b.encode(s.text) != ids[len(s.prompt_ids):]  # the text re-encoded would merge the "\n\n"s
+    sent = []
+    complete = b._completion
+    b._completion = lambda url, body, extra=None: sent.append(body) or complete(url, body, extra)
+    s.generate(max_tokens=8, stop=["\n\n"])
+    assert sent[-1]["prompt"] == ids  # what the server was sent
+    s.rollback(len(ids))
+    got = s.score("20 - 4 = 16.")  # echo over token prompts: the continuation's own logprobs
+    ref = vb.open_session(Prompt.math(QUESTION))
+    assert ref.prompt_ids == s.prompt_ids
+    ref.append_ids(ids[len(s.prompt_ids):])
+    want = ref.score("20 - 4 = 16.")
+    assert got.token_ids == want.token_ids and got.logprobs == pytest.approx(want.logprobs, abs=0.05)
+
+
 def test_openai_backend_on_vllms_server_scores_and_reports_stops(vllm_server, vb):
     from reasoning.backends.openai import OpenAIBackend
     from reasoning.specs import parse_spec

@@ -29,6 +29,7 @@ one error names the server and the last failure. Entropies are over the top logp
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -41,7 +42,7 @@ from typing import Any
 
 import openai
 
-from reasoning.backends.base import chat_turn_markers
+from reasoning.backends.base import chat_turn_markers, tokenizer_key
 from reasoning.backends.prefix import Completion, PrefixSession, entropy_from_top, render_prompt
 from reasoning.batching import LOCKSTEP
 from reasoning.errors import BackendUnavailableError, ModelSpecError, SpecstepError
@@ -102,6 +103,11 @@ class OpenAIBackend:
             except (OSError, ValueError) as e:
                 raise ModelSpecError(f"model spec {str(spec)!r}: cannot load tokenizer {o['tokenizer']!r}: "
                                      f"{str(e).splitlines()[0]}") from None
+        # send each context as token ids (vLLM's server, llama.cpp's llama-server; not llama-cpp-python's)
+        self.token_prompts = spec.flag("token_prompts", False)
+        if self.token_prompts and self.tokenizer is None:
+            raise ModelSpecError(f"model spec {str(spec)!r}: token_prompts=1 needs ?tokenizer=... (the served "
+                                 "model's) to make the token ids")
         has_template = bool(getattr(self.tokenizer, "chat_template", None))
         self.chat = spec.flag("chat", has_template)
         if self.chat and not has_template:
@@ -180,11 +186,22 @@ class OpenAIBackend:
     def turn_markers(self) -> tuple[str, str] | None:
         return chat_turn_markers(self.tokenizer) if self.chat else None
 
+    @functools.cached_property
+    def vocab_key(self) -> str | None:
+        """With a tokenizer, equal for two models exactly when their sessions can take each other's ids."""
+        return tokenizer_key(self.tokenizer) if self.tokenizer is not None else None
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
     def count_tokens(self, text: str) -> int:
         if not text:
             return 0
         if self.tokenizer is not None:
-            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            return len(self.encode(text))
         root = self.urls[0].rsplit("/v1", 1)[0]
         routes = [self._tokenize_route] if self._tokenize_route else ["/tokenize", "/extras/tokenize"]
         for route in routes:
@@ -211,6 +228,9 @@ class OpenAIBackend:
                              for m in prompt.messages())
             return OpenAISession(self, url, "", self.count_tokens(text), prompt)
         text = self.render(prompt)
+        if self.token_prompts:
+            ids = self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
+            return OpenAISession(self, url, text, len(ids), prompt_ids=ids)
         return OpenAISession(self, url, text, self.count_tokens(text))
 
     # --- images: chat completions with the answer so far as an assistant message to continue --------
@@ -289,7 +309,7 @@ class OpenAIBackend:
         return {c: top.get(c, floor) for c in candidates}
 
     # --- the three calls a session makes ---------------------------------------------------------
-    def complete(self, url: str, prompt: str, *, max_tokens: int, stop: Sequence[str], temperature: float,
+    def complete(self, url: str, prompt: str | list[int], *, max_tokens: int, stop: Sequence[str], temperature: float,
                  seed: int | None, ignore_eos: bool) -> Completion:
         body: dict[str, Any] = {"prompt": prompt, "max_tokens": max(1, max_tokens), "temperature": temperature,
                                 "logprobs": self.top_k, "stop": list(stop) or None}
@@ -305,17 +325,31 @@ class OpenAIBackend:
         finish, matched = _finish(ch, text, stop)
         if matched is not None and not text.endswith(matched):
             text += matched
-        if self.tokenizer is not None or not tokens:
+        if self.tokenizer is not None:  # the step's ids as the served model's tokenizer encodes it alone
+            ids = self.encode(text)
+            return Completion(text, len(ids), lps, ents, finish, matched, ids)
+        if not tokens:
             n = self.count_tokens(text)
         else:
             n = len(tokens) + (self.count_tokens(matched) if matched and tokens[-1:] != [matched] else 0)
         return Completion(text, n, lps, ents, finish, matched)
 
-    def continuation_logprobs(self, url: str, prompt: str, continuation: str) -> tuple[list[int], list[float]]:
+    def continuation_logprobs(self, url: str, prompt: str | list[int],
+                              continuation: str) -> tuple[list[int], list[float]]:
         if not self._echo_is_right(url):
             raise ServerError(f"{url}: the server returns wrong prompt logprobs (echo; llama-cpp-python's server "
                               f"gives each token the next one's), so {self.name} cannot score text there; use a "
                               "vLLM server or the llamacpp: backend")
+        if isinstance(prompt, list):  # token prompts: the continuation is the prompt's last ids
+            cont = self.encode(continuation)
+            ch = self._completion(url, {"prompt": prompt + cont, "max_tokens": 1, "temperature": 0.0, "echo": True,
+                                        "logprobs": 1})
+            values = (ch.get("logprobs") or {}).get("token_logprobs") or []
+            if len(values) < len(prompt) + len(cont):
+                raise ServerError(f"{url}: the server returns no prompt logprobs (echo with logprobs), so "
+                                  f"{self.name} cannot score text; use a vLLM server or another engine for this judge")
+            picked = values[len(prompt): len(prompt) + len(cont)]
+            return cont, [v if v is not None else -math.inf for v in picked]
         return self._echoed_logprobs(url, prompt, continuation)
 
     def _echoed_logprobs(self, url: str, prompt: str, continuation: str) -> tuple[list[int], list[float]]:
@@ -353,7 +387,7 @@ class OpenAIBackend:
             self._echo_right[url] = right
         return self._echo_right[url]
 
-    def candidate_logprobs(self, url: str, prompt: str, candidates: Sequence[str]) -> dict[str, float]:
+    def candidate_logprobs(self, url: str, prompt: str | list[int], candidates: Sequence[str]) -> dict[str, float]:
         body = {"prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": self.top_k}
         ch = self._completion(url, body)
         tops = (ch.get("logprobs") or {}).get("top_logprobs") or []
@@ -363,7 +397,7 @@ class OpenAIBackend:
         floor = min(top.values())  # candidates outside the top k get at most this
         return {c: top.get(c, floor) for c in candidates}
 
-    def top_token(self, url: str, prompt: str) -> tuple[str, float]:
+    def top_token(self, url: str, prompt: str | list[int]) -> tuple[str, float]:
         body = {"prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": 1}
         tops = (self._completion(url, body).get("logprobs") or {}).get("top_logprobs") or []
         if not tops or not tops[0]:
@@ -406,8 +440,9 @@ class OpenAISession(PrefixSession):
     """A `PrefixSession` pinned to one server URL; with images, its calls go to /v1/chat/completions."""
 
     def __init__(self, backend: OpenAIBackend, url: str, prompt_text: str, n_prompt: int,
-                 prompt: Prompt | None = None):
-        super().__init__(_Pinned(backend, url, prompt), prompt_text, n_prompt, prompt.images if prompt else ())
+                 prompt: Prompt | None = None, prompt_ids: list[int] | None = None):
+        super().__init__(_Pinned(backend, url, prompt), prompt_text, n_prompt, prompt.images if prompt else (),
+                         prompt_ids=prompt_ids)
         self.url = url
 
 
@@ -419,6 +454,12 @@ class _Pinned:
 
     def count_tokens(self, text: str) -> int:
         return self.b.count_tokens(text)
+
+    def encode(self, text: str) -> list[int]:
+        return self.b.encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.b.decode(ids)
 
     def complete(self, prompt: str, images: tuple = (), **kw: Any) -> Completion:
         if self.prompt is not None:

@@ -111,12 +111,12 @@ class PrefixSession(Unbranched):
         return Usage(seconds=time.perf_counter() - t0)
 
     def append_ids(self, ids: Sequence[int]) -> Usage:
-        """Append token ids as they are (where the engine takes token prompts)."""
-        if self.prompt_ids is None:
-            raise NotImplementedError(f"{type(self.engine).__name__} takes text prompts, not token ids")
+        """Append token ids: as they are where the engine takes token prompts, else as their text (which
+        the engine encodes again)."""
+        t0 = time.perf_counter()
         if ids:
-            self._add(self.engine.decode(list(ids)), ids)
-        return Usage()
+            self._add(self.engine.decode(list(ids)), ids if self.prompt_ids is not None else None)
+        return Usage(seconds=time.perf_counter() - t0)
 
     def generate(self, *, max_tokens: int, stop: Sequence[str] = (), temperature: float = 0.0,
                  seed: int | None = None, ignore_eos: bool = False) -> Generation:
