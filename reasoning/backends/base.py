@@ -223,6 +223,10 @@ class Session(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
+    """A model behind an engine. Optional: `vocab_key` (a string equal for two backends exactly when they
+    map text to the same token ids), with `encode`, `decode` and sessions that have `append_ids` and
+    `token_ids`: the loop then catches a session up with the token ids each step's author wrote."""
+
     spec: ModelSpec
 
     @property
