@@ -143,5 +143,10 @@ class Router(Protocol):
 
     def review(self, ctx: StepContext, decision: Decision, target: Generation) -> None: ...
 
+    def leftover(self) -> list[Usage]:
+        """Draft work this solve paid for and never used (steps planned ahead and never served), asked
+        once when the solve ends: it counts as thrown away."""
+        ...
+
 
 __all__ = ["Decision", "Model", "Piece", "Report", "Router", "StepContext"]

@@ -101,11 +101,21 @@ class Controller:
                 rule, stop = ("forced", stop) if answer is not None else (None, "no_answer")
                 if on_step is not None:
                     on_step(step)
+            self._charge_leftover(steps, costs)
         finally:
             self.sessions.close()
         return Solution(problem=problem, steps=steps, answer=answer, answer_rule=rule, stop_reason=stop,
                         forced_answer=forced, costs=costs, wall_seconds=time.perf_counter() - t_start,
                         config=self.config)
+
+    def _charge_leftover(self, steps: list[Step], costs: Costs) -> None:
+        """Draft work the router paid for and never used counts as thrown away, in the last step (its
+        tokens and seconds are in the draft's column already, where it was paid)."""
+        for usage in self.router.leftover() if steps else ():
+            cost = usage.cost()
+            cost.calls = 0
+            steps[-1].costs.discarded.add(cost)
+            costs.discarded.add(cost)
 
     # ------------------------------------------------------------------ the steps of the loop
 

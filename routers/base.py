@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 
-from reasoning.backends.base import Generation
+from reasoning.backends.base import Generation, Usage
 from reasoning.context import Decision, Router, StepContext
 from reasoning.errors import ConfigError
 
@@ -77,6 +77,10 @@ class BaseRouter:
 
     def start(self) -> None:
         """Set up the per-solve state (none here)."""
+
+    def leftover(self) -> list[Usage]:
+        """Draft work paid for and never used (none here)."""
+        return []
 
     def score(self, ctx: StepContext) -> float:
         raise NotImplementedError

@@ -16,7 +16,7 @@ from typing import Any
 
 from judges import Judge
 from reasoning.answers import has_final_answer
-from reasoning.backends.base import Generation
+from reasoning.backends.base import Generation, Usage
 from reasoning.errors import ConfigError
 from routers.base import Decision, StepContext
 from routers.judged import JudgedRouter
@@ -43,6 +43,7 @@ class LookaheadRouter(JudgedRouter):
     def start(self) -> None:
         self._ahead: dict[tuple[str, ...], list[Queued]] = {}  # planned steps, by the accepted steps before them
         self.rounds: list[tuple[int, int]] = []  # (steps drafted, steps kept) per judge call
+        self._dropped: list[Usage] = []  # planned steps not served (the step's token cap shrank)
 
     @staticmethod
     def _key(ctx: StepContext, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -53,6 +54,7 @@ class LookaheadRouter(JudgedRouter):
         queued = self._ahead.pop(self._key(ctx), None)
         if queued and len(queued[0][0].token_ids) <= ctx.step_cap:
             return self._serve(ctx, queued, tau)
+        self._dropped += [g.usage for g, _, escalate in queued or () if not escalate]
         drafts: list[Generation] = []
         pieces: list[str] = []
         for _ in range(self.k):  # each step drafted after the ones before it, as the draft wrote them
@@ -68,6 +70,11 @@ class LookaheadRouter(JudgedRouter):
             ctx.report("draft", gen.usage, thrown_away=j >= good)
         plan: list[Queued] = [(g, s, j == good) for j, (g, s) in enumerate(zip(drafts, scores)) if j <= good]
         return self._serve(ctx, plan, tau)
+
+    def leftover(self) -> list[Usage]:
+        """Planned steps never served: dropped, or still waiting when the solve ended (a drafted step that
+        was to escalate is counted as thrown away already)."""
+        return self._dropped + [g.usage for plan in self._ahead.values() for g, _, escalate in plan if not escalate]
 
     def _serve(self, ctx: StepContext, plan: list[Queued], tau: float) -> Decision:
         """The first planned step now; the rest wait for the steps before them to be committed."""

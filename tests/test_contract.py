@@ -81,6 +81,10 @@ class _RecordingRouter:
     def review(self, ctx, decision, target):
         self.calls.append(("review", ctx.step_index, target.text))
 
+    def leftover(self):
+        self.calls.append(("leftover",))
+        return []
+
 
 def test_the_solver_and_controller_use_exactly_the_router_protocols_hooks(monkeypatch):
     """A router with only the protocol's hooks runs (the loop asks for no hook outside it: a router
@@ -99,7 +103,7 @@ def test_the_solver_and_controller_use_exactly_the_router_protocols_hooks(monkey
     assert [(s.decision, s.author) for s in sol.steps] == [("keep", "draft"), ("escalate", "target"),
                                                             ("keep", "draft")]
     assert router.calls == [("route", 0, "Step 1."), ("route", 1, "Step 2."), ("review", 1, "Step 3.\n\n"),
-                            ("route", 2, "Step 4.")]
+                            ("route", 2, "Step 4."), ("leftover",)]
 
 
 def test_reports_on_trial_go_to_the_model_if_kept_and_to_the_judge_if_not():

@@ -283,3 +283,13 @@ def test_steps_a_router_writes_stay_in_the_kv_cache():
     ahead = solve(make_router("lookahead", 0.0, k=3))  # every drafted step kept, served from the plan
     reads = [s.costs.draft.input_tokens for s in ahead.steps]
     assert reads[1:3] == [0, 0] and reads[3] == 1  # the next round reads one token, not three steps
+
+
+def test_lookaheads_steps_planned_and_never_served_count_as_thrown_away():
+    sol = solve(make_router("lookahead", 0.0, k=3), max_steps=2)  # three steps drafted, two served
+    kept = [s for s in sol.steps if s.kind != "forced_answer"]
+    assert len(kept) == 2 and all(s.author == "draft" for s in kept) and sol.costs.draft.calls == 3
+    assert sol.costs.discarded.output_tokens == sol.costs.draft.output_tokens - sum(s.tokens for s in kept) > 0
+    assert sol.costs.discarded.calls == 0  # their calls were counted where they were drafted
+    total = sum((s.costs.discarded.output_tokens for s in sol.steps), 0)
+    assert total == sol.costs.discarded.output_tokens  # the solution's costs are still its steps' sum
