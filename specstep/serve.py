@@ -76,7 +76,8 @@ MAX_BODY_BYTES = 1 << 20
 MAX_QUESTION_CHARS = 32_000
 MAX_SEED = 2**32 - 1
 DRAIN_BYTES = 16 << 20  # an unread body up to this size is read before an error reply
-LENGTH_STOPS = ("max_steps", "token_budget")
+# a budget ended the solve (no_answer: it did, and even the forced answer held none)
+LENGTH_STOPS = ("max_steps", "token_budget", "no_answer")
 _BEARER = HTTPBearer(auto_error=False, description="the server's API key, when it has one")
 GRACEFUL_SHUTDOWN_SECONDS = 2  # then unfinished requests are cut off (a solve thread cannot be stopped)
 CHAT_PATH = "/v1/chat/completions"

@@ -395,3 +395,15 @@ def test_cli_serves_until_interrupted():
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize("stop, finish", [("answer", "stop"), ("eos", "stop"), ("repeated_step", "stop"),
+                                          ("max_steps", "length"), ("token_budget", "length"),
+                                          ("no_answer", "length")])
+def test_a_solves_stop_reason_maps_to_openais_finish_reason(stop, finish):
+    from reasoning.types import Problem, Solution, SolveConfig
+    from specstep.serve import finish_reason_of
+
+    config = SolveConfig(draft="d", target="t", router="r", max_steps=1, max_tokens=1, step_tokens=1, delimiter="\n\n",
+                         temperature=0.0)
+    assert finish_reason_of(Solution(problem=Problem(question="q"), stop_reason=stop, config=config)) == finish
