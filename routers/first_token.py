@@ -1,16 +1,17 @@
-"""First token (GlimpRouter-style, arXiv 2601.05110): decide who writes a step before it is written.
+"""First token (GlimpRouter, arXiv 2601.05110): decide who writes a step before it is written.
 
 The draft writes one token from the accepted prefix; the entropy (nats) of its next-token
-distribution there is the score. Escalate when the score > tau: the target writes the step;
-otherwise the draft writes it. The probe is charged to the draft; its token is counted as thrown
-away (the kept step writes it again), its prefill is not (the kept step reuses the cached prefix).
+distribution there is the score. Escalate when the score > tau: the target writes the step and the
+probe token is thrown away; otherwise the draft continues the probe into its step (the probe is the
+step's first token, not written again). The probe's call is the draft's.
 tau in [0, 20] nats; default 1.0. On the testbed pair first-token entropies are tiny (median 0.003
 nats): thresholds there are hundredths.
 """
 
 from __future__ import annotations
 
-from reasoning.backends.base import Usage
+from reasoning.backends.base import Generation, Usage
+from reasoning.context import Piece
 from routers.base import BaseRouter, Decision, StepContext
 
 
@@ -21,19 +22,31 @@ class FirstTokenRouter(BaseRouter):
     default_threshold = 1.0
     escalate_above = True
 
-    def score(self, ctx: StepContext) -> float:
+    def probe(self, ctx: StepContext) -> tuple[Generation, float]:
+        """The draft's first token of the step (not reported yet) and its entropy."""
         probe = ctx.write_step("draft", max_tokens=1)
-        u = probe.usage
-        token = u.outputs(u.output_tokens)
-        ctx.report("draft", Usage(u.input_tokens, 0, u.seconds - token.seconds, u.flops - token.flops))  # the prefill
-        ctx.report("draft", token, thrown_away=True, calls=0)
-        return probe.entropies[0] if probe.entropies else 0.0
+        return probe, probe.entropies[0] if probe.entropies else 0.0
+
+    def score(self, ctx: StepContext) -> float:
+        probe, s = self.probe(ctx)
+        ctx.report("draft", probe.usage, thrown_away=True)
+        return s
 
     def route(self, ctx: StepContext) -> Decision:
         tau = self.effective_threshold(ctx)
-        s = self.score(ctx)
+        probe, s = self.probe(ctx)
+        u = probe.usage
+        token = u.outputs(u.output_tokens)
+        ctx.report("draft", Usage(u.input_tokens, 0, u.seconds - token.seconds, u.flops - token.flops))  # the prefill
         if self.decide(s, tau):
+            ctx.report("draft", token, thrown_away=True, calls=0)
             return Decision(escalate=True, score=s, threshold=tau)
-        step = ctx.write_step("draft")
-        ctx.report("draft", step.usage)
+        ctx.report("draft", token, calls=0)  # the step's first token
+        if probe.finish_reason != "length":  # the probe ended the step (a stop string or the end)
+            return Decision(escalate=False, score=s, draft=probe, threshold=tau)
+        head = Piece(probe.text, "draft", tuple(probe.token_ids))
+        rest = ctx.write_step("draft", prefix=[head], max_tokens=max(1, ctx.step_cap - len(probe.token_ids)))
+        ctx.report("draft", rest.usage)
+        step = Generation(probe.text + rest.text, probe.token_ids + rest.token_ids, probe.logprobs + rest.logprobs,
+                          probe.entropies + rest.entropies, rest.finish_reason, rest.stop, rest.usage)
         return Decision(escalate=False, score=s, draft=step, threshold=tau)

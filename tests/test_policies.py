@@ -51,9 +51,12 @@ def test_first_token_decides_before_the_step_and_reduces_to_the_anchors(anchors)
             continue
         assert s.decision == ("escalate" if s.score > tau else "keep") and s.score >= 0
         assert s.author == ("target" if s.decision == "escalate" else "draft")
-        # one probe token per step, thrown away (not its prefill); a kept step is the draft's only other call
-        assert (s.costs.discarded.calls, s.costs.discarded.input_tokens, s.costs.discarded.output_tokens) == (0, 0, 1)
+        # one probe token per step: the kept step's first token (continued, not written again), else thrown
+        # away (not its prefill); a kept step's continuation is the draft's only other call
+        thrown = (s.costs.discarded.calls, s.costs.discarded.input_tokens, s.costs.discarded.output_tokens)
+        assert thrown == ((0, 0, 0) if s.author == "draft" else (0, 0, 1))
         assert s.costs.draft.calls == (2 if s.author == "draft" else 1)
+        assert s.costs.draft.output_tokens == (s.tokens if s.author == "draft" else 1)
         assert s.costs.target.calls == (1 if s.author == "target" else 0)
         if s.author == "draft":
             assert s.draft_text == s.text and s.draft_tokens == s.tokens
@@ -277,9 +280,10 @@ def test_a_step_gets_the_same_judge_score_on_trial_and_off_it():
 def test_steps_a_router_writes_stay_in_the_kv_cache():
     """A step a router writes with write_step stays in its model's session; committed, it is kept there,
     so the next call reads only the one token sampled last (not run yet), never the step again."""
-    keep_all = solve(make_router("first-token", 20.0))  # each step: a probe token, then the step written
+    keep_all = solve(make_router("first-token", 20.0))  # each step: a probe token, then the rest of the step
     assert len(keep_all.steps) >= 3 and all(s.author == "draft" for s in keep_all.steps)
-    assert [s.costs.draft.input_tokens for s in keep_all.steps[1:]] == [1] * (len(keep_all.steps) - 1)
+    # the probe reads the last token of the step before, the continuation the probe token: never a step again
+    assert [s.costs.draft.input_tokens for s in keep_all.steps[1:]] == [2] * (len(keep_all.steps) - 1)
     ahead = solve(make_router("lookahead", 0.0, k=3))  # every drafted step kept, served from the plan
     reads = [s.costs.draft.input_tokens for s in ahead.steps]
     assert reads[1:3] == [0, 0] and reads[3] == 1  # the next round reads one token, not three steps
