@@ -111,7 +111,8 @@ class Controller:
     def _charge_leftover(self, steps: list[Step], costs: Costs) -> None:
         """Draft work the router paid for and never used counts as thrown away, in the last step (its
         tokens and seconds are in the draft's column already, where it was paid)."""
-        for usage in self.router.leftover() if steps else ():
+        leftover = getattr(self.router, "leftover", None)  # routers written before it was a hook have none
+        for usage in leftover() if leftover is not None and steps else ():
             cost = usage.cost()
             cost.calls = 0
             steps[-1].costs.discarded.add(cost)
