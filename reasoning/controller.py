@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from reasoning.answers import extract_answer, last_boxed
-from reasoning.backends.base import Backend, Generation
+from reasoning.backends.base import Backend, Generation, joined
 from reasoning.context import Decision, Piece, Router, StepContext  # noqa: F401 (re-exported)
 from reasoning.errors import ConfigError
 from reasoning.options import Limits  # re-exported: the loop's budgets live in reasoning.options
@@ -50,9 +50,8 @@ def _thrown(draft: Generation, kept: int) -> StageCost:
 
 def _stitch(draft: Generation, kept: int, prefix: str, rest: Generation) -> Generation:
     """One step of the proposal's first `kept` tokens (`prefix`) and the target's continuation."""
-    return Generation(prefix + rest.text, draft.token_ids[:kept] + rest.token_ids,
-                      draft.logprobs[:kept] + rest.logprobs, draft.entropies[:kept] + rest.entropies,
-                      rest.finish_reason, rest.stop, rest.usage)
+    head = Generation(prefix, draft.token_ids[:kept], draft.logprobs[:kept], draft.entropies[:kept], "length", None)
+    return joined(head, rest)
 
 
 class Controller:

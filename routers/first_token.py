@@ -10,7 +10,7 @@ nats): thresholds there are hundredths.
 
 from __future__ import annotations
 
-from reasoning.backends.base import Generation, Usage
+from reasoning.backends.base import Generation, Usage, joined
 from reasoning.context import Piece
 from routers.base import BaseRouter, Decision, StepContext
 
@@ -47,6 +47,4 @@ class FirstTokenRouter(BaseRouter):
         head = Piece(probe.text, "draft", tuple(probe.token_ids))
         rest = ctx.write_step("draft", prefix=[head], max_tokens=max(1, ctx.step_cap - len(probe.token_ids)))
         ctx.report("draft", rest.usage)
-        step = Generation(probe.text + rest.text, probe.token_ids + rest.token_ids, probe.logprobs + rest.logprobs,
-                          probe.entropies + rest.entropies, rest.finish_reason, rest.stop, rest.usage)
-        return Decision(escalate=False, score=s, draft=step, threshold=tau)
+        return Decision(escalate=False, score=s, draft=joined(probe, rest), threshold=tau)

@@ -114,6 +114,12 @@ class Generation:
         )
 
 
+def joined(head: Generation, rest: Generation) -> Generation:
+    """One generation: `head`'s tokens, then `rest`'s, which ends it (its finish, stop and usage)."""
+    return Generation(head.text + rest.text, head.token_ids + rest.token_ids, head.logprobs + rest.logprobs,
+                      head.entropies + rest.entropies, rest.finish_reason, rest.stop, rest.usage)
+
+
 @dataclass(slots=True)
 class Scored:
     """Per-token log-probabilities of a continuation that was appended to a session."""

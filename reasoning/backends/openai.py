@@ -346,11 +346,14 @@ class OpenAIBackend:
                                         "logprobs": 1})
             values = (ch.get("logprobs") or {}).get("token_logprobs") or []
             if len(values) < len(prompt) + len(cont):
-                raise ServerError(f"{url}: the server returns no prompt logprobs (echo with logprobs), so "
-                                  f"{self.name} cannot score text; use a vLLM server or another engine for this judge")
+                raise self._no_echo(url)
             picked = values[len(prompt): len(prompt) + len(cont)]
             return cont, [v if v is not None else -math.inf for v in picked]
         return self._echoed_logprobs(url, prompt, continuation)
+
+    def _no_echo(self, url: str) -> ServerError:
+        return ServerError(f"{url}: the server returns no prompt logprobs (echo with logprobs), so {self.name} "
+                           "cannot score text; use a vLLM server or another engine for this judge")
 
     def _echoed_logprobs(self, url: str, prompt: str, continuation: str) -> tuple[list[int], list[float]]:
         """The logprobs of the tokens of `continuation`, the end of the prompt, as the server echoes them."""
@@ -360,8 +363,7 @@ class OpenAIBackend:
         tokens, values = lp.get("tokens"), lp.get("token_logprobs")
         n_prompt = (ch.get("usage") or {}).get("prompt_tokens")
         if not tokens or values is None or not n_prompt or len(tokens) < n_prompt:
-            raise ServerError(f"{url}: the server returns no prompt logprobs (echo with logprobs), so "
-                              f"{self.name} cannot score text; use a vLLM server or another engine for this judge")
+            raise self._no_echo(url)
         # the continuation is the prompt's last tokens: walk back until their text covers it
         i, covered = n_prompt, 0
         while i > 0 and covered < len(continuation):
