@@ -3,8 +3,8 @@ servers): every call sends the whole context, and the engine's prefix cache make
 
 A session is a list of text pieces with their token counts; `rollback` pops pieces back to a length
 the session had before (the controller and judges only roll back to marks they read off `n_tokens`).
-An engine that takes token prompts (`takes_ids`: vLLM) gets the context as token ids, each piece as
-it was written or encoded alone, so a context is never re-tokenized.
+A session given prompt ids (vLLM; an OpenAI-compatible server with `token_prompts=1`) sends the
+context as token ids, each piece as it was written or encoded alone, so it is never re-tokenized.
 Input tokens are counted as in the transformers backend: the tokens the engine has not yet seen from
 this session; the engine's own cache statistics say how many it actually recomputed.
 """
