@@ -150,6 +150,12 @@ class Turns:
             with self._count:
                 self.waiting -= 1
 
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """The lock alone, for the thread that runs a lockstep batch (already counted as waiting)."""
+        with self._lock:
+            yield
+
 
 def chat_turn_markers(template) -> tuple[str, str]:
     """(end of assistant turn + start of user turn, end of user turn + start of assistant turn), read off

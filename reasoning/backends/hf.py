@@ -180,6 +180,19 @@ class HFBackend:
         self.n_params = count_params(model)
         self.spec_tokens = int(self.spec.number("spec_tokens", 4, 1, integer=True))
         self._assistant: HFBackend | None = None
+        self.lockstep = self.spec.flag("lockstep", True)  # batch generations of solves side by side
+
+    def run_batch(self, requests: Sequence[tuple[HFSession, dict]]) -> list[Generation]:
+        """Generations of many sessions (solves side by side, through reasoning.batching) in one decode
+        loop (reasoning.backends.hf_batch); a lone request, or a session with its own forward pass (a
+        vision session), is generated alone."""
+        from reasoning.backends.hf_batch import generate_batch
+
+        together = [r for r in requests if type(r[0])._model_forward is HFSession._model_forward]
+        if len(together) < 2:
+            together = []
+        done = dict(zip(map(id, together), generate_batch(self, together))) if together else {}
+        return [done[id(r)] if id(r) in done else KVSession.generate(r[0], **r[1]) for r in requests]
 
     @property
     def assistant(self) -> HFBackend | None:
@@ -288,8 +301,12 @@ class HFSession(KVSession):
                  seed: int | None = None, ignore_eos: bool = False) -> Generation:
         if temperature == 0 and self.backend.assistant is not None:
             return self._generate_assisted(max_tokens, stop, ignore_eos)
-        return super().generate(max_tokens=max_tokens, stop=stop, temperature=temperature, seed=seed,
-                                ignore_eos=ignore_eos)
+        kw = dict(max_tokens=max_tokens, stop=tuple(stop), temperature=temperature, seed=seed, ignore_eos=ignore_eos)
+        if self.backend.lockstep:
+            from reasoning.batching import LOCKSTEP
+
+            return LOCKSTEP.call(self.backend, (self, kw))
+        return super().generate(**kw)
 
     def _assistant_session(self) -> HFSession:
         """The assistant's session, holding exactly this session's token ids."""

@@ -135,49 +135,14 @@ class KVSession(Unbranched):
     def generate(self, *, max_tokens: int, stop: Sequence[str] = (), temperature: float = 0.0,
                  seed: int | None = None, ignore_eos: bool = False) -> Generation:
         t0 = time.perf_counter()
-        b = self.backend
-        start = len(self.ids)
-        gen = torch.Generator().manual_seed(seed) if (temperature > 0 and seed is not None) else None
-        out: list[int] = []
-        lps: list[float] = []
-        ents: list[float] = []
-        finish, matched, cut = "length", None, None
-        text = ""
         logits, fed = self._next_logits()
         prefill = time.perf_counter() - t0
         self._remember()
-        for _ in range(max(0, max_tokens)):
-            logp = torch.log_softmax(logits, dim=-1)
-            if temperature > 0:
-                probs = torch.softmax(logits / temperature, dim=-1)
-                tok = int(torch.multinomial(probs, 1, generator=gen))
-            else:
-                tok = int(torch.argmax(logits))
-            if tok in b.eos_ids and not ignore_eos:
-                finish = "eos"
-                break
-            out.append(tok)
-            lps.append(float(logp[tok]))
-            ents.append(float(-(logp.exp() * logp).sum()))
-            self.ids.append(tok)
-            if stop:  # without stop strings the text is decoded once, after the loop
-                prev, text = len(text), b.decode(out)
-                hit = find_stop(text, stop, prev)
-                if hit is not None:
-                    cut, matched = hit[0] + len(hit[1]), hit[1]
-                    finish = "stop"
-                    break
-            if len(out) >= max_tokens:
-                break
-            logits = self._forward([tok])[-1]
-        if not stop:
-            text = b.decode(out)
-        sampled = len(lps) + (finish == "eos")
-        if cut is not None and cut < len(text):
-            out, lps, ents, text = self._cut_inside_token(start, out, lps, ents, text, cut)
-        usage_ = usage(b.n_params, fed + self._take_refed(), sampled, time.perf_counter() - t0)
-        usage_.prefill_seconds = prefill
-        return Generation(text, out, lps, ents, finish, matched, usage_)
+        d = Decoding(self, max_tokens, stop, temperature, seed, ignore_eos)
+        tok = d.take(logits)
+        while tok is not None:
+            tok = d.take(self._forward([tok])[-1])
+        return d.result(fed, time.perf_counter() - t0, prefill)
 
     def _cut_inside_token(self, start: int, out: list[int], lps: list[float], ents: list[float], text: str,
                           cut: int) -> tuple[list[int], list[float], list[float], str]:
@@ -238,3 +203,65 @@ class KVSession(Unbranched):
             raise ValueError(f"cannot roll back to {n_tokens} tokens: session has {len(self.ids)}")
         del self.ids[n_tokens:]
         self._crop_kv(n_tokens)
+
+
+class Decoding:
+    """One generation's sampling loop over a session: `take` samples a token from the next-token
+    logits, appends it to the session's ids and checks end of sequence, stop strings and length; the
+    caller runs the token it returns (one session alone, or many sessions in one batch) and passes the
+    logits back, until `take` returns None. `result` builds the `Generation`."""
+
+    def __init__(self, session: KVSession, max_tokens: int, stop: Sequence[str], temperature: float,
+                 seed: int | None, ignore_eos: bool):
+        self.s, self.max_tokens, self.stop = session, max_tokens, stop
+        self.temperature, self.ignore_eos = temperature, ignore_eos
+        self.gen = torch.Generator().manual_seed(seed) if (temperature > 0 and seed is not None) else None
+        self.start = len(session.ids)
+        self.out: list[int] = []
+        self.lps: list[float] = []
+        self.ents: list[float] = []
+        self.finish, self.matched, self.cut, self.text = "length", None, None, ""
+        self.done = max_tokens <= 0
+
+    def take(self, logits: torch.Tensor) -> int | None:
+        """Sample after `logits`; the token the model must run next, or None when the generation ended."""
+        if self.done:
+            return None
+        b = self.s.backend
+        logp = torch.log_softmax(logits, dim=-1)
+        if self.temperature > 0:
+            probs = torch.softmax(logits / self.temperature, dim=-1)
+            tok = int(torch.multinomial(probs, 1, generator=self.gen))
+        else:
+            tok = int(torch.argmax(logits))
+        self.done = True
+        if tok in b.eos_ids and not self.ignore_eos:
+            self.finish = "eos"
+            return None
+        self.out.append(tok)
+        self.lps.append(float(logp[tok]))
+        self.ents.append(float(-(logp.exp() * logp).sum()))
+        self.s.ids.append(tok)
+        if self.stop:  # without stop strings the text is decoded once, at the end
+            prev, self.text = len(self.text), b.decode(self.out)
+            hit = find_stop(self.text, self.stop, prev)
+            if hit is not None:
+                self.cut, self.matched = hit[0] + len(hit[1]), hit[1]
+                self.finish = "stop"
+                return None
+        if len(self.out) >= self.max_tokens:
+            return None
+        self.done = False
+        return tok
+
+    def result(self, fed: int, seconds: float, prefill: float) -> Generation:
+        """The generation, with `fed` input tokens run before decoding began."""
+        s, out, lps, ents, text = self.s, self.out, self.lps, self.ents, self.text
+        if not self.stop:
+            text = s.backend.decode(out)
+        sampled = len(lps) + (self.finish == "eos")
+        if self.cut is not None and self.cut < len(text):
+            out, lps, ents, text = s._cut_inside_token(self.start, out, lps, ents, text, self.cut)
+        u = usage(s.backend.n_params, fed + s._take_refed(), sampled, seconds)
+        u.prefill_seconds = prefill
+        return Generation(text, out, lps, ents, self.finish, self.matched, u)
