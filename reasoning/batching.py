@@ -93,6 +93,10 @@ class Lockstep:
             with self._cv:
                 self._waiting -= 1
 
+    def is_worker(self) -> bool:
+        """Whether the calling thread is a registered worker (a solve side by side with others)."""
+        return getattr(self._local, "depth", 0) > 0
+
     def queued(self, engine: BatchEngine) -> int:
         """Calls waiting for or running on `engine` now."""
         with self._cv:

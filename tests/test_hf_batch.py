@@ -37,7 +37,9 @@ def test_a_batch_gives_what_each_session_gives_alone_and_leaves_it_as_alone(name
         assert g.logprobs == pytest.approx(w.logprobs, abs=1e-3)
         assert (g.usage.input_tokens, g.usage.output_tokens) == (w.usage.input_tokens, w.usage.output_tokens)
         assert b.token_ids == a.token_ids
-    assert len({round(g.usage.seconds, 9) for g in got}) == 1  # each waited for the whole batch
+    # each is charged the seconds from its start to its end in the batch, its own catch-up as prefill
+    assert all(0 < g.usage.prefill_seconds < g.usage.seconds for g in got)
+    assert got[1].usage.seconds < got[0].usage.seconds  # one token: it left the batch first
     # each session got its own KV back without the padding: the next steps go on exactly as alone
     for a, b in zip(alone, batched):
         for s in (a, b):
@@ -49,19 +51,22 @@ def test_a_batch_gives_what_each_session_gives_alone_and_leaves_it_as_alone(name
         assert b.generate(max_tokens=3).token_ids == a.generate(max_tokens=3).token_ids
 
 
-def test_generate_goes_through_the_lockstep_scheduler_and_batches_threads(smol, monkeypatch):
+def test_solves_side_by_side_share_decode_steps_and_get_what_alone_gives(smol, monkeypatch):
     import reasoning.batching as batching
 
-    lock = Lockstep(max_wait=5.0)
+    lock = Lockstep()
     monkeypatch.setattr(batching, "LOCKSTEP", lock)
+    asks = [dict(max_tokens=n, stop=("\n\n",)) for n in (12, 4, 8)]
+    want = [s.generate(**kw).token_ids for s, kw in zip(_sessions(smol, 3), asks)]
+    assert "decoder" not in smol.__dict__  # not workers: each call ran alone, in its own thread
     sessions = _sessions(smol, 3)
-    want = [s.generate(max_tokens=12).token_ids for s in _sessions(smol, 3)]
-    assert lock.batches == 3  # not workers: each call ran at once, alone
     got: list = [None] * 3
 
     def work(i):
         with lock.worker(reserved=True):
-            got[i] = sessions[i].generate(max_tokens=12).token_ids
+            got[i] = [sessions[i].generate(**asks[i]).token_ids]
+            sessions[i].append(" So")
+            got[i].append(sessions[i].generate(max_tokens=3).token_ids)  # joins the running batch
 
     lock.reserve(3)
     threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
@@ -69,22 +74,27 @@ def test_generate_goes_through_the_lockstep_scheduler_and_batches_threads(smol, 
         t.start()
     for t in threads:
         t.join()
-    assert got == want
-    assert (lock.batches, lock.batched_requests) == (4, 6)  # the three workers' calls in one batch
+    assert [g[0] for g in got] == want
+    for s, g in zip(_sessions(smol, 3), got):  # the second generations as a lone session gives them
+        s.generate(**asks[got.index(g)])
+        s.append(" So")
+        assert s.generate(max_tokens=3).token_ids == g[1]
+    loop = smol.decoder
+    assert loop.row_steps > loop.forwards  # rows shared forward passes
+    assert loop.load() == 0 and smol.load() == 0
 
 
 @pytest.mark.slow
 def test_solve_many_batches_transformers_solves_and_gives_the_one_by_one_records(smol):
     from reasoning import Solver
-    from reasoning.batching import LOCKSTEP
 
     solver = Solver("smollm2-135m", "smollm2-135m", "random", 0.5, max_steps=2, step_tokens=16, few_shot=0)
     questions = QUESTIONS + ["What is 9 + 10?"]
     one = [solver.solve(q) for q in questions]
-    before = (LOCKSTEP.batches, LOCKSTEP.batched_requests)
+    loop = solver.solve_many(questions[:1], batch_size=1) and smol.decoder
+    before = (loop.forwards, loop.row_steps)
     many = solver.solve_many(questions, batch_size=4)
-    batches, requests = LOCKSTEP.batches - before[0], LOCKSTEP.batched_requests - before[1]
-    assert requests > batches  # some engine calls ran together
+    assert loop.row_steps - before[1] > loop.forwards - before[0]  # decode steps were shared
     for a, b in zip(one, many):
         assert [(s.text, s.tokens, s.author) for s in a.steps] == [(s.text, s.tokens, s.author) for s in b.steps]
         assert a.answer == b.answer

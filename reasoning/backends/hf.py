@@ -180,19 +180,15 @@ class HFBackend:
         self.n_params = count_params(model)
         self.spec_tokens = int(self.spec.number("spec_tokens", 4, 1, integer=True))
         self._assistant: HFBackend | None = None
-        self.lockstep = self.spec.flag("lockstep", True)  # batch generations of solves side by side
+        self.lockstep = self.spec.flag("lockstep", True)  # decode the generations of solves side by side together
 
-    def run_batch(self, requests: Sequence[tuple[HFSession, dict]]) -> list[Generation]:
-        """Generations of many sessions (solves side by side, through reasoning.batching) in one decode
-        loop (reasoning.backends.hf_batch); a lone request, or a session with its own forward pass (a
-        vision session), is generated alone."""
-        from reasoning.backends.hf_batch import generate_batch
+    @functools.cached_property
+    def decoder(self):
+        """The thread that decodes the generations of solves side by side in one batch
+        (reasoning.backends.hf_batch), started on first use."""
+        from reasoning.backends.hf_batch import DecodeLoop
 
-        together = [r for r in requests if type(r[0])._model_forward is HFSession._model_forward]
-        if len(together) < 2:
-            together = []
-        done = dict(zip(map(id, together), generate_batch(self, together))) if together else {}
-        return [done[id(r)] if id(r) in done else KVSession.generate(r[0], **r[1]) for r in requests]
+        return DecodeLoop(self)
 
     @property
     def assistant(self) -> HFBackend | None:
@@ -221,8 +217,8 @@ class HFBackend:
         return int(n) if n else None
 
     def load(self) -> int:
-        """Sessions waiting for or running a forward pass now."""
-        return self.turns.waiting
+        """Sessions waiting for or running a forward pass, or generating in the batch, now."""
+        return self.turns.waiting + (self.decoder.load() if "decoder" in self.__dict__ else 0)
 
     def render(self, prompt: Prompt) -> str:
         if self.chat:
@@ -302,10 +298,10 @@ class HFSession(KVSession):
         if temperature == 0 and self.backend.assistant is not None:
             return self._generate_assisted(max_tokens, stop, ignore_eos)
         kw = dict(max_tokens=max_tokens, stop=tuple(stop), temperature=temperature, seed=seed, ignore_eos=ignore_eos)
-        if self.backend.lockstep:
-            from reasoning.batching import LOCKSTEP
+        from reasoning.batching import LOCKSTEP
 
-            return LOCKSTEP.call(self.backend, (self, kw))
+        if self.backend.lockstep and LOCKSTEP.is_worker() and type(self)._model_forward is HFSession._model_forward:
+            return self.backend.decoder.submit(self, kw)
         return super().generate(**kw)
 
     def _assistant_session(self) -> HFSession:

@@ -1,20 +1,25 @@
-"""Batched decoding for transformers sessions: generations of many sessions in one decode loop.
+"""Continuous batching for transformers sessions: generations of many solves decoded in one loop.
 
-Solves side by side (`solve_many`, the server, the benchmarks) send their transformers `generate` calls
-through the lockstep scheduler (reasoning.batching); `generate_batch` then runs them together. Each
-session first catches up alone (prefill is about as fast per token alone as in a batch on a CPU); then
-their KV caches are stacked, left-padded to one length with the padding masked out, and every decode
-step is one forward pass over all rows that are still writing (decoding, not prefill, is what a batch
-makes cheaper: one pass reads the weights once for every row). A row that ends hands its KV back to
-its session at once, without the padding, and leaves the batch. Each row samples with the same
-`Decoding` as a session alone, so stop strings, end of sequence, seeds and the usage mean the same;
-greedy ids equal a lone session's up to floating-point rounding in a batched matrix multiply.
+Solves side by side (`solve_many`, the server, the benchmarks) hand their `generate` calls to their
+backend's `DecodeLoop`, a thread that decodes every generation it holds in one batch and lets
+generations join and leave at every step, as vLLM's scheduler does: a solve whose step ended goes on
+(routing, judging) and its next step joins the running batch, so the batch stays full instead of
+waiting for its longest row. A joining session first catches up alone (prefill is about as fast per
+token alone as in a batch on a CPU); its KV cache is then stacked with the others', left-padded to one
+length with the padding masked out, and each decode step is one forward pass over every row (decoding
+is what a batch makes cheap: one pass reads the weights once for all rows). A row that ends hands its
+KV back to its session without the padding. Each row samples with the same `Decoding` as a session
+alone, so stop strings, end of sequence, seeds and the usage mean the same; greedy ids equal a lone
+session's up to floating-point rounding in a batched matrix multiply.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,93 +30,244 @@ from reasoning.backends.kv import Decoding
 if TYPE_CHECKING:
     from reasoning.backends.hf import HFBackend, HFSession
 
-
-def _stack(sessions: Sequence[HFSession]) -> tuple[Any, torch.Tensor, list[int]]:
-    """The sessions' KV caches as one left-padded batch: (cache, attention mask, left pads)."""
-    from transformers import DynamicCache
-
-    lens = [s._kv_len for s in sessions]
-    width = max(lens)
-    pads = [width - n for n in lens]
-    cache = DynamicCache()
-    for li, layer in enumerate(sessions[0]._cache.layers):
-        k0 = layer.keys
-        shape = (len(sessions), k0.shape[1], width, k0.shape[3])
-        keys, values = k0.new_zeros(shape), k0.new_zeros(shape)
-        for r, (s, p) in enumerate(zip(sessions, pads)):
-            keys[r, :, p:] = s._cache.layers[li].keys[0]
-            values[r, :, p:] = s._cache.layers[li].values[0]
-        cache.update(keys, values, li)
-    mask = torch.ones(len(sessions), width, dtype=torch.long)
-    for r, p in enumerate(pads):
-        mask[r, :p] = 0
-    return cache, mask, pads
+log = logging.getLogger(__name__)
 
 
-def _unstack(cache: Any, row: int, pad: int, session: HFSession) -> None:
-    """Give `session` its row of the batch's KV, without the padding."""
-    from transformers import DynamicCache
+@dataclass(eq=False)
+class _Job:
+    session: HFSession
+    kw: dict[str, Any]
+    t0: float = field(default_factory=time.perf_counter)
+    decoding: Decoding | None = None
+    fed: int = 0
+    prefill: float = 0.0
+    begun: bool = False  # whether the logits before its first token were known
+    result: Generation | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
 
-    own = DynamicCache()
-    for li, layer in enumerate(cache.layers):
-        own.update(layer.keys[row: row + 1, :, pad:].clone(), layer.values[row: row + 1, :, pad:].clone(), li)
-    session._cache = own
+    def start(self) -> int | None:
+        """Begin: the token the batch must run next, or None when the generation already ended. A session
+        one token behind (the last token it sampled) has that token run in the batch's next step, which
+        also gives its first logits; one further behind catches up alone first and samples its first token."""
+        s, kw = self.session, self.kw
+        self.decoding = Decoding(s, kw["max_tokens"], kw.get("stop", ()), kw.get("temperature", 0.0),
+                                 kw.get("seed"), kw.get("ignore_eos", False))
+        s._pend_last_without_logits()
+        if len(s.ids) - s._kv_len == 1 and not self.decoding.done:
+            self.fed = 1
+            return s.ids[-1]
+        t = time.perf_counter()
+        logits, self.fed = s._next_logits()
+        s._remember()
+        self.prefill = time.perf_counter() - t
+        self.begun = True
+        return self.decoding.take(logits)
+
+    def take(self, logits: torch.Tensor) -> int | None:
+        """The next token after the batch's step gave these logits (the first one: remembered, as alone)."""
+        if not self.begun:
+            self.begun = True
+            self.session._remember()
+        return self.decoding.take(logits)
+
+    def finish(self) -> None:
+        self.result = self.decoding.result(self.fed, time.perf_counter() - self.t0, self.prefill)
+        self.done.set()
+
+    def fail(self, e: BaseException) -> None:
+        self.error = e
+        self.done.set()
+
+
+class _Batch:
+    """Rows decoding together: one left-padded KV cache, its attention mask and each row's next position."""
+
+    def __init__(self, backend: HFBackend):
+        from transformers import DynamicCache
+
+        self.backend = backend
+        self.jobs: list[_Job] = []
+        self.toks: list[int] = []  # each row's token to run next
+        self.pads: list[int] = []
+        self.cache = DynamicCache()
+        self.mask = torch.zeros(0, 0, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def add(self, job: _Job, tok: int) -> None:
+        """Stack the job's session KV into the batch, padding it (or every row already there) on the left."""
+        s = job.session
+        n, width = s._kv_len, self.mask.shape[1]
+        if n > width and self.jobs:  # the newcomer is longer: pad every row already here
+            grow = n - width
+            for layer in self.cache.layers:
+                z = layer.keys.new_zeros((*layer.keys.shape[:2], grow, layer.keys.shape[3]))
+                layer.keys, layer.values = torch.cat([z, layer.keys], 2), torch.cat([z, layer.values], 2)
+            self.mask = torch.cat([self.mask.new_zeros(len(self.jobs), grow), self.mask], 1)
+            self.pads = [p + grow for p in self.pads]
+            width = n
+        width = max(width, n)
+        pad = width - n
+        for li, layer in enumerate(s._cache.layers):
+            k, v = layer.keys, layer.values
+            if pad:
+                z = k.new_zeros((*k.shape[:2], pad, k.shape[3]))
+                k, v = torch.cat([z, k], 2), torch.cat([z, v], 2)
+            if self.jobs:
+                mine = self.cache.layers[li]
+                mine.keys, mine.values = torch.cat([mine.keys, k]), torch.cat([mine.values, v])
+            else:
+                self.cache.update(k, v, li)
+        row = torch.ones(1, width, dtype=torch.long)
+        row[0, :pad] = 0
+        self.mask = torch.cat([self.mask, row]) if self.jobs else row
+        self.jobs.append(job)
+        self.toks.append(tok)
+        self.pads.append(pad)
+
+    @torch.inference_mode()
+    def step(self) -> list[_Job]:
+        """Run every row's next token and sample the one after; remove and return the jobs that ended."""
+        b = self.backend
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.jobs), 1)], 1)
+        pos = torch.tensor([[j.session._kv_len] for j in self.jobs])
+        with b.turns.held():
+            out = b.model(input_ids=torch.tensor([[t] for t in self.toks]), attention_mask=self.mask,
+                          position_ids=pos, use_cache=True, logits_to_keep=1, **{b._cache_kw: self.cache})
+        logits = out.logits[:, -1].float()
+        ended = []
+        for r, job in enumerate(self.jobs):
+            s = job.session
+            s._kv_len += 1
+            s._logits = logits[r]
+            tok = job.take(logits[r])
+            if tok is None:
+                self._give_back(r)
+                ended.append(r)
+            else:
+                self.toks[r] = tok
+        gone = [self.jobs[r] for r in ended]
+        if ended:
+            self._keep([r for r in range(len(self.jobs)) if r not in ended])
+        return gone
+
+    def _give_back(self, r: int) -> None:
+        """Give row r's session its KV, without the padding."""
+        from transformers import DynamicCache
+
+        own, p = DynamicCache(), self.pads[r]
+        for li, layer in enumerate(self.cache.layers):
+            own.update(layer.keys[r: r + 1, :, p:].clone(), layer.values[r: r + 1, :, p:].clone(), li)
+        self.jobs[r].session._cache = own
+
+    def _keep(self, keep: list[int]) -> None:
+        """Keep only these rows, and no column that is padding in all of them."""
+        if not keep:
+            self.__init__(self.backend)
+            return
+        self.jobs = [self.jobs[r] for r in keep]
+        self.toks = [self.toks[r] for r in keep]
+        self.cache.batch_select_indices(torch.tensor(keep))
+        trim = min(self.pads[r] for r in keep)
+        if trim:
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, trim:], layer.values[:, :, trim:]
+        self.pads = [self.pads[r] - trim for r in keep]
+        self.mask = self.mask[keep][:, trim:]
+
+
+class DecodeLoop:
+    """A backend's decoding thread: every generation handed to it (`submit`) joins one batch at the next
+    step, and its caller gets its `Generation` as soon as it ends (continuous batching)."""
+
+    def __init__(self, backend: HFBackend):
+        self.backend = backend
+        self._cv = threading.Condition()
+        self._queue: list[_Job] = []
+        self._thread: threading.Thread | None = None
+        self._rows = 0  # generations in the batch now
+        self.forwards = 0  # decode steps run, and the rows they ran (for tests and benchmarks)
+        self.row_steps = 0
+
+    def load(self) -> int:
+        """Generations waiting for the batch or decoding in it now."""
+        with self._cv:
+            return len(self._queue) + self._rows
+
+    def submit(self, session: HFSession, kw: dict[str, Any]) -> Generation:
+        """Generate on `session` in the batch; blocks until this generation ended."""
+        from reasoning.batching import LOCKSTEP
+
+        job = _Job(session, kw)
+        with self._cv:
+            self._queue.append(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"decode-{self.backend.name}", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+        with LOCKSTEP.elsewhere():  # a solve waiting here does not hold up a lockstep round elsewhere
+            job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    @torch.inference_mode()
+    def _run(self) -> None:
+        batch = _Batch(self.backend)
+        while True:
+            with self._cv:
+                while not self._queue and not len(batch):
+                    self._cv.wait()
+                new, self._queue = self._queue, []
+                self._rows += len(new)
+            for job in new:
+                try:
+                    tok = job.start()
+                except Exception as e:  # noqa: BLE001 - handed to its caller
+                    self._end(job, e)
+                    continue
+                if tok is None:
+                    self._end(job)
+                else:
+                    batch.add(job, tok)
+            if not len(batch):
+                continue
+            rows = list(batch.jobs)
+            try:
+                ended = batch.step()
+            except Exception as e:  # noqa: BLE001 - a failed forward fails every row in it
+                for job in rows:
+                    self._end(job, e)
+                batch = _Batch(self.backend)
+                continue
+            self.forwards += 1
+            self.row_steps += len(rows)
+            for job in ended:
+                self._end(job)
+
+    def _end(self, job: _Job, error: BaseException | None = None) -> None:
+        with self._cv:
+            self._rows -= 1
+        if error is None:
+            job.finish()
+        else:
+            job.fail(error)
 
 
 @torch.inference_mode()
 def generate_batch(backend: HFBackend, requests: Sequence[tuple[HFSession, dict[str, Any]]]) -> list[Generation]:
-    """One `Generation` per (session, generate keyword arguments), decoded together. Every request
-    is charged the batch's wall time (what each waited) and the seconds before decoding began as its
-    prefill; its input tokens are the ones its own session fed."""
-    t0 = time.perf_counter()
-    rows: list[Decoding] = []
-    fed: list[int] = []
-    toks: list[int | None] = []
-    for s, kw in requests:
-        logits, n = s._next_logits()
-        s._remember()
-        d = Decoding(s, kw["max_tokens"], kw.get("stop", ()), kw.get("temperature", 0.0), kw.get("seed"),
-                     kw.get("ignore_eos", False))
-        rows.append(d)
-        fed.append(n)
-        toks.append(d.take(logits))
-    prefill = time.perf_counter() - t0
-    live = [i for i, t in enumerate(toks) if t is not None]
-    if live:
-        sessions = [rows[i].s for i in live]
-        cache, mask, pads = _stack(sessions)
-        pos = torch.tensor([s._kv_len for s in sessions])
-        model = backend.model
-        while live:
-            mask = torch.cat([mask, mask.new_ones(len(live), 1)], 1)
-            with backend.turns.held():
-                out = model(input_ids=torch.tensor([[toks[i]] for i in live]), attention_mask=mask,
-                            position_ids=pos[:, None], use_cache=True, logits_to_keep=1,
-                            **{backend._cache_kw: cache})
-            logits = out.logits[:, -1].float()
-            pos = pos + 1
-            ended = []
-            for r, i in enumerate(live):
-                s = rows[i].s
-                s._kv_len += 1
-                s._logits = logits[r]
-                toks[i] = rows[i].take(logits[r])
-                if toks[i] is None:
-                    _unstack(cache, r, pads[r], s)
-                    ended.append(r)
-            if ended:
-                keep = [r for r in range(len(live)) if r not in ended]
-                if not keep:
-                    break
-                live = [live[r] for r in keep]
-                pads = [pads[r] for r in keep]
-                trim = min(pads)  # columns that are padding in every row left
-                cache.batch_select_indices(torch.tensor(keep))
-                if trim:
-                    for layer in cache.layers:
-                        layer.keys, layer.values = layer.keys[:, :, trim:], layer.values[:, :, trim:]
-                    pads = [p - trim for p in pads]
-                mask = mask[keep][:, trim:]
-                pos = pos[keep]
-    seconds = time.perf_counter() - t0
-    return [d.result(n, seconds, prefill) for d, n in zip(rows, fed)]
+    """One `Generation` per (session, generate keyword arguments), decoded together in this thread."""
+    jobs = [_Job(s, kw) for s, kw in requests]
+    batch = _Batch(backend)
+    for job in jobs:
+        tok = job.start()
+        if tok is None:
+            job.finish()
+        else:
+            batch.add(job, tok)
+    while len(batch):
+        for job in batch.step():
+            job.finish()
+    return [job.result for job in jobs]
