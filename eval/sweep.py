@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import logging
 import random
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,6 +80,9 @@ class SweepConfig(BaseModel):
     select_limit: int | None = Field(None, ge=1)  # validation problems on which thresholds are chosen
     select_margin: float = Field(0.0, ge=0.0, le=1.0)  # accuracy below target-only's a choice may give up
     latency_profile: str | None = None  # a profile file (eval.latency); else one is fitted on the run's records
+    # solves side by side (engines that batch decode them together); their wall seconds then include the
+    # batch's other work, so modeled latency comes from `latency_profile`, fitted on solves one at a time
+    batch: int = Field(1, ge=1)
 
     def identity(self) -> dict[str, Any]:
         """What must match to resume into the same output folder (policies and repeats may be added)."""
@@ -146,7 +150,7 @@ def _record(cfg: SweepConfig, key: str, problem: Problem, policy: str, threshold
         key=key, dataset=cfg.dataset, problem_id=problem.id, policy=policy, threshold=threshold,
         escalation_rate_goal=rate, gold=problem.gold or "", answer=sol.answer, extracted=g.extracted,
         rule=g.rule, grade_method=g.method, correct=g.correct, stop_reason=sol.stop_reason,
-        wall_seconds=sol.wall_seconds, costs=sol.costs, steps=len(steps), target_steps=len(by_target),
+        wall_seconds=sol.wall_seconds, batch=cfg.batch, costs=sol.costs, steps=len(steps), target_steps=len(by_target),
         escalation_rate=0.0 if escalated is None else escalated,
         wasted_escalations=sum(1 for s in steps if s.wasted_escalation),
         target_token_share=sum(s.tokens * s.target_share for s in by_target) / tokens if tokens else 0.0,
@@ -219,6 +223,9 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, progress: bool = True) -> l
 
         profile = read_profile(cfg.latency_profile)
         profile.check_pair(cfg.draft, cfg.target, cfg.latency_profile)
+    if cfg.batch > 1 and profile is None:
+        raise ConfigError(f"--batch {cfg.batch} solves problems side by side, so their seconds measure the batch: "
+                          "give --latency-profile (fitted on solves one at a time) for the modeled latency")
     val, test = problem_sets(cfg)
     ids = [p.id for p in [*val, *test]]
     if len(set(ids)) != len(ids):
@@ -262,22 +269,37 @@ def _run(cfg: SweepConfig, work: list, split: str, done: dict[str, EvalRecord], 
                    TextColumn("acc {task.fields[acc]}"), disable=not progress, transient=False)
     with bar:
         task = bar.add_task(f"eval {cfg.dataset} ({split})", total=len(todo), acc="-")
-        right = total = 0
-        for (policy, threshold, rate), problem, k in todo:
+        lock = threading.Lock()  # solvers, the writer and the bar, shared by the solves side by side
+        tally = [0, 0]
+
+        def one(item: tuple[Any, Problem, int]) -> None:
+            (policy, threshold, rate), problem, k = item
             ck = config_key(policy, threshold, rate)
-            if ck not in solvers:
-                solvers[ck] = _verdict(cfg) if policy == VERDICT_POLICY else Solver(
-                    cfg.draft, cfg.target, policy, threshold,
-                    router_options=_options_for(policy, cfg.router_options, rate), **cfg.limits)
-            bar.update(task, description=f"{ck:>22s}")
+            with lock:
+                if ck not in solvers:
+                    solvers[ck] = _verdict(cfg) if policy == VERDICT_POLICY else Solver(
+                        cfg.draft, cfg.target, policy, threshold,
+                        router_options=_options_for(policy, cfg.router_options, rate), **cfg.limits)
+                bar.update(task, description=f"{ck:>22s}")
             if k == 0 or policy == VERDICT_POLICY:
                 sol = solvers[ck].solve(problem)
             else:
                 sol = solvers[ck].solve(problem, seed=(cfg.limits.get("seed") or 0) + k)
             rec = _record(cfg, record_key(problem, (policy, threshold, rate), k), problem, policy, threshold, rate,
                           sol, split, k)
-            writer.write(rec)
-            done[rec.key] = rec
-            right, total = right + rec.correct, total + 1
-            bar.update(task, advance=1, acc=f"{right}/{total}")
+            with lock:
+                writer.write(rec)
+                done[rec.key] = rec
+                tally[0], tally[1] = tally[0] + rec.correct, tally[1] + 1
+                bar.update(task, advance=1, acc=f"{tally[0]}/{tally[1]}")
+
+        if cfg.batch == 1:
+            for item in todo:
+                one(item)
+        else:
+            from reasoning.batching import run_threads
+
+            for r in run_threads(one, todo, cfg.batch):
+                if isinstance(r, BaseException):
+                    raise r
     return [done[record_key(p, run, k)] for run, p, k in work]
