@@ -69,7 +69,8 @@ def main() -> None:
     def floats(text: str) -> list[float]:
         return [float(x) for x in text.split(",") if x]
 
-    kw = {"n_val": args.n_val, "draft": d_spec, "target": t_spec}
+    kw = {"n_val": args.n_val, "draft": d_spec, "target": t_spec, "batch": args.batch,
+          "latency_profile": args.latency_profile}
 
     def sweep(folder, policy, **more):
         return testbed._sweep(folder, n, steps, [policy], **kw, **more) if not only or policy in only else []
@@ -90,7 +91,8 @@ def main() -> None:
     if not only or "+token-spec" in only:
         spec_target = f"hf:{testbed.TARGET}?assistant={testbed.DRAFT}&spec_tokens={args.spec_tokens}"
         tok = out / "token-spec"
-        tkw = {**kw, "target": spec_target}
+        # token-level speculation decodes alone (no batch), and its target is another model to profile
+        tkw = {**kw, "target": spec_target, "batch": 1, "latency_profile": None}
         composed = testbed._sweep(tok, n, steps, ["target-only"], **tkw)
         composed += testbed._sweep(tok, n, steps, ["arbitrage"], rates=[0.3, 0.45], options={"model": "testbed"},
                                    **tkw)
@@ -98,7 +100,12 @@ def main() -> None:
         write_outputs(testbed.unique(composed), tok, testbed.DRAFT, spec_target)
         recs += [r.model_copy(update={"policy": f"{r.policy}+token-spec"}) for r in testbed.unique(composed)
                  if r.split == "test"]
-    write_outputs(testbed.unique(recs), out, d_spec, t_spec)
+    profile = None
+    if args.latency_profile:
+        from eval.latency import read_profile
+
+        profile = read_profile(args.latency_profile)
+    write_outputs(testbed.unique(recs), out, d_spec, t_spec, profile)
     head = [f"# head to head: {d_spec} -> {t_spec}, {n} test {steps}-step problems, thresholds "
             f"chosen on {args.n_val} validation problems", ""]
     body = (out / "report.md").read_text().splitlines()

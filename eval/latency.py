@@ -148,14 +148,15 @@ def fit_profile(solutions: list[Solution], draft: str, target: str, machine: str
 
 def with_modeled_seconds(records: list[EvalRecord], profile: LatencyProfile | None = None,
                          machine: str = "") -> tuple[list[EvalRecord], list[LatencyProfile]]:
-    """Copies of `records` with `modeled_seconds` set, and the profiles used: `profile` for every record
-    where given, else one fitted per draft/target pair on that pair's records."""
-    if profile is not None:
-        return [r.model_copy(update={"modeled_seconds": profile.seconds(r.costs)}) for r in records], [profile]
+    """Copies of `records` with `modeled_seconds` set, and the profiles used: `profile` for the records
+    of its draft/target pair where given, one fitted per pair on that pair's records for the others."""
     pairs: dict[tuple[str, str], list[EvalRecord]] = {}
     for r in records:
         pairs.setdefault((r.solution.config.draft, r.solution.config.target), []).append(r)
-    fitted = {pair: fit_profile([r.solution for r in rs], *pair, machine=machine) for pair, rs in pairs.items()}
+    fitted = {pair: profile if profile is not None and pair == (profile.draft, profile.target)
+              else fit_profile([r.solution for r in rs], *pair, machine=machine) for pair, rs in pairs.items()}
+    if profile is not None and not pairs:
+        fitted = {(profile.draft, profile.target): profile}
     out = [r.model_copy(update={"modeled_seconds": fitted[(r.solution.config.draft, r.solution.config.target)]
                                 .seconds(r.costs)}) for r in records]
     return out, list(fitted.values())

@@ -84,6 +84,38 @@ def test_solves_side_by_side_share_decode_steps_and_get_what_alone_gives(smol, m
     assert loop.load() == 0 and smol.load() == 0
 
 
+def test_a_generation_that_fails_in_the_batch_fails_alone(smol, monkeypatch):
+    import reasoning.batching as batching
+
+    lock = Lockstep()
+    monkeypatch.setattr(batching, "LOCKSTEP", lock)
+    good, bad = _sessions(smol, 2)
+    want = good.generate(max_tokens=6).token_ids
+    good.rollback(good.n_prompt)
+
+    def broken():
+        raise ValueError("boom")
+
+    bad._next_logits = broken  # forces the error path: this session cannot catch up
+    got: dict = {}
+
+    def work(name, s):
+        with lock.worker(reserved=True):
+            try:
+                got[name] = s.generate(max_tokens=6).token_ids
+            except ValueError as e:
+                got[name] = str(e)
+
+    lock.reserve(2)
+    threads = [threading.Thread(target=work, args=a) for a in (("good", good), ("bad", bad))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert got == {"good": want, "bad": "boom"}
+    assert smol.decoder.load() == 0
+
+
 @pytest.mark.slow
 def test_solve_many_batches_transformers_solves_and_gives_the_one_by_one_records(smol):
     from reasoning import Solver

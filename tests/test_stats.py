@@ -263,3 +263,16 @@ def test_report_writes_a_finished_folder_again_under_another_profile(cli, tmp_pa
     assert r.returncode == 2 and "is for draft 'testbed-draft'" in r.error_line()
     r = cli("report", str(tmp_path / "nothing"))
     assert r.returncode == 2 and "is not an eval folder" in r.error_line()
+
+
+def test_a_given_profile_models_its_own_pair_and_other_pairs_get_their_own_fit():
+    prof = LatencyProfile(draft="d", target="t", stages={"draft": StageFit(overhead=0.0, prefill=0.0, decode=0.05)})
+    mine = [record("a", None, f"p{i}", True, 1.0 + i) for i in range(4)]
+    other_cfg = CFG.model_copy(update={"target": "t2"})
+    theirs = [r.model_copy(update={"solution": r.solution.model_copy(update={"config": other_cfg})})
+              for r in (record("b", None, f"p{i}", True, 2.0 * (1 + i)) for i in range(4))]
+    out, used = with_modeled_seconds(mine + theirs, prof)
+    assert [r.modeled_seconds for r in out[:4]] == [pytest.approx(0.05 * 20)] * 4  # the profile: 20 tokens written
+    assert used[0] is prof and (used[1].draft, used[1].target) == ("d", "t2")
+    # fitted on its own records: the same costs in each, so each gets their mean seconds
+    assert [r.modeled_seconds for r in out[4:]] == pytest.approx([5.0] * 4, rel=1e-6)

@@ -152,7 +152,8 @@ class Turns:
 
     @contextmanager
     def held(self) -> Iterator[None]:
-        """The lock alone, for the thread that runs a lockstep batch (already counted as waiting)."""
+        """The lock alone, not counted in `waiting` (the decoding thread of reasoning.backends.hf_batch,
+        whose rows the backend's load counts itself)."""
         with self._lock:
             yield
 

@@ -15,7 +15,6 @@ session's up to floating-point rounding in a batched matrix multiply.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -29,9 +28,6 @@ from reasoning.backends.kv import Decoding
 
 if TYPE_CHECKING:
     from reasoning.backends.hf import HFBackend, HFSession
-
-log = logging.getLogger(__name__)
-
 
 @dataclass(eq=False)
 class _Job:
@@ -54,7 +50,7 @@ class _Job:
         self.decoding = Decoding(s, kw["max_tokens"], kw.get("stop", ()), kw.get("temperature", 0.0),
                                  kw.get("seed"), kw.get("ignore_eos", False))
         s._pend_last_without_logits()
-        if len(s.ids) - s._kv_len == 1 and not self.decoding.done:
+        if len(s.ids) - s._kv_len == 1 and s._kv_len and not self.decoding.done:
             self.fed = 1
             return s.ids[-1]
         t = time.perf_counter()
@@ -225,19 +221,19 @@ class DecodeLoop:
             for job in new:
                 try:
                     tok = job.start()
+                    if tok is not None:
+                        batch.add(job, tok)
+                        continue
                 except Exception as e:  # noqa: BLE001 - handed to its caller
                     self._end(job, e)
                     continue
-                if tok is None:
-                    self._end(job)
-                else:
-                    batch.add(job, tok)
+                self._end(job)
             if not len(batch):
                 continue
             rows = list(batch.jobs)
             try:
                 ended = batch.step()
-            except Exception as e:  # noqa: BLE001 - a failed forward fails every row in it
+            except Exception as e:  # noqa: BLE001 - a failed step fails every row in it
                 for job in rows:
                     self._end(job, e)
                 batch = _Batch(self.backend)
@@ -251,7 +247,10 @@ class DecodeLoop:
         with self._cv:
             self._rows -= 1
         if error is None:
-            job.finish()
+            try:
+                job.finish()
+            except Exception as e:  # noqa: BLE001 - handed to its caller; the loop goes on
+                job.fail(e)
         else:
             job.fail(error)
 
