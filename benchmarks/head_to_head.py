@@ -69,7 +69,7 @@ def main() -> None:
     def floats(text: str) -> list[float]:
         return [float(x) for x in text.split(",") if x]
 
-    kw = {"n_val": args.n_val, "draft": d_spec, "target": t_spec, "batch": args.batch,
+    kw = {"n_val": args.n_val, "draft": d_spec, "target": t_spec, "concurrency": args.concurrency,
           "latency_profile": args.latency_profile}
 
     def sweep(folder, policy, **more):
@@ -91,8 +91,8 @@ def main() -> None:
     if not only or "+token-spec" in only:
         spec_target = f"hf:{testbed.TARGET}?assistant={testbed.DRAFT}&spec_tokens={args.spec_tokens}"
         tok = out / "token-spec"
-        # token-level speculation decodes alone (no batch), and its target is another model to profile
-        tkw = {**kw, "target": spec_target, "batch": 1, "latency_profile": None}
+        # token-level speculation decodes alone (not batched), and its target is another model to profile
+        tkw = {**kw, "target": spec_target, "concurrency": 1, "latency_profile": None}
         composed = testbed._sweep(tok, n, steps, ["target-only"], **tkw)
         composed += testbed._sweep(tok, n, steps, ["arbitrage"], rates=[0.3, 0.45], options={"model": "testbed"},
                                    **tkw)

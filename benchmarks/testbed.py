@@ -94,7 +94,7 @@ SEED = 1
 
 def _sweep(out: Path, n: int, steps: int, policies: list[str], thresholds=(), rates=(), options=None,
            target: str = TARGET, n_val: int = 0, repeats: int = 1, seed: int = SEED, draft: str = DRAFT,
-           batch: int = 1, latency_profile: str | None = None):
+           concurrency: int = 1, latency_profile: str | None = None):
     """One sweep into `out` (resumable). With `n_val`, thresholds are chosen on that many validation
     problems (target-only joins the policies: the choice is made against it)."""
     from eval.sweep import SweepConfig, run_sweep
@@ -105,7 +105,7 @@ def _sweep(out: Path, n: int, steps: int, policies: list[str], thresholds=(), ra
                       draft=draft, target=target, policies=policies, thresholds=list(thresholds),
                       escalation_rates=list(rates),
                       router_options=options or {}, limits={"max_steps": 12, "max_tokens": 512, "step_tokens": 96},
-                      select_limit=n_val or None, repeats=repeats, batch=batch, latency_profile=latency_profile)
+                      select_limit=n_val or None, repeats=repeats, concurrency=concurrency, latency_profile=latency_profile)
     return run_sweep(cfg, out)
 
 
@@ -126,11 +126,11 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--router", default="testbed", help="the Arbitrage router's folder (default: the one shipped "
                     "for the shipped pair)")
     ap.add_argument("--dtype", help="run both models in this torch dtype (e.g. bfloat16); default: as loaded")
-    ap.add_argument("--batch", type=int, default=1, help="solve this many problems side by side (their decoding "
+    ap.add_argument("--concurrency", type=int, default=1, help="solve this many problems side by side (their decoding "
                     "batched); wall seconds then include the batch's other work, and the modeled latency comes "
                     "from --latency-profile")
     ap.add_argument("--latency-profile", help="a latency profile fitted on solves one at a time (file or shipped "
-                    "name, e.g. testbed-cpu); needed with --batch")
+                    "name, e.g. testbed-cpu); needed with --concurrency")
     return ap
 
 
@@ -176,7 +176,7 @@ def main() -> None:
     def floats(text: str) -> list[float]:
         return [float(x) for x in text.split(",") if x]
 
-    kw = {"n_val": args.n_val, "draft": d_spec, "target": t_spec, "batch": args.batch,
+    kw = {"n_val": args.n_val, "draft": d_spec, "target": t_spec, "concurrency": args.concurrency,
           "latency_profile": args.latency_profile}
     refs = ["draft-only", "target-only", *(["oracle"] if args.oracle else [])]
     recs = _sweep(out, args.n, args.steps, refs, **kw)

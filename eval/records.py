@@ -42,7 +42,7 @@ class EvalRecord(BaseModel):
     target_token_share: float  # share of the solution's tokens written by the target
     split: Literal["val", "test"] = "test"  # val: run to choose thresholds on (eval.select), not reported
     repeat: int = 0  # the run's repeat of this (problem, configuration)
-    batch: int = 1  # solves side by side when this one ran (wall_seconds include their work)
+    concurrency: int = 1  # solves side by side when this one ran (wall_seconds include their work)
     modeled_seconds: float | None = None  # set when summarising (eval.latency), never stored
     solution: Solution
 

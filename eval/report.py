@@ -209,9 +209,9 @@ def render_report(points: list[Point], heads: dict, draft: str, target: str, rec
              "| --- | --- | --- | --- | --- | --- | --- | " + ("--- | " if modeled else "")
              + "--- | --- | --- | --- | --- | --- |"]
     cost_key = "modeled" if modeled else "flops"
-    side = max((r.batch for r in records), default=1)
+    side = max((r.concurrency for r in records), default=1)
     if side > 1:
-        lines[6:6] = [f"Problems were solved up to {side} side by side (`--batch`), their decoding batched: a solve's "
+        lines[6:6] = [f"Problems were solved up to {side} side by side (`--concurrency`), their decoding batched: a solve's "
                       "wall seconds (mean s, p90 s, the wall speedups) include the other solves' work; modeled "
                       "seconds and FLOPs are each solve's own.", ""]
     for p in points:

@@ -82,7 +82,7 @@ class SweepConfig(BaseModel):
     latency_profile: str | None = None  # a profile file (eval.latency); else one is fitted on the run's records
     # solves side by side (engines that batch decode them together); their wall seconds then include the
     # batch's other work, so modeled latency comes from `latency_profile`, fitted on solves one at a time
-    batch: int = Field(1, ge=1)
+    concurrency: int = Field(1, ge=1)
 
     def identity(self) -> dict[str, Any]:
         """What must match to resume into the same output folder (policies and repeats may be added)."""
@@ -150,7 +150,7 @@ def _record(cfg: SweepConfig, key: str, problem: Problem, policy: str, threshold
         key=key, dataset=cfg.dataset, problem_id=problem.id, policy=policy, threshold=threshold,
         escalation_rate_goal=rate, gold=problem.gold or "", answer=sol.answer, extracted=g.extracted,
         rule=g.rule, grade_method=g.method, correct=g.correct, stop_reason=sol.stop_reason,
-        wall_seconds=sol.wall_seconds, batch=cfg.batch, costs=sol.costs, steps=len(steps), target_steps=len(by_target),
+        wall_seconds=sol.wall_seconds, concurrency=cfg.concurrency, costs=sol.costs, steps=len(steps), target_steps=len(by_target),
         escalation_rate=0.0 if escalated is None else escalated,
         wasted_escalations=sum(1 for s in steps if s.wasted_escalation),
         target_token_share=sum(s.tokens * s.target_share for s in by_target) / tokens if tokens else 0.0,
@@ -223,8 +223,8 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, progress: bool = True) -> l
 
         profile = read_profile(cfg.latency_profile)
         profile.check_pair(cfg.draft, cfg.target, cfg.latency_profile)
-    if cfg.batch > 1 and profile is None:
-        raise ConfigError(f"--batch {cfg.batch} solves problems side by side, so their seconds measure the batch: "
+    if cfg.concurrency > 1 and profile is None:
+        raise ConfigError(f"--concurrency {cfg.concurrency} solves problems side by side, so their seconds measure the batch: "
                           "give --latency-profile (fitted on solves one at a time) for the modeled latency")
     val, test = problem_sets(cfg)
     ids = [p.id for p in [*val, *test]]
@@ -293,13 +293,13 @@ def _run(cfg: SweepConfig, work: list, split: str, done: dict[str, EvalRecord], 
                 tally[0], tally[1] = tally[0] + rec.correct, tally[1] + 1
                 bar.update(task, advance=1, acc=f"{tally[0]}/{tally[1]}")
 
-        if cfg.batch == 1:
+        if cfg.concurrency == 1:
             for item in todo:
                 one(item)
         else:
             from reasoning.batching import run_threads
 
-            for r in run_threads(one, todo, cfg.batch):
+            for r in run_threads(one, todo, cfg.concurrency):
                 if isinstance(r, BaseException):
                     raise r
     return [done[record_key(p, run, k)] for run, p, k in work]

@@ -179,7 +179,7 @@ def eval_(
     select_margin: Annotated[float, typer.Option(help="accuracy (0-1) below target-only's that a chosen "
                                                  "threshold may give up (default 0)")] = 0.0,
     latency_profile: LatencyProfileOpt = None, bootstrap: Bootstrap = 2000,
-    batch: Annotated[int, typer.Option(metavar="N", help="solve N problems side by side (transformers and vLLM "
+    concurrency: Annotated[int, typer.Option(metavar="N", help="solve N problems side by side (transformers and vLLM "
                                        "decode them in one batch); needs --latency-profile")] = 1,
 ) -> int:
     return _cmd_eval(_args(locals()))
@@ -517,8 +517,8 @@ def _cmd_eval(args: SimpleNamespace) -> int:
     if not 0.0 <= args.select_margin <= 1.0:
         raise SpecstepError(f"--select-margin must be between 0 and 1, got {args.select_margin}")
     _check_bootstrap(args.bootstrap)
-    if args.batch < 1:
-        raise SpecstepError(f"--batch must be at least 1, got {args.batch}")
+    if args.concurrency < 1:
+        raise SpecstepError(f"--concurrency must be at least 1, got {args.concurrency}")
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     cfg = SweepConfig(
         dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, seed=args.seed,
@@ -530,7 +530,7 @@ def _cmd_eval(args: SimpleNamespace) -> int:
         limits={"max_steps": args.max_steps, "max_tokens": args.max_tokens, "step_tokens": args.step_tokens,
                 "few_shot": args.few_shot},
         repeats=args.repeats, select_limit=args.select_limit, select_margin=args.select_margin,
-        latency_profile=args.latency_profile, batch=args.batch,
+        latency_profile=args.latency_profile, concurrency=args.concurrency,
     )
     records = run_sweep(cfg, args.out)
     profile = _profile(args.latency_profile, cfg.draft, cfg.target)

@@ -71,7 +71,7 @@ RUN = {"--dataset", "--data-dir", "--limit", "--out", "--judge", "--judge-opt", 
 FLAGS = {  # every command and flag of the argparse CLI before the port to typer
     ("solve",): POLICY | {"--example", "--temperature", "--seed", "--think", "--json"},
     ("eval",): RUN | {"--policies", "--thresholds", "--escalation-rates", "--router-opt", "--repeats",
-                      "--select-limit", "--select-margin", "--latency-profile", "--bootstrap"},
+                      "--select-limit", "--select-margin", "--latency-profile", "--bootstrap", "--concurrency"},
     ("report",): {"--latency-profile", "--bootstrap"},
     ("train-router",): {"--traces", "--out", "--model", "--seed", "--test-fraction", "--no-balance"},
     ("collect",): RUN | {"--target-samples", "--temperature"},

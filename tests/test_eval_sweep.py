@@ -64,7 +64,7 @@ def test_a_sweep_solving_side_by_side_writes_the_records_of_one_at_a_time(sweep,
     _, records, _ = sweep
     cfg = SweepConfig(dataset="synthetic", limit=3, seed=1, synthetic_steps=2,
                       policies=["draft-only", "target-only", "random"], thresholds=[0.5], limits=LIMITS, **PAIR,
-                      batch=4, latency_profile="testbed-cpu")
+                      concurrency=4, latency_profile="testbed-cpu")
     batched = run_sweep(cfg, tmp_path, progress=False)
     assert [r.key for r in batched] == [r.key for r in records]
     assert len(read_records(tmp_path / "records.jsonl")) == len(records)
@@ -72,7 +72,7 @@ def test_a_sweep_solving_side_by_side_writes_the_records_of_one_at_a_time(sweep,
         assert (a.correct, a.answer) == (b.correct, b.answer)
         assert [s.text for s in a.solution.steps] == [s.text for s in b.solution.steps]
         assert a.costs.target.output_tokens == b.costs.target.output_tokens
-        assert (a.batch, b.batch) == (1, 4)
+        assert (a.concurrency, b.concurrency) == (1, 4)
     write_outputs(batched, tmp_path, cfg.draft, cfg.target, profile=read_profile("testbed-cpu"), n_boot=200)
     assert "solved up to 4 side by side" in (tmp_path / "report.md").read_text()
 
@@ -177,8 +177,8 @@ def test_sweep_chooses_on_validation_problems_interleaves_and_resumes_with_repea
     (["--dataset", "synthetic", "--policies", "draft-only,wizard"], "unknown policy 'wizard'"),
     (["--dataset", "synthetic", "--policies", "random", "--thresholds", "0.5,x"], "--thresholds takes"),
     (["--dataset", "synthetic", "--policies", "random", "--thresholds", "3"], "out of range"),
-    (["--dataset", "synthetic", "--policies", "random", "--batch", "0"], "--batch must be at least 1, got 0"),
-    (["--dataset", "synthetic", "--policies", "random", "--batch", "4"], "give --latency-profile"),
+    (["--dataset", "synthetic", "--policies", "random", "--concurrency", "0"], "--concurrency must be at least 1, got 0"),
+    (["--dataset", "synthetic", "--policies", "random", "--concurrency", "4"], "give --latency-profile"),
 ])
 def test_eval_bad_input_gives_one_line_and_exit_code_2(cli, tmp_path, args, msg):
     r = cli("eval", *args, "--out", str(tmp_path / "o"), "--limit", "2")
