@@ -197,6 +197,31 @@ def test_lookahead_keeps_exactly_the_judged_prefix_of_its_drafted_steps(anchors)
 
 
 @pytest.mark.slow
+def test_lookaheads_judge_is_charged_the_steps_it_judges_and_not_the_targets_catch_up():
+    from judges.specreason import judge_suffix
+    from reasoning.backends import load_backend
+
+    ctl = controller(make_router("lookahead", 0.5, k=3))
+    judge, calls = ctl.router.judge, []
+    chain = judge.score_chain
+
+    def recorded(ctx, pieces):
+        held = ctx.session("target").n_tokens  # the target's session, caught up, before the judge reads
+        calls.append((list(pieces), held))
+        return chain(ctx, pieces)
+
+    judge.score_chain = recorded
+    sol = ctl.run(PROBLEM)
+    t = load_backend(KW["target"])
+    suffix = t.count_tokens(judge_suffix(t))
+    assert len(calls) == len(ctl.router.rounds) == sol.costs.judge.calls >= 2
+    # the judge reads each drafted step and its own question after it, nothing else
+    assert sol.costs.judge.input_tokens == sum(t.count_tokens(p) + suffix for pieces, _ in calls for p in pieces)
+    # rounds after the first began with accepted steps the target had not read: its own reading
+    assert calls[-1][1] > calls[0][1] and sol.costs.target.input_tokens >= calls[-1][1]
+
+
+@pytest.mark.slow
 def test_a_solve_never_takes_another_solves_plans():
     """A second solve of the same problem run in the middle of a first one (after the first planned its
     next step) leaves the first exactly as it is alone: lookahead's plans belong to their solve."""
