@@ -225,6 +225,8 @@ def collect(
     max_tokens: Annotated[int, typer.Option()] = SL.max_tokens,
     step_tokens: Annotated[int, typer.Option()] = SL.step_tokens,
     few_shot: FewShot = SL.few_shot,
+    concurrency: Annotated[int, typer.Option(metavar="N", help="solve N problems side by side (transformers and "
+                                             "vLLM decode them in one batch)")] = 1,
 ) -> int:
     return _cmd_collect(_args(locals()))
 
@@ -630,6 +632,8 @@ def _cmd_collect(args: SimpleNamespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise SpecstepError(f"--limit must be at least 1, got {args.limit}")
+    if args.concurrency < 1:
+        raise SpecstepError(f"--concurrency must be at least 1, got {args.concurrency}")
     cfg = make_config(
         dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, seed=args.seed, synthetic_steps=args.steps,
         synthetic_split=args.split, draft=args.draft, target=args.target, judge=args.judge,
@@ -639,7 +643,7 @@ def _cmd_collect(args: SimpleNamespace) -> int:
     )
     if not args.verbose:
         _quiet_hub_progress()
-    s = collect(cfg, args.out)
+    s = collect(cfg, args.out, concurrency=args.concurrency)
     out = Console(highlight=False)
     out.print(f"{s.n_records} step records of {s.n_problems} problems in {s.traces} ({s.n_new_records} new; "
               f"{s.n_skipped} problems were already done); label=True for {100 * s.label_share:.1f}% of steps")

@@ -74,7 +74,7 @@ FLAGS = {  # every command and flag of the argparse CLI before the port to typer
                       "--select-limit", "--select-margin", "--latency-profile", "--bootstrap", "--concurrency"},
     ("report",): {"--latency-profile", "--bootstrap"},
     ("train-router",): {"--traces", "--out", "--model", "--seed", "--test-fraction", "--no-balance"},
-    ("collect",): RUN | {"--target-samples", "--temperature"},
+    ("collect",): RUN | {"--target-samples", "--temperature", "--concurrency"},
     ("models",): set(),
     ("verdict",): {"--image", "--experts", "--samples", "--verdict-model", "-m", "--temperature", "--seed",
                    "--max-tokens", "--path-tokens", "--skip-on-agreement", "--few-shot", "--json"},

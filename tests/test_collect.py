@@ -85,6 +85,27 @@ def test_greedy_collection_writes_valid_consistent_records(greedy):
 
 
 @pytest.mark.slow
+def test_a_collection_side_by_side_writes_the_records_of_one_at_a_time(greedy, tmp_path):
+    out, _ = greedy
+    summary = collect(make_config(**SMALL), tmp_path, progress=False, concurrency=2)
+    assert summary.n_collected == 2
+
+    def key(r):
+        return (r.problem_id, r.step_index)
+
+    one = sorted(records(out / TRACES_FILE), key=key)
+    two = sorted(records(tmp_path / TRACES_FILE), key=key)
+    assert len(one) == len(two)
+    for a, b in zip(one, two):  # the same steps and labels; scores and features up to batched rounding
+        assert (key(a), a.draft_text, a.draft_tokens, [t.text for t in a.targets], a.label, a.behaviour_author) == \
+            (key(b), b.draft_text, b.draft_tokens, [t.text for t in b.targets], b.label, b.behaviour_author)
+        assert b.draft_score == pytest.approx(a.draft_score, abs=1e-4)
+        assert b.target_score == pytest.approx(a.target_score, abs=1e-4)
+        assert b.features == pytest.approx(a.features, rel=1e-3, abs=1e-4)
+    assert sorted(read_done(tmp_path / DONE_FILE)) == sorted(read_done(out / DONE_FILE))
+
+
+@pytest.mark.slow
 def test_rerun_of_a_finished_collection_adds_nothing(greedy):
     out, _ = greedy
     before = {name: (out / name).read_bytes() for name in (TRACES_FILE, DONE_FILE, CONFIG_FILE)}
@@ -222,6 +243,7 @@ def test_a_crashed_collection_resumes_without_lost_or_duplicated_records(cli, gr
     (["--dataset", "synthetic", "--target-samples", "2"], "temperature above 0"),
     (["--dataset", "synthetic", "--judge", "crystal-ball"], "unknown judge 'crystal-ball'"),
     (["--dataset", "synthetic", "--limit", "0"], "--limit must be at least 1"),
+    (["--dataset", "synthetic", "--concurrency", "0"], "--concurrency must be at least 1, got 0"),
     (["--dataset", "synthetic", "--draft", "no-such-model-alias"], "no-such-model-alias"),
 ])
 def test_collect_bad_input_gives_one_line_and_exit_code_2(tmp_path, capsys, args, msg):

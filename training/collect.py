@@ -36,9 +36,11 @@ every problem's records exactly once.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -321,8 +323,13 @@ def _records(cfg: CollectConfig, problem: Problem, traces: list[StepTrace], auth
     ) for t in traces]
 
 
-def collect(config: CollectConfig | dict[str, Any], out_dir: str | Path, progress: bool = True) -> CollectSummary:
-    """Collect (or resume collecting) traces of `config` into `out_dir` (see the module docstring)."""
+def collect(config: CollectConfig | dict[str, Any], out_dir: str | Path, progress: bool = True,
+            concurrency: int = 1) -> CollectSummary:
+    """Collect (or resume collecting) traces of `config` into `out_dir` (see the module docstring).
+    `concurrency` problems are solved side by side (their decoding batched where the engine can); each
+    problem's traces are appended whole, then its id to done.txt, in the order problems finish."""
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
     t_start = time.perf_counter()
     cfg = make_config(**config) if isinstance(config, dict) else config
     _check(cfg)
@@ -369,37 +376,45 @@ def collect(config: CollectConfig | dict[str, Any], out_dir: str | Path, progres
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from reasoning.api import Solver
+        from reasoning.batching import run_threads
 
-        solver = Solver(cfg.draft, cfg.target, router, **limits)
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                        TextColumn("steps {task.fields[steps]}  label=True {task.fields[share]}"),
                        disable=not progress, transient=False)
+        lock = threading.Lock()  # the files, the counts and the bar, shared by the problems side by side
 
         def share() -> str:
-            total = n_records + len(router.traces)
-            pos = n_true + sum(t.label for t in router.traces)
-            return f"{pos}/{total} ({pos / total:.0%})" if total else "-"
+            return f"{n_true}/{n_records} ({n_true / n_records:.0%})" if n_records else "-"
 
-        with bar:
-            task = bar.add_task(f"collect {cfg.dataset}", total=len(problems), completed=len(problems) - len(todo),
-                                steps=n_records, share=share())
-            router.on_trace = lambda _t: bar.update(task, steps=n_records + len(router.traces), share=share())
-            for problem in todo:
-                router.reset()
-                sol = solver.solve(problem)
-                authors = [s.author for s in sol.steps]
-                routed = [s for s in sol.steps if s.kind != "forced_answer"]
-                if [t.step_index for t in router.traces] != [s.index for s in routed]:
-                    raise RuntimeError(f"problem {problem.id}: the routed steps and the solution's steps differ")
-                recs = _records(cfg, problem, router.traces, authors, draft_model, target_model, cfg.judge)
+        def one(problem: Problem) -> None:
+            nonlocal n_records, n_true, new_records
+            mine = copy.copy(router)  # this problem's traces, the models and the judge shared
+            mine.reset()
+            sol = Solver(cfg.draft, cfg.target, mine, **limits).solve(problem)
+            authors = [s.author for s in sol.steps]
+            routed = [s for s in sol.steps if s.kind != "forced_answer"]
+            if [t.step_index for t in mine.traces] != [s.index for s in routed]:
+                raise RuntimeError(f"problem {problem.id}: the routed steps and the solution's steps differ")
+            recs = _records(cfg, problem, mine.traces, authors, draft_model, target_model, cfg.judge)
+            with lock:
                 if recs:
                     jsonl.append(traces_path, recs)  # one write call for the whole problem
                 jsonl.append(done_path, problem.id)
                 n_records += len(recs)
                 n_true += sum(r.label for r in recs)
                 new_records += len(recs)
-                router.reset()
                 bar.update(task, advance=1, steps=n_records, share=share())
+
+        with bar:
+            task = bar.add_task(f"collect {cfg.dataset}", total=len(problems), completed=len(problems) - len(todo),
+                                steps=n_records, share=share())
+            if concurrency == 1:
+                for problem in todo:
+                    one(problem)
+            else:
+                for r in run_threads(one, todo, concurrency):
+                    if isinstance(r, BaseException):
+                        raise r
     return CollectSummary(
         out_dir=str(out), traces=str(traces_path), n_problems=len(problems), n_skipped=len(problems) - len(todo),
         n_collected=len(todo), n_records=n_records, n_new_records=new_records,
