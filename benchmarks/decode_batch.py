@@ -46,7 +46,8 @@ def main() -> None:
                 times.append(time.perf_counter() - t0)
         ms = 1e3 * statistics.median(times)
         base = base or ms
-        print(f"{b:3d} rows: {ms:7.1f} ms a step, {ms / b:6.1f} ms a token, {base * b / ms:5.2f}x the tokens/s of one row")
+        print(f"{b:3d} rows: {ms:7.1f} ms a step, {ms / b:6.1f} ms a token, "
+              f"{base * b / ms:5.2f}x the tokens/s of one row")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def main() -> None:
     recs += sweep(out, "first-token", thresholds=floats(args.first_token))
     recs += sweep(out, "cascade", thresholds=floats(args.cascade),
                   options={"arbitrage": args.router, "confident": "-0.02"})
-    recs += sweep(out, "best-of-n", thresholds=floats(args.best_of_n), options={"n": "3"})
+    # the judge's variant: the testbed target was never trained to select among candidates (SpecCoT's default)
+    recs += sweep(out, "best-of-n", thresholds=floats(args.best_of_n), options={"n": "3", "select": "judge"})
     recs += sweep(out, "handoff", thresholds=floats(args.handoff))
     recs += sweep(out, "lookahead", thresholds=floats(args.lookahead), options={"k": "3"})
     recs += sweep(out, "random", rates=floats(args.random_rates))

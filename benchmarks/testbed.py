@@ -105,7 +105,8 @@ def _sweep(out: Path, n: int, steps: int, policies: list[str], thresholds=(), ra
                       draft=draft, target=target, policies=policies, thresholds=list(thresholds),
                       escalation_rates=list(rates),
                       router_options=options or {}, limits={"max_steps": 12, "max_tokens": 512, "step_tokens": 96},
-                      select_limit=n_val or None, repeats=repeats, concurrency=concurrency, latency_profile=latency_profile)
+                      select_limit=n_val or None, repeats=repeats, concurrency=concurrency,
+                      latency_profile=latency_profile)
     return run_sweep(cfg, out)
 
 

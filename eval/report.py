@@ -211,9 +211,9 @@ def render_report(points: list[Point], heads: dict, draft: str, target: str, rec
     cost_key = "modeled" if modeled else "flops"
     side = max((r.concurrency for r in records), default=1)
     if side > 1:
-        lines[6:6] = [f"Problems were solved up to {side} side by side (`--concurrency`), their decoding batched: a solve's "
-                      "wall seconds (mean s, p90 s, the wall speedups) include the other solves' work; modeled "
-                      "seconds and FLOPs are each solve's own.", ""]
+        lines[6:6] = [f"Problems were solved up to {side} side by side (`--concurrency`), their decoding batched: "
+                      "a solve's wall seconds (mean s, p90 s, the wall speedups) include the other solves' work; "
+                      "modeled seconds and FLOPs are each solve's own.", ""]
     for p in points:
         lines.append(f"| {p.config} | {p.n} | {100 * p.accuracy:.1f}% ({100 * p.ci_low:.0f}-{100 * p.ci_high:.0f}) | "
                      f"{_diff(p)} | {_estimate(p.cost_vs_target.get(cost_key), absent='')} | {p.mean_latency:.2f} | "

@@ -150,7 +150,8 @@ def _record(cfg: SweepConfig, key: str, problem: Problem, policy: str, threshold
         key=key, dataset=cfg.dataset, problem_id=problem.id, policy=policy, threshold=threshold,
         escalation_rate_goal=rate, gold=problem.gold or "", answer=sol.answer, extracted=g.extracted,
         rule=g.rule, grade_method=g.method, correct=g.correct, stop_reason=sol.stop_reason,
-        wall_seconds=sol.wall_seconds, concurrency=cfg.concurrency, costs=sol.costs, steps=len(steps), target_steps=len(by_target),
+        wall_seconds=sol.wall_seconds, concurrency=cfg.concurrency, costs=sol.costs, steps=len(steps),
+        target_steps=len(by_target),
         escalation_rate=0.0 if escalated is None else escalated,
         wasted_escalations=sum(1 for s in steps if s.wasted_escalation),
         target_token_share=sum(s.tokens * s.target_share for s in by_target) / tokens if tokens else 0.0,
@@ -224,8 +225,9 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, progress: bool = True) -> l
         profile = read_profile(cfg.latency_profile)
         profile.check_pair(cfg.draft, cfg.target, cfg.latency_profile)
     if cfg.concurrency > 1 and profile is None:
-        raise ConfigError(f"--concurrency {cfg.concurrency} solves problems side by side, so their seconds measure the batch: "
-                          "give --latency-profile (fitted on solves one at a time) for the modeled latency")
+        raise ConfigError(f"--concurrency {cfg.concurrency} solves problems side by side, so their seconds "
+                          "measure the batch: give --latency-profile (fitted on solves one at a time) for the "
+                          "modeled latency")
     val, test = problem_sets(cfg)
     ids = [p.id for p in [*val, *test]]
     if len(set(ids)) != len(ids):

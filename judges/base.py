@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from reasoning.answers import has_final_answer
 
 if TYPE_CHECKING:
+    from reasoning.backends.base import Usage
     from reasoning.context import StepContext
 
 
@@ -30,3 +31,16 @@ def on_trial(ctx: StepContext, step_text: str) -> bool:
     so a judge can read it on trial (if the step is kept, the model has read it already)."""
     return (ctx.draft is not None and step_text == ctx.draft_text and not ctx.reviewing
             and ctx.step_piece(ctx.draft) == rendered(ctx, step_text))
+
+
+def report_judging(ctx: StepContext, model: str, usage: Usage, judged: int) -> None:
+    """Report a judging call on `model`'s session whose input held `judged` tokens of judging (steps,
+    instructions) and, before them, steps the session had not read yet: that catch-up is the model's own
+    reading, which it needs to write its next step anyway, so it is charged to the model, the rest to
+    the judge."""
+    behind = max(0, usage.input_tokens - judged)
+    if behind:
+        share = behind / usage.input_tokens
+        ctx.report(model, usage.part(share, behind), calls=0)
+        usage = usage.part(1 - share, usage.input_tokens - behind)
+    ctx.report("judge", usage)

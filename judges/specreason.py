@@ -12,7 +12,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Literal
 
-from judges.base import on_trial, rendered
+from judges.base import on_trial, rendered, report_judging
 from reasoning.backends.base import Backend, Session, Usage
 from reasoning.errors import ConfigError
 
@@ -103,15 +103,8 @@ class SpecReasonJudge:
                     usage.flops += u.flops
             finally:
                 session.rollback(mark)
-        # the steps the model's session had not read yet (the accepted prefix) are its own reading, which
-        # it needs to write its next step anyway: charged to the model, not to the judge
         judged = sum(backend.count_tokens(p) + backend.count_tokens(suffix) for p in pieces)
-        behind = max(0, usage.input_tokens - judged)
-        if behind:
-            share = behind / usage.input_tokens
-            ctx.report(self.model, usage.part(share, behind), calls=0)
-            usage = usage.part(1 - share, usage.input_tokens - behind)
-        ctx.report("judge", usage)
+        report_judging(ctx, self.model, usage, judged)
         return scores
 
     def score(self, ctx: StepContext, step_text: str) -> float:

@@ -177,7 +177,8 @@ def test_sweep_chooses_on_validation_problems_interleaves_and_resumes_with_repea
     (["--dataset", "synthetic", "--policies", "draft-only,wizard"], "unknown policy 'wizard'"),
     (["--dataset", "synthetic", "--policies", "random", "--thresholds", "0.5,x"], "--thresholds takes"),
     (["--dataset", "synthetic", "--policies", "random", "--thresholds", "3"], "out of range"),
-    (["--dataset", "synthetic", "--policies", "random", "--concurrency", "0"], "--concurrency must be at least 1, got 0"),
+    (["--dataset", "synthetic", "--policies", "random", "--concurrency", "0"],
+     "--concurrency must be at least 1, got 0"),
     (["--dataset", "synthetic", "--policies", "random", "--concurrency", "4"], "give --latency-profile"),
 ])
 def test_eval_bad_input_gives_one_line_and_exit_code_2(cli, tmp_path, args, msg):

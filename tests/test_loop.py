@@ -24,7 +24,8 @@ RULES = {
     "handoff": (0.5, {}, lambda s, t: s > t),  # the draft step's most uncertain token
     # a gate or the judge settles
     "cascade": (0.9, {"gate": "logprob", "arbitrage": "testbed", "confident": "-0.02"}, None),
-    "best-of-n": (0.75, {"n": "2"}, lambda s, t: s < t),  # the best candidate's judge score
+    # the judge's score of the best candidate (the testbed target is not trained to select among them)
+    "best-of-n": (0.75, {"n": "2", "select": "judge"}, lambda s, t: s < t),
     "lookahead": (0.75, {"k": "2"}, lambda s, t: s < t),
 }
 

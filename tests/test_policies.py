@@ -7,7 +7,10 @@ from eval.synthetic import generate
 from reasoning.api import Solver
 from reasoning.controller import Controller
 from reasoning.errors import ConfigError
+from reasoning.types import Problem
 from routers import make_router
+
+from .conftest import QUESTION
 
 KW = dict(draft="testbed-draft", target="testbed-target", step_tokens=96, max_tokens=384)
 PROBLEM = generate(7, steps=3, seed=0, split="test")[6]  # short steps: 7 - 4 = 3., 3 + 16 = 19., 19 - 4 = 15.
@@ -64,11 +67,11 @@ def test_first_token_decides_before_the_step_and_reduces_to_the_anchors(anchors)
 
 @pytest.mark.slow
 def test_best_of_n_keeps_the_best_of_its_candidates_and_counts_the_rest_as_thrown_away(anchors):
-    one = solve(make_router("best-of-n", 0.5, n=1))
+    one = solve(make_router("best-of-n", 0.5, n=1, select="judge"))
     spec = anchors["specreason"]
     assert texts(one) == texts(spec) and [s.score for s in one.steps] == [s.score for s in spec.steps]
 
-    ctl = controller(make_router("best-of-n", 0.5, n=3, temperature=1.0))
+    ctl = controller(make_router("best-of-n", 0.5, n=3, temperature=1.0, select="judge"))
     seen = []
 
     def check(step):
@@ -90,6 +93,41 @@ def test_best_of_n_keeps_the_best_of_its_candidates_and_counts_the_rest_as_throw
 
     ctl.run(PROBLEM, on_step=check)
     assert seen and any(len({t for t, _ in c}) > 1 for c in seen)  # sampling gave other candidates
+
+
+@pytest.mark.slow
+def test_best_of_n_lets_the_target_select_a_candidate_or_none_in_one_call(anchors):
+    everything = solve(make_router("best-of-n", 1.0, n=2, temperature=1.0))  # no choice is that sure
+    routed = [s for s in everything.steps if s.kind != "forced_answer"]
+    assert routed and all(s.author == "target" for s in routed)
+    assert texts(everything) == texts(anchors["target-only"])
+
+    # the testbed target was trained to grade steps, never to choose among them: it answers "none" to
+    # almost every list (it escalates every step of PROBLEM). SmolLM2-Instruct as the target picks.
+    solver = Solver("smollm2-135m", "smollm2-135m", make_router("best-of-n", 0.0, n=3, temperature=1.0),
+                    max_steps=3, step_tokens=32, few_shot=0)
+    ctl = Controller(solver.draft, solver.target, solver.router, solver.limits, solver.config(solver.limits))
+    seen = []
+
+    def check(step):
+        if step.kind == "forced_answer":
+            return
+        cands = ctl.router.candidates  # distinct candidates with the target's probability of choosing each
+        assert 1 <= len(cands) <= 3 and len({" ".join(t.split()) for t, _ in cands}) == len(cands)
+        assert sum(p for _, p in cands) <= 1.0 + 1e-6  # the rest is "none of them"
+        best_text, best = max(cands, key=lambda c: c[1])
+        assert step.score == pytest.approx(best)
+        assert step.costs.judge.calls == 1  # one call lists them all
+        assert step.costs.draft.calls == 3
+        if step.decision == "keep":
+            assert step.author == "draft" and step.text == best_text.strip()
+            assert step.costs.discarded.calls == 2  # the two samples: kept is a sample or the proposal
+        else:
+            assert step.author == "target" and best <= 1 - sum(p for _, p in cands)  # "none" was likelier
+        seen.append(step.decision)
+
+    ctl.run(Problem(question=QUESTION), on_step=check)
+    assert set(seen) == {"keep", "escalate"}
 
 
 @pytest.mark.slow
@@ -249,6 +287,8 @@ def test_a_solve_never_takes_another_solves_plans():
     ("lookahead", {"judge": "rollout"}, "cannot score steps ahead"),
     ("handoff", {"signal": "vibes"}, "option signal must be one of 'entropy', 'surprise', got 'vibes'"),
     ("best-of-n", {"n": 0}, "n must be >= 1"),
+    ("best-of-n", {"select": "oracle"}, "option select must be one of 'target', 'judge', got 'oracle'"),
+    ("best-of-n", {"n": 10}, "select=target lists at most 9 candidates, got n=10"),
     ("best-of-n", {"temperature": "x"}, "router 'best-of-n' option temperature must be a number, got 'x'"),
     ("cascade", {"confident": -2, "doubtful": -1}, "doubtful (-1.0) must be below confident"),
     ("cascade", {"low": 0.9, "high": 0.1}, "need 0 <= low < high <= 1"),
