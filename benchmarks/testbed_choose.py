@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -97,12 +98,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the problems' seed (default 0)")
     ap.add_argument("--out", default="runs/v2-choice", help="records folder (resumable; one per --dtype)")
     ap.add_argument("--dtype", help="run the models in this torch dtype (e.g. bfloat16), as the benchmark will")
+    ap.add_argument("--concurrency", type=int, default=8, help="problems measured side by side, their decoding "
+                    "batched (the same records as one at a time; default 8)")
     args = ap.parse_args()
+    if args.concurrency < 1:
+        ap.error(f"--concurrency must be at least 1, got {args.concurrency}")
     logging.basicConfig(level=logging.WARNING)
     import torch
 
     from eval.synthetic import generate
     from reasoning import jsonl
+    from reasoning.batching import run_threads
 
     torch.set_num_threads(2)
     phases = Path(args.phases)
@@ -115,13 +121,20 @@ def main() -> None:
     path = out / "records.jsonl"
     problems = generate(args.n, steps=3, seed=args.seed, split="val")
     done = jsonl.read_values(path, ChoiceRecord.model_validate_json, "not a choice record")
+    lock = threading.Lock()
     for k, folder in kept:
         have = {r.problem_id for r in done if (r.what, r.phase) == (args.what, k)}
         todo = [p for p in problems if p.id not in have]
-        for p in todo:  # one problem a write: a crash loses at most the problem it was on
+
+        def one(p, k=k, folder=folder):  # one problem a write: a crash loses at most the problems in flight
             rec = measure(args.what, k, folder, [p], args.dtype)
-            jsonl.append(path, rec)
-            done += rec
+            with lock:
+                jsonl.append(path, rec)
+                done.extend(rec)
+
+        for r in run_threads(one, todo, args.concurrency):
+            if isinstance(r, BaseException):
+                raise r
         print(f"{args.what} phase {k}: measured", file=sys.stderr)
     ids = {p.id for p in problems}
     done = [r for r in done if r.problem_id in ids]
