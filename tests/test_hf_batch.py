@@ -65,8 +65,9 @@ def test_solves_side_by_side_share_decode_steps_and_get_what_alone_gives(smol, m
     def work(i):
         with lock.worker(reserved=True):
             got[i] = [sessions[i].generate(**asks[i]).token_ids]
-            sessions[i].append(" So")
-            got[i].append(sessions[i].generate(max_tokens=3).token_ids)  # joins the running batch
+            # joins the running batch one token behind (the last it sampled): that token runs in the batch
+            second = sessions[i].generate(max_tokens=3)
+            got[i] += [second.token_ids, (second.usage.input_tokens, second.usage.prefill_seconds)]
 
     lock.reserve(3)
     threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
@@ -75,9 +76,9 @@ def test_solves_side_by_side_share_decode_steps_and_get_what_alone_gives(smol, m
     for t in threads:
         t.join()
     assert [g[0] for g in got] == want
-    for s, g in zip(_sessions(smol, 3), got):  # the second generations as a lone session gives them
-        s.generate(**asks[got.index(g)])
-        s.append(" So")
+    assert all(g[2] == (1, 0.0) for g in got)  # one token read, in the batch's step: no forward of its own
+    for s, ask, g in zip(_sessions(smol, 3), asks, got):  # the second generations as a lone session gives them
+        s.generate(**ask)
         assert s.generate(max_tokens=3).token_ids == g[1]
     loop = smol.decoder
     assert loop.row_steps > loop.forwards  # rows shared forward passes
