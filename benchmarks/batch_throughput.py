@@ -54,14 +54,20 @@ def main() -> None:
     solver.solve(warm[0])
     solver.solve_many(warm, batch_size=args.n)
     one_s, one = run(solver, problems, False, args.n)
+    loops = [b.decoder for b in (solver.draft, solver.target) if b is not None and "decoder" in vars(b)]
     b0, r0 = LOCKSTEP.batches, LOCKSTEP.batched_requests
+    d0 = [(d.forwards, d.row_steps) for d in loops]
     many_s, many = run(solver, problems, True, args.n)
     batches, reqs = LOCKSTEP.batches - b0, LOCKSTEP.batched_requests - r0
+    if not batches:  # transformers decodes in its own loop: count its decode steps and the rows in them
+        batches = sum(d.forwards - f for d, (f, _) in zip(loops, d0))
+        reqs = sum(d.row_steps - r for d, (_, r) in zip(loops, d0))
     same = sum(a.text == b.text for a, b in zip(one, many))
     print(f"draft {args.draft}  target {args.target}  router {args.router}@{args.threshold}  {args.n} problems")
     print(f"one by one : {one_s:7.1f} s  {args.n / one_s:6.3f} problems/s  {tokens(one) / one_s:7.1f} tokens/s")
     print(f"solve_many : {many_s:7.1f} s  {args.n / many_s:6.3f} problems/s  {tokens(many) / many_s:7.1f} tokens/s"
-          f"  ({reqs} calls in {batches} engine batches, {reqs / max(batches, 1):.1f} per batch)")
+          f"  ({reqs} calls in {batches} engine batches, {reqs / max(batches, 1):.1f} per batch; on transformers: "
+          "rows in decode steps)")
     print(f"throughput ratio (batched / one by one): {one_s / many_s:.2f}x; same text for {same}/{args.n} problems")
 
 
