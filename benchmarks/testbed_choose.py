@@ -108,7 +108,7 @@ def main() -> None:
 
     from eval.synthetic import generate
     from reasoning import jsonl
-    from reasoning.batching import run_threads
+    from reasoning.batching import for_each
 
     torch.set_num_threads(2)
     phases = Path(args.phases)
@@ -132,9 +132,7 @@ def main() -> None:
                 jsonl.append(path, rec)
                 done.extend(rec)
 
-        for r in run_threads(one, todo, args.concurrency):
-            if isinstance(r, BaseException):
-                raise r
+        for_each(one, todo, args.concurrency)
         print(f"{args.what} phase {k}: measured", file=sys.stderr)
     ids = {p.id for p in problems}
     done = [r for r in done if r.problem_id in ids]

@@ -295,13 +295,7 @@ def _run(cfg: SweepConfig, work: list, split: str, done: dict[str, EvalRecord], 
                 tally[0], tally[1] = tally[0] + rec.correct, tally[1] + 1
                 bar.update(task, advance=1, acc=f"{tally[0]}/{tally[1]}")
 
-        if cfg.concurrency == 1:
-            for item in todo:
-                one(item)
-        else:
-            from reasoning.batching import run_threads
+        from reasoning.batching import for_each
 
-            for r in run_threads(one, todo, cfg.concurrency):
-                if isinstance(r, BaseException):
-                    raise r
+        for_each(one, todo, cfg.concurrency)
     return [done[record_key(p, run, k)] for run, p, k in work]

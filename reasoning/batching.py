@@ -178,6 +178,18 @@ class Lockstep:
 LOCKSTEP = Lockstep()
 
 
+def for_each(fn: Callable[[Any], Any], items: Sequence[Any], width: int) -> None:
+    """fn(item) for every item: in this thread, in order, when `width` is 1; else `width` at a time in
+    `run_threads`, raising the first item's exception after all of them finished."""
+    if width == 1:
+        for item in items:
+            fn(item)
+        return
+    for r in run_threads(fn, items, width):
+        if isinstance(r, BaseException):
+            raise r
+
+
 def run_threads(fn: Callable[[Any], Any], items: Sequence[Any], width: int) -> list[Any]:
     """fn(item) for every item, `width` threads at a time, each a worker of LOCKSTEP; results in order.
     An exception is returned in place of its item's result."""

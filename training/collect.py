@@ -43,7 +43,6 @@ import math
 import threading
 import time
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -162,7 +161,6 @@ class CollectingOracle(OracleRouter):
             raise ConfigError("more than one target sample needs a temperature above 0")
         self.k, self.temperature, self.seed = target_samples, float(temperature), seed
         self.traces: list[StepTrace] = []
-        self.on_trace: Callable[[StepTrace], None] | None = None
 
     def reset(self) -> None:
         self.traces = []
@@ -211,8 +209,6 @@ class CollectingOracle(OracleRouter):
             seconds={"draft": ctx.draft.usage.seconds, "judge": judge_s, "target": target_s},
         )
         self.traces.append(trace)
-        if self.on_trace is not None:
-            self.on_trace(trace)
         first = samples[0].score
         return Decision(escalate=label, score=draft_score, target=gens[0], target_score=first,
                         wasted=(first <= draft_score) if label else None)
@@ -376,7 +372,7 @@ def collect(config: CollectConfig | dict[str, Any], out_dir: str | Path, progres
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from reasoning.api import Solver
-        from reasoning.batching import run_threads
+        from reasoning.batching import for_each
 
         bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                        TextColumn("steps {task.fields[steps]}  label=True {task.fields[share]}"),
@@ -408,13 +404,7 @@ def collect(config: CollectConfig | dict[str, Any], out_dir: str | Path, progres
         with bar:
             task = bar.add_task(f"collect {cfg.dataset}", total=len(problems), completed=len(problems) - len(todo),
                                 steps=n_records, share=share())
-            if concurrency == 1:
-                for problem in todo:
-                    one(problem)
-            else:
-                for r in run_threads(one, todo, concurrency):
-                    if isinstance(r, BaseException):
-                        raise r
+            for_each(one, todo, concurrency)
     return CollectSummary(
         out_dir=str(out), traces=str(traces_path), n_problems=len(problems), n_skipped=len(problems) - len(todo),
         n_collected=len(todo), n_records=n_records, n_new_records=new_records,
