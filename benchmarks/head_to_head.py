@@ -8,7 +8,9 @@ limits), each policy's thresholds chosen on validation problems first (as benchm
 draft-only, target-only, specreason, arbitrage, oracle and random (the anchors);
 first-token at entropy thresholds; cascade (the draft's confidence gate, then the shipped Arbitrage
 router's gate, then the target's judge) and best-of-n (n = 3) at judge thresholds; handoff at
-entropy thresholds; lookahead (k = 3) at judge thresholds. Then, in OUT/token-spec (another target
+entropy thresholds; lookahead (k = 3, as published: the target's step at each drafted prefix, then its
+aligned/unaligned verdict) at thresholds on that verdict, and `lookahead-exact` (the exact comparison
+only, lossless against the target's greedy steps). Then, in OUT/token-spec (another target
 spec, so another folder), the baseline users would pick instead: the target with token-level
 speculative decoding from the same draft (`hf:testbed-target?assistant=testbed-draft`, greedy, lossless),
 and step-level policies composed with it; their configurations are named `POLICY+token-spec`.
@@ -43,7 +45,8 @@ def main() -> None:
     ap.add_argument("--cascade", default="0.6,0.9", help="cascade judge thresholds")
     ap.add_argument("--best-of-n", default="0.6,0.9", help="best-of-n judge thresholds")
     ap.add_argument("--handoff", default="0.5,1.0,1.5,2.5", help="handoff entropy thresholds (nats)")
-    ap.add_argument("--lookahead", default="0.6,0.9", help="lookahead judge thresholds")
+    ap.add_argument("--lookahead", default="0.5,0.9,0.99",
+                    help="lookahead's thresholds on the target's probability that two steps are aligned")
     ap.add_argument("--random-rates", default="0.15,0.3,0.45,0.6", help="random's escalation rates")
     ap.add_argument("--spec-tokens", type=int, default=2,
                     help="tokens the assistant proposes per target pass (2 measured best on this CPU)")
@@ -85,7 +88,15 @@ def main() -> None:
     # the judge's variant: the testbed target was never trained to select among candidates (SpecCoT's default)
     recs += sweep(out, "best-of-n", thresholds=floats(args.best_of_n), options={"n": "3", "select": "judge"})
     recs += sweep(out, "handoff", thresholds=floats(args.handoff))
+    # lookahead as published: the target's step at each drafted prefix, then the target's aligned/unaligned
+    # verdict (thresholds on its probability of "aligned"); and with the exact comparison only, in its own
+    # folder (records are named by policy and threshold), where target-only runs again to choose against
     recs += sweep(out, "lookahead", thresholds=floats(args.lookahead), options={"k": "3"})
+    if not only or "lookahead-exact" in only:
+        exact = testbed._sweep(out / "lookahead-exact", n, steps, ["lookahead"], options={"k": "3", "verifier": "none"},
+                               **kw)
+        recs += [r.model_copy(update={"policy": "lookahead-exact"}) for r in testbed.unique(exact)
+                 if r.policy == "lookahead"]
     recs += sweep(out, "random", rates=floats(args.random_rates))
     # the target with token-level speculative decoding, alone and under step-level policies; their
     # thresholds are chosen in their own folder, against that target (OUT/token-spec/selection.json)

@@ -67,6 +67,13 @@ class StepContext(Protocol):
         generation's usage."""
         ...
 
+    def write_steps(self, model: Model, prefixes: Sequence[Sequence[Piece]]) -> tuple[list[Generation], int]:
+        """Let a model write a step after each prefix (pieces following the accepted prefix), side by side in
+        one batched call where its engine can (transformers: sessions forked from the accepted prefix), else
+        one after another; the session is left at the accepted prefix. Returns the generations and the
+        model calls they took (1 when batched: the caller reports the first with calls=1, the rest 0)."""
+        ...
+
     def piece(self, model: Model, gen: Generation) -> Piece:
         """A step `model` wrote (`gen`), with its delimiter and token ids, to continue with `write_step`."""
         ...

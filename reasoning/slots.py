@@ -13,6 +13,7 @@ if it is rejected or anyone asks for the plain prefix.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -137,6 +138,43 @@ class Sessions:
                                ignore_eos=self.limits.ignore_eos)
         return gen, mark
 
+    def generate_at(self, model: Model, step: int, thinking: bool, cap: int,
+                    prefixes: Sequence[Sequence[Piece]]) -> tuple[list[Generation], int]:
+        """A model writes a step after each prefix (pieces after the accepted prefix; the i-th is step
+        `step + i`): side by side in one batched call where its engine can (sessions forked from the
+        accepted prefix, decoded together), else one call after another. The session is left at the
+        accepted prefix and no step stays in it. Returns the generations and the calls they took."""
+        slot = self.slot(model)
+        session = self.ready(model)
+        kw = dict(stop=self.segmenter.stops(thinking), temperature=self.limits.temperature,
+                  ignore_eos=self.limits.ignore_eos)
+        many = getattr(slot.backend, "generate_many", None)
+        if many is not None and len(prefixes) > 1 and getattr(session, "can_fork", False):
+            head = session.prefill()  # the accepted prefix's catch-up, run once for every fork
+            forks = [session.fork() for _ in prefixes]
+            for f, prefix in zip(forks, prefixes):
+                for piece in prefix:
+                    Slot(model, slot.backend, session=f, shared=slot.shared).put(piece)
+            t0 = time.perf_counter()
+            gens = many([(f, dict(kw, max_tokens=cap, seed=self.seed(step + i, model))) for i, f in enumerate(forks)])
+            for f in forks:
+                f.close()
+            # one call's seconds: each row's own prefill, and the shared decoding split by tokens written
+            prefill = [g.usage.prefill_seconds or 0.0 for g in gens]
+            decode, written = max(0.0, time.perf_counter() - t0 - sum(prefill)), sum(len(g.token_ids) for g in gens)
+            for g, p in zip(gens, prefill):
+                g.usage.seconds = p + (decode * len(g.token_ids) / written if written else 0.0)
+            u = gens[0].usage  # the call's first row carries the shared catch-up
+            u.input_tokens, u.flops, u.seconds = u.input_tokens + head.input_tokens, u.flops + head.flops, \
+                u.seconds + head.seconds
+            return gens, 1
+        gens = []
+        for i, prefix in enumerate(prefixes):
+            gen, mark = self.generate(model, step + i, thinking, cap, prefix=prefix)
+            session.rollback(mark)
+            gens.append(gen)
+        return gens, len(gens)
+
     def piece_of(self, model: Model, gen: Generation, piece: str | None = None) -> Piece:
         """A step `model` wrote (`gen`) as a piece (the segmenter's cut of it unless `piece` is given)."""
         text = self.segmenter.cut(gen).piece if piece is None else piece
@@ -260,6 +298,9 @@ class LoopContext:
         slot = live.slot(model)  # the step stays in the session: kept if it is committed, else rolled back
         slot.trial, slot.written = mark, gen  # by the next call that needs the plain prefix
         return gen
+
+    def write_steps(self, model: Model, prefixes: Sequence[Sequence[Piece]]) -> tuple[list[Generation], int]:
+        return self._live().generate_at(model, self.step_index, self.in_thinking, self.step_cap, prefixes)
 
     def piece(self, model: Model, gen: Generation) -> Piece:
         """A step `model` wrote, with its delimiter and token ids (to continue it with `write_step`)."""

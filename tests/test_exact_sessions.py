@@ -23,7 +23,8 @@ POLICIES = FAST | {
     "handoff": (0.5, {}),
     "cascade": (0.9, {"gate": "logprob", "arbitrage": "testbed", "confident": "-0.02"}),
     "best-of-n": (0.75, {"n": "2"}),
-    "lookahead": (0.75, {"k": "2"}),
+    "lookahead": (0.75, {"k": "2", "verify": "score"}),
+    "lookahead/exact": (None, {"k": "2", "verifier": "none"}),  # the target's steps from forked sessions
 }
 
 
@@ -74,7 +75,7 @@ def check_exact(ctl: Controller, written: list) -> int:
 
 def run(monkeypatch, name: str):
     tau, options = POLICIES[name]
-    solver = Solver(*PAIR, make_router(name, tau, **options), **LIMITS)
+    solver = Solver(*PAIR, make_router(name.split("/")[0], tau, **options), **LIMITS)
     written: list = []
     for backend, stage in ((solver.draft, "draft"), (solver.target, "target")):
         if backend is not None:  # an anchor loads one model

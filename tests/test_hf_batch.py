@@ -51,6 +51,28 @@ def test_a_batch_gives_what_each_session_gives_alone_and_leaves_it_as_alone(name
         assert b.generate(max_tokens=3).token_ids == a.generate(max_tokens=3).token_ids
 
 
+def test_forks_share_the_prefix_and_continue_as_the_session_alone_would(smol):
+    """`fork` copies a session's ids and KV: forks written side by side (`generate_many`) give what the session
+    gives continuing alone after each text, run only what follows the prefix, and leave the session as it was."""
+    parent = smol.open_session(Prompt.math(QUESTION, few_shot=0))
+    head = parent.prefill()
+    assert head.input_tokens == parent.n_tokens and parent.prefill().input_tokens == 0  # run once
+    before = (parent.token_ids, parent._kv_len)
+    tails = ["", " First,", " Let x be"]
+    forks = [parent.fork() for _ in tails]
+    for f, tail in zip(forks, tails):
+        f.append(tail)
+    got = smol.generate_many([(f, dict(max_tokens=6)) for f in forks])
+    assert (parent.token_ids, parent._kv_len) == before
+    for tail, g in zip(tails, got):
+        alone = smol.open_session(Prompt.math(QUESTION, few_shot=0))
+        alone.append(tail)
+        want = alone.generate(max_tokens=6)
+        assert g.token_ids == want.token_ids
+        assert g.usage.input_tokens == len(smol.encode(tail)) if tail else g.usage.input_tokens == 0
+    assert parent.generate(max_tokens=6).token_ids == got[0].token_ids  # the parent's own KV is intact
+
+
 def test_solves_side_by_side_share_decode_steps_and_get_what_alone_gives(smol, monkeypatch):
     import reasoning.batching as batching
 

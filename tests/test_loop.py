@@ -26,7 +26,7 @@ RULES = {
     "cascade": (0.9, {"gate": "logprob", "arbitrage": "testbed", "confident": "-0.02"}, None),
     # the judge's score of the best candidate (the testbed target is not trained to select among them)
     "best-of-n": (0.75, {"n": "2", "select": "judge"}, lambda s, t: s < t),
-    "lookahead": (0.75, {"k": "2"}, lambda s, t: s < t),
+    "lookahead": (0.75, {"k": "2", "verify": "score"}, lambda s, t: s < t),
 }
 
 

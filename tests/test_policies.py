@@ -198,7 +198,7 @@ def test_handoff_keeps_the_drafts_prefix_exactly_and_throws_away_only_the_rest(a
 
 @pytest.mark.slow
 def test_lookahead_keeps_exactly_the_judged_prefix_of_its_drafted_steps(anchors):
-    ahead1 = controller(make_router("lookahead", 0.5, k=1))
+    ahead1 = controller(make_router("lookahead", 0.5, k=1, verify="score"))
     one = ahead1.run(PROBLEM)  # one step ahead: SpecReason's decisions
     assert ahead1.router.rounds and all(n == 1 and m in (0, 1) for n, m in ahead1.router.rounds)  # one step a call
     spec = anchors["specreason"]
@@ -206,7 +206,7 @@ def test_lookahead_keeps_exactly_the_judged_prefix_of_its_drafted_steps(anchors)
     assert [s.score for s in one.steps] == pytest.approx([s.score for s in spec.steps], abs=1e-3)
 
     for tau in (0.5, 0.75):
-        ctl = controller(make_router("lookahead", tau, k=3))
+        ctl = controller(make_router("lookahead", tau, k=3, verify="score"))
         router = ctl.router
 
         def held(step, ctl=ctl):  # the held steps, then at most the steps drafted ahead (rolled back when read)
@@ -234,12 +234,65 @@ def test_lookahead_keeps_exactly_the_judged_prefix_of_its_drafted_steps(anchors)
             assert escalated and kept
 
 
+def test_lookahead_as_published_with_exact_verification_writes_target_onlys_solution(anchors):
+    """The paper's lookahead (verify=aligned) with the exact comparison only: a drafted step is kept when it is
+    the target's own step at that prefix, else the target's step follows; so the solution is target-only's,
+    step for step (greedy), and the target's steps at every drafted prefix took one batched call a round."""
+    ctl = controller(make_router("lookahead", None, k=3, verifier="none"))
+    sol = ctl.run(PROBLEM)
+    rounds = ctl.router.rounds
+    assert texts(sol) == texts(anchors["target-only"])
+    steps = [s for s in sol.steps if s.kind != "forced_answer"]
+    kept = [s for s in steps if s.author == "draft"]
+    escalated = [s for s in steps if s.author == "target"]
+    assert kept and escalated  # the draft's wrong step (3 + 16 = 29.) is replaced by the target's
+    assert all(s.score == 1.0 and s.decision == "keep" and s.text == s.draft_text for s in kept)
+    assert all(s.score == 0.0 and s.decision == "escalate" and s.text != s.draft_text for s in escalated)
+    assert len(kept) == sum(m for _, m in rounds) and len(escalated) == sum(m < n for n, m in rounds)
+    assert sol.costs.target.calls == len(rounds) and sol.costs.judge.calls == 0  # one batched call a round
+    assert sol.costs.target.output_tokens >= sum(s.tokens for s in escalated)  # its steps at accepted places too
+    assert sol.costs.discarded.calls == sum(n - m for n, m in rounds)  # drafted steps from the first mismatch on
+
+
+def test_lookaheads_verifier_is_called_only_where_the_steps_differ_and_its_verdict_decides(anchors):
+    """verifier=target: equal steps are accepted without a call (score 1); for differing ones the target answers
+    aligned/unaligned, one judge call each, and the step is kept exactly when that probability is >= tau."""
+    from judges.aligned import AlignedJudge, exactly_same
+
+    assert exactly_same("3 + 16 = 19.", "3+16 =19.\n") and not exactly_same("3 + 16 = 19.", "3 + 16 = 29.")
+    calls = []
+    score = AlignedJudge.score
+
+    def spied(self, ctx, a, b):
+        s = score(self, ctx, a, b)
+        calls.append((a, b, s))
+        return s
+
+    for tau in (0.5, 1.0):
+        calls.clear()
+        AlignedJudge.score = spied
+        try:
+            ctl = controller(make_router("lookahead", tau, k=3))
+            sol = ctl.run(PROBLEM)
+        finally:
+            AlignedJudge.score = score
+        differ = [(a, b, s) for a, b, s in calls if not exactly_same(a, b)]
+        assert all(s == 1.0 for a, b, s in calls if exactly_same(a, b))
+        assert differ and sol.costs.judge.calls == len(differ) and sol.costs.judge.input_tokens > 0
+        assert all(0.0 < s < 1.0 for *_, s in differ)
+        for step in sol.steps:
+            if step.decision is not None:
+                assert (step.decision == "keep") == (step.score >= tau)
+        if tau == 1.0:  # only equal steps pass: target-only's solution again
+            assert texts(sol) == texts(anchors["target-only"])
+
+
 @pytest.mark.slow
 def test_lookaheads_judge_is_charged_the_steps_it_judges_and_not_the_targets_catch_up():
     from judges.specreason import judge_suffix
     from reasoning.backends import load_backend
 
-    ctl = controller(make_router("lookahead", 0.5, k=3))
+    ctl = controller(make_router("lookahead", 0.5, k=3, verify="score"))
     judge, calls = ctl.router.judge, []
     chain = judge.score_chain
 
@@ -263,7 +316,7 @@ def test_lookaheads_judge_is_charged_the_steps_it_judges_and_not_the_targets_cat
 def test_a_solve_never_takes_another_solves_plans():
     """A second solve of the same problem run in the middle of a first one (after the first planned its
     next step) leaves the first exactly as it is alone: lookahead's plans belong to their solve."""
-    router = make_router("lookahead", 0.5, k=2)
+    router = make_router("lookahead", 0.5, k=2, verify="score")
 
     def record(sol):
         return texts(sol), [(s.author, s.decision, s.score) for s in sol.steps], sol.costs.model_dump(
@@ -284,7 +337,9 @@ def test_a_solve_never_takes_another_solves_plans():
 
 @pytest.mark.parametrize("name,opts,msg", [
     ("lookahead", {"k": 0}, "k must be >= 1"),
-    ("lookahead", {"judge": "rollout"}, "cannot score steps ahead"),
+    ("lookahead", {"judge": "rollout", "verify": "score"}, "cannot score steps ahead"),
+    ("lookahead", {"verify": "vibes"}, "option verify must be one of 'aligned', 'score', got 'vibes'"),
+    ("lookahead", {"verifier": "oracle"}, "option verifier must be one of 'target', 'draft', 'none', got 'oracle'"),
     ("handoff", {"signal": "vibes"}, "option signal must be one of 'entropy', 'surprise', got 'vibes'"),
     ("best-of-n", {"n": 0}, "n must be >= 1"),
     ("best-of-n", {"select": "oracle"}, "option select must be one of 'target', 'judge', got 'oracle'"),
@@ -349,13 +404,13 @@ def test_steps_a_router_writes_stay_in_the_kv_cache():
     assert len(keep_all.steps) >= 3 and all(s.author == "draft" for s in keep_all.steps)
     # the probe reads the last token of the step before, the continuation the probe token: never a step again
     assert [s.costs.draft.input_tokens for s in keep_all.steps[1:]] == [2] * (len(keep_all.steps) - 1)
-    ahead = solve(make_router("lookahead", 0.0, k=3))  # every drafted step kept, served from the plan
+    ahead = solve(make_router("lookahead", 0.0, k=3, verify="score"))  # every drafted step kept, served from the plan
     reads = [s.costs.draft.input_tokens for s in ahead.steps]
     assert reads[1:3] == [0, 0] and reads[3] == 1  # the next round reads one token, not three steps
 
 
 def test_lookaheads_steps_planned_and_never_served_count_as_thrown_away():
-    sol = solve(make_router("lookahead", 0.0, k=3), max_steps=2)  # three steps drafted, two served
+    sol = solve(make_router("lookahead", 0.0, k=3, verify="score"), max_steps=2)  # three steps drafted, two served
     kept = [s for s in sol.steps if s.kind != "forced_answer"]
     assert len(kept) == 2 and all(s.author == "draft" for s in kept) and sol.costs.draft.calls == 3
     assert sol.costs.discarded.output_tokens == sol.costs.draft.output_tokens - sum(s.tokens for s in kept) > 0

@@ -201,7 +201,8 @@ POLICIES = {"random": (0.8, {}), "specreason": (0.75, {}), "arbitrage": (0.5, {"
             "first-token": (0.01, {}), "oracle": (0.0, {}), "handoff": (0.5, {}),
             "cascade": (0.9, {"gate": "logprob", "arbitrage": "testbed", "confident": "-0.02"}),
             "best-of-n": (0.75, {"n": "2"}),
-            "lookahead": (0.5, {"k": "2"})}  # at 0.5 lookahead keeps both drafted steps: the second from its plan
+            "lookahead/score": (0.5, {"k": "2", "verify": "score"}),  # keeps both drafted steps: one from its plan
+            "lookahead": (None, {"k": "2"})}  # the target's steps from forked sessions, its verdicts
 
 
 def outcome(response):
@@ -222,8 +223,8 @@ def test_concurrent_requests_with_one_question_give_the_sequential_records(polic
 
     tau, options = POLICIES[policy]
     question = generate(7, steps=3, seed=0, split="test")[6].question
-    solver = Solver("testbed-draft", "testbed-target", router=policy, threshold=tau, router_options=options,
-                    max_steps=2, step_tokens=48, max_tokens=128)
+    solver = Solver("testbed-draft", "testbed-target", router=policy.split("/")[0], threshold=tau,
+                    router_options=options, max_steps=2, step_tokens=48, max_tokens=128)
     with running(solver) as server:
         client = client_for(server)
         alone = outcome(ask(client, question))

@@ -262,6 +262,13 @@ class HFBackend:
         ids = self.tokenizer(text, add_special_tokens=not self.chat)["input_ids"]
         return HFSession(self, ids)
 
+    def generate_many(self, requests: Sequence[tuple[HFSession, dict]]) -> list[Generation]:
+        """One generation per (session, `generate` keyword arguments), decoded side by side in one batch in
+        this thread (sessions from `HFSession.fork`: one prefix, several continuations)."""
+        from reasoning.backends.hf_batch import generate_batch
+
+        return generate_batch(self, requests)
+
     def open_session_ids(self, ids: Sequence[int]) -> HFSession:
         """A session on raw token ids (used to check KV reuse against a one-shot forward)."""
         return HFSession(self, list(ids))
@@ -281,6 +288,26 @@ class HFSession(KVSession):
         if self._assist is not None:
             self._assist.close()
             self._assist = None
+
+    @property
+    def can_fork(self) -> bool:
+        """Whether `fork` works: plain text sessions (not vision ones)."""
+        return type(self)._model_forward is HFSession._model_forward
+
+    def fork(self) -> HFSession:
+        """A second session holding this one's ids and KV (copied), to write from the same prefix side by
+        side (`HFBackend.generate_many`)."""
+        from transformers import DynamicCache
+
+        if not self.can_fork:
+            raise TypeError(f"a {type(self).__name__} cannot be forked")
+        twin = HFSession(self.backend, self.ids[: self.n_prompt])
+        twin.ids, twin._kv_len, twin._logits, twin._saved = list(self.ids), self._kv_len, self._logits, self._saved
+        twin._cache = DynamicCache()
+        if self._kv_len:
+            for li, layer in enumerate(self._cache.layers):
+                twin._cache.update(layer.keys.clone(), layer.values.clone(), li)
+        return twin
 
     def _model_forward(self, ids: list[int], all_logits: bool) -> torch.Tensor:
         b = self.backend

@@ -198,6 +198,17 @@ class KVSession(Unbranched):
         return (self.backend.decode([i]), float(logp[i]),
                 usage(self.backend.n_params, fed + self._take_refed(), seconds=time.perf_counter() - t0))
 
+    @torch.inference_mode()
+    def prefill(self) -> Usage:
+        """Run now the ids the KV cache lacks (a catch-up), so that sessions forked from here share them;
+        the usage of that forward pass."""
+        t0 = time.perf_counter()
+        _, fed = self._next_logits()
+        self._remember()
+        u = usage(self.backend.n_params, fed + self._take_refed(), seconds=time.perf_counter() - t0)
+        u.prefill_seconds = u.seconds
+        return u
+
     def rollback(self, n_tokens: int) -> None:
         if not 0 < n_tokens <= len(self.ids):
             raise ValueError(f"cannot roll back to {n_tokens} tokens: session has {len(self.ids)}")
