@@ -5,15 +5,17 @@ held-out testbed problems.
 
 Runs, into the folder of benchmarks/testbed.py (whose records it reuses: same problems, same
 limits), each policy's thresholds chosen on validation problems first (as benchmarks/testbed.py):
-draft-only, target-only, specreason, arbitrage, oracle and random (the anchors);
-first-token at entropy thresholds; cascade (the draft's confidence gate, then the shipped Arbitrage
-router's gate, then the target's judge) and best-of-n (n = 3) at judge thresholds; handoff at
-entropy thresholds; lookahead (k = 3, as published: the target's step at each drafted prefix, then its
-aligned/unaligned verdict) at thresholds on that verdict, and `lookahead-exact` (the exact comparison
-only, lossless against the target's greedy steps). Then, in OUT/token-spec (another target
-spec, so another folder), the baseline users would pick instead: the target with token-level
-speculative decoding from the same draft (`hf:testbed-target?assistant=testbed-draft`, greedy, lossless),
-and step-level policies composed with it; their configurations are named `POLICY+token-spec`.
+draft-only, target-only, specreason, arbitrage, oracle and random (the anchors); first-token at
+entropy thresholds; cascade (the draft's confidence gate, then the shipped Arbitrage router's gate,
+then the target's judge) and best-of-n (n = 3) at judge thresholds; handoff at entropy thresholds
+(two-way, as R-Stitch publishes it; `handoff-one`: the one-way variant); lookahead (k = 3, as
+published: the target's step at each drafted prefix, then its aligned/unaligned verdict) at thresholds
+on that verdict, and `lookahead-exact` (the exact comparison only, lossless against the target's
+greedy steps). Variants run in their own folders (OUT/NAME), where target-only runs again. Then,
+in OUT/token-spec (another target spec, so another folder), the baseline users would pick instead:
+the target with token-level speculative decoding from the same draft
+(`hf:testbed-target?assistant=testbed-draft`, greedy, lossless), and step-level policies composed
+with it; their configurations are named `POLICY+token-spec`.
 Prints eval's report: the configuration table (accuracy with its interval, the paired difference
 from target-only with McNemar's test, latency, modeled latency, FLOPs, escalation) and the policy
 tables (speedup over target-only at matched accuracy, area score, and policy against policy at the
@@ -78,6 +80,14 @@ def main() -> None:
     def sweep(folder, policy, **more):
         return testbed._sweep(folder, n, steps, [policy], **kw, **more) if not only or policy in only else []
 
+    def variant(policy, name, **more):
+        """A policy with other options, in its own folder (records are named by policy and threshold), where
+        target-only runs again to choose against; its records renamed `name`."""
+        if only and name not in only:
+            return []
+        recs = testbed._sweep(out / name, n, steps, [policy], **kw, **more)
+        return [r.model_copy(update={"policy": name}) for r in testbed.unique(recs) if r.policy == policy]
+
     recs = testbed._sweep(out, n, steps, ["draft-only", "target-only"], **kw)
     recs += sweep(out, "oracle")
     recs += sweep(out, "specreason", thresholds=[0.3, 0.6, 0.9])
@@ -87,16 +97,13 @@ def main() -> None:
                   options={"arbitrage": args.router, "confident": "-0.02"})
     # the judge's variant: the testbed target was never trained to select among candidates (SpecCoT's default)
     recs += sweep(out, "best-of-n", thresholds=floats(args.best_of_n), options={"n": "3", "select": "judge"})
-    recs += sweep(out, "handoff", thresholds=floats(args.handoff))
+    recs += sweep(out, "handoff", thresholds=floats(args.handoff))  # two-way, as R-Stitch publishes it
+    recs += variant("handoff", "handoff-one", thresholds=floats(args.handoff), options={"way": "one"})
     # lookahead as published: the target's step at each drafted prefix, then the target's aligned/unaligned
     # verdict (thresholds on its probability of "aligned"); and with the exact comparison only, in its own
     # folder (records are named by policy and threshold), where target-only runs again to choose against
     recs += sweep(out, "lookahead", thresholds=floats(args.lookahead), options={"k": "3"})
-    if not only or "lookahead-exact" in only:
-        exact = testbed._sweep(out / "lookahead-exact", n, steps, ["lookahead"], options={"k": "3", "verifier": "none"},
-                               **kw)
-        recs += [r.model_copy(update={"policy": "lookahead-exact"}) for r in testbed.unique(exact)
-                 if r.policy == "lookahead"]
+    recs += variant("lookahead", "lookahead-exact", options={"k": "3", "verifier": "none"})
     recs += sweep(out, "random", rates=floats(args.random_rates))
     # the target with token-level speculative decoding, alone and under step-level policies; their
     # thresholds are chosen in their own folder, against that target (OUT/token-spec/selection.json)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from reasoning.backends.base import Backend, Generation, Session, Usage
+from reasoning.backends.base import Backend, Generation, Session, Switch, Usage
 from reasoning.options import Limits
 from reasoning.types import Problem, SolveConfig, Stage, Step
 
@@ -58,13 +58,16 @@ class StepContext(Protocol):
         ...
 
     def write_step(self, model: Model, *, temperature: float | None = None, seed: int | None = None,
-                   max_tokens: int | None = None, prefix: str | Sequence[Piece] = "") -> Generation:
+                   max_tokens: int | None = None, prefix: str | Sequence[Piece] = "",
+                   switch: Switch | None = None) -> Generation:
         """Let a model write this step from the accepted prefix, with the controller's stops and
         cap (and its temperature, seed and the step's token cap unless given); the session is left
         at the prefix. With `prefix`, the model continues what follows the prefix: pieces (from `piece`
         and `draft_head`) go in with their authors' token ids where the model shares their vocabulary,
-        text is encoded (the generation holds the continuation only). The caller reports the
-        generation's usage."""
+        text is encoded (the generation holds the continuation only); what the model wrote for this step
+        before and `prefix` repeats stays in its KV. With `switch` (engines whose sessions have
+        `can_switch`), the generation also ends after the first token whose entropy meets it. The caller
+        reports the generation's usage."""
         ...
 
     def write_steps(self, model: Model, prefixes: Sequence[Sequence[Piece]]) -> tuple[list[Generation], int]:
@@ -126,6 +129,9 @@ class Decision:
     # With `target`: the proposal's first `handoff` tokens stay at the start of the step and
     # `target` continues them (written with `write_step(prefix=[ctx.draft_head(handoff)])`).
     handoff: int | None = None
+    # With `target`: the step was stitched by the router from both models' tokens, this many of them the
+    # draft's (two-way handoff); the controller keeps it as it is.
+    stitched: int | None = None
     target_score: float | None = None
     wasted: bool | None = None  # escalated although the target's step was not judged better
     threshold: float | None = None  # the threshold in effect (load-aware routing moves it)

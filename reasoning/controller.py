@@ -202,7 +202,7 @@ class Controller:
             draft_text=draft_text,
             draft_tokens=len(draft.token_ids) if draft is not None else 0,
             draft_stats=draft.stats() if draft is not None else None,
-            handoff_tokens=(decision.handoff or 0) if author == "target" else 0,
+            handoff_tokens=(decision.handoff or decision.stitched or 0) if author == "target" else 0,
             score=decision.score, target_score=decision.target_score,
             threshold=decision.threshold, target_load=ctx.target_load,
             decision=("escalate" if decision.escalate else "keep") if routed else None,

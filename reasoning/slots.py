@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from reasoning.backends.base import Backend, Generation, Session, Usage
+from reasoning.backends.base import Backend, Generation, Session, Switch, Usage
 from reasoning.context import Model, Piece, Report
 from reasoning.errors import ConfigError
 from reasoning.options import Limits
@@ -119,24 +119,47 @@ class Sessions:
         return None if self.limits.seed is None else self.limits.seed * 1_000_003 + step * 7 + (model == "target")
 
     def generate(self, model: Model, step: int, thinking: bool, cap: int, temperature: float | None = None,
-                 seed: int | None = None, prefix: str | Sequence[Piece] = "") -> tuple[Generation, int]:
+                 seed: int | None = None, prefix: str | Sequence[Piece] = "",
+                 switch: Switch | None = None) -> tuple[Generation, int]:
         """A model writes a step from the accepted prefix (it stays in its session), continuing
         `prefix` (text, or pieces with their authors' ids) when given. Returns the generation and the
-        session length before it (and `prefix`)."""
+        session length before it (and `prefix`). Where the session still holds what this model wrote for
+        the step before (`write_step`), the part of it that `prefix` repeats exactly stays in its KV."""
         slot = self.slot(model)
-        session = self.ready(model)
-        mark = session.n_tokens
+        kept = self._still_written(slot, prefix)
+        session = self.ready(model) if kept is None else slot.session
+        mark = session.n_tokens if kept is None else slot.trial
         if isinstance(prefix, str):
             if prefix:
                 session.append(prefix)
+        elif kept is not None:
+            session.append_ids(kept)
         else:
             for piece in prefix:
                 slot.put(piece)
+        more = {} if switch is None else {"switch": switch}
         gen = session.generate(max_tokens=cap, stop=self.segmenter.stops(thinking),
                                temperature=self.limits.temperature if temperature is None else temperature,
                                seed=self.seed(step, model) if seed is None else seed,
-                               ignore_eos=self.limits.ignore_eos)
+                               ignore_eos=self.limits.ignore_eos, **more)
         return gen, mark
+
+    @staticmethod
+    def _still_written(slot: Slot | None, prefix: str | Sequence[Piece]) -> list[int] | None:
+        """When the session holds, after the accepted prefix, a step this model wrote with `write_step` and
+        `prefix` is pieces with ids it takes: roll back to where the two part and return the ids still to
+        append; else None (the caller rolls back to the accepted prefix and appends `prefix`)."""
+        if slot is None or slot.written is None or slot.trial is None or isinstance(prefix, str) or not prefix:
+            return None
+        if any(p.ids is None or p.author not in slot.shared for p in prefix):
+            return None
+        want = [i for p in prefix for i in p.ids]
+        have = slot.session.token_ids[slot.trial:]
+        same = next((j for j, (a, b) in enumerate(zip(have, want)) if a != b), min(len(have), len(want)))
+        if same == 0:
+            return None
+        slot.session.rollback(slot.trial + same)
+        return want[same:]
 
     def generate_at(self, model: Model, step: int, thinking: bool, cap: int,
                     prefixes: Sequence[Sequence[Piece]]) -> tuple[list[Generation], int]:
@@ -209,7 +232,10 @@ class Sessions:
         if have is None or any(p.ids is None or p.author not in slot.shared for p in since):
             return  # not comparable: the next call rolls it back and catches up
         # the write began where the committed steps it held ended (a later call would have rolled it back)
-        if list(have[slot.trial:]) == [i for p in since for i in p.ids]:
+        want, have = [i for p in since for i in p.ids], list(have[slot.trial:])
+        if have and want[: len(have)] == have:  # the step, or its start (the other model wrote the rest)
+            if len(want) > len(have):
+                slot.session.append_ids(want[len(have):])
             slot.kept, slot.trial, slot.written = True, None, None
             slot.held = len(self.pieces)  # add() counts the new piece
 
@@ -240,6 +266,9 @@ class Sessions:
             elif slot.written is not None:  # a router wrote it (or a candidate): kept if the ids agree
                 self._keep_written(slot, piece)
             # else the session holds what it held (a step written ahead, as lookahead's, finds it behind)
+            other = self.slot("target" if model == "draft" else "draft")
+            if other is not None and other.written is not None:  # it wrote part of the step (a stitched one)
+                self._keep_written(other, piece)
         self.add(piece)
 
     def add(self, piece: Piece) -> None:
@@ -291,10 +320,11 @@ class LoopContext:
         return live.with_draft_step(model) if with_draft_step else live.ready(model)
 
     def write_step(self, model: Model, *, temperature: float | None = None, seed: int | None = None,
-                   max_tokens: int | None = None, prefix: str | Sequence[Piece] = "") -> Generation:
+                   max_tokens: int | None = None, prefix: str | Sequence[Piece] = "",
+                   switch: Switch | None = None) -> Generation:
         live = self._live()
         cap = self.step_cap if max_tokens is None else min(max_tokens, self.step_cap)
-        gen, mark = live.generate(model, self.step_index, self.in_thinking, cap, temperature, seed, prefix)
+        gen, mark = live.generate(model, self.step_index, self.in_thinking, cap, temperature, seed, prefix, switch)
         slot = live.slot(model)  # the step stays in the session: kept if it is committed, else rolled back
         slot.trial, slot.written = mark, gen  # by the next call that needs the plain prefix
         return gen

@@ -113,7 +113,7 @@ class Step(_Record):
     draft_text: str | None = None
     draft_tokens: int = 0
     draft_stats: TokenStats | None = None
-    handoff_tokens: int = 0  # the proposal's tokens kept at the start of a target step (handoff)
+    handoff_tokens: int = 0  # the draft's tokens kept in a target step (handoff: at its start; two-way: anywhere)
     score: float | None = None  # the router's score of the draft step
     target_score: float | None = None  # the target step's score, where the router judged it too
     decision: Literal["keep", "escalate"] | None = None

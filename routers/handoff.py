@@ -1,19 +1,37 @@
-"""Handoff (R-Stitch-style, arXiv 2507.17307): the target takes over mid-step, keeping the draft's prefix.
+"""Handoff (R-Stitch, Chen et al., arXiv 2507.17307): the two models write one step together, passing control
+at the tokens where the writer's uncertainty crosses a threshold.
 
-The draft writes its step; the handoff point is its first token whose uncertainty exceeds tau:
-entropy of the next-token distribution in nats (`signal=entropy`, the default) or surprise,
--log p(token) (`signal=surprise`). With no such token the draft's step is kept. Otherwise the
-proposal's tokens before that point stay, exactly, at the start of the step and the target writes
-the rest of it (within the step's token cap); only the draft's tokens after the point are thrown
-away. A handoff point inside the delimiter moves back before it. The score is the step's largest
-uncertainty (escalate = hand off when score > tau). tau in [0, 20]; default 1.0. On the testbed
-pair, entropies are small (hundredths to a few tenths of a nat).
+`way=two` (the default, R-Stitch): the draft writes the step token by token; at its first token whose
+next-token entropy is above tau, that token is dropped (thrown away) and the target writes from there,
+until a token of its own has entropy <= `back` (default tau, the paper's single threshold): that token is
+kept and control passes back to the draft, which goes on; so control can pass several times within a
+step, until the step ends (delimiter, end of sequence, the step's token cap). The decision is taken as
+tokens are written, so no draft tail is written and thrown away (only the one uncertain token each time),
+and both models keep their KV cache and read only what the other wrote (exactly its token ids: the two
+models must share a vocabulary; engines whose sessions take `switch`: transformers, llama.cpp).
+`normalized=true` divides entropies by log(vocabulary size) (the paper's later versions), so tau and back
+are in [0, 1]. A step the target wrote part of is a partial escalation (`Step.handoff_tokens`: the draft's
+tokens in it). Score: the largest draft entropy met in the step (the dropped tokens' included).
+
+`way=one` (the variant kept from before): the draft writes its whole step first; at its first token whose
+uncertainty exceeds tau (entropy in nats, `signal=entropy`, or surprise, -log p(token), `signal=surprise`)
+the proposal's tokens before that point stay, exactly, at the start of the step and the target writes the
+rest of it; the draft's tokens after the point are thrown away. A handoff point inside the delimiter
+moves back before it. Score: the step's largest uncertainty.
+
+tau in [0, 20] (nats); default 1.0. On the testbed pair, entropies are small (hundredths to a few tenths of
+a nat).
 """
+
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
+from reasoning.backends.base import Generation, Switch, Usage
+from reasoning.context import Piece
+from reasoning.errors import ConfigError
 from routers.base import BaseRouter, Decision, StepContext
 
 
@@ -23,13 +41,22 @@ class HandoffRouter(BaseRouter):
     default_threshold = 1.0
     escalate_above = True
 
-    def __init__(self, threshold: float | None = None, signal: Literal["entropy", "surprise"] = "entropy"):
+    def __init__(self, threshold: float | None = None, signal: Literal["entropy", "surprise"] = "entropy",
+                 way: Literal["two", "one"] = "two", back: float | None = None, normalized: bool = False):
         super().__init__(threshold)
-        self.signal = signal
+        if back is not None and not 0.0 <= back <= 20.0:
+            raise ConfigError(f"router 'handoff': back must be between 0 and 20, got {back}")
+        if way == "two" and signal != "entropy":
+            raise ConfigError("router 'handoff': way=two switches on entropy (R-Stitch); signal=surprise needs way=one")
+        if normalized and way == "one":
+            raise ConfigError("router 'handoff': normalized entropies need way=two")
+        self.signal, self.way, self.back, self.normalized = signal, way, back, normalized
+        self.proposes = way == "one"  # two-way writes the step itself
         self.start()
 
     def start(self) -> None:
         self.kept: list[tuple[int, str]] = []  # (tokens, text) of the proposal kept at each handoff
+        self.handoffs: list[int] = []  # two-way: times the draft handed the step to the target, per step
 
     def uncertainties(self, ctx: StepContext) -> list[float]:
         gen = ctx.draft
@@ -39,6 +66,8 @@ class HandoffRouter(BaseRouter):
         return max(self.uncertainties(ctx), default=0.0)
 
     def route(self, ctx: StepContext) -> Decision:
+        if self.way == "two":
+            return self._two_way(ctx)
         if ctx.draft is None:
             raise RuntimeError("handoff needs the draft's proposal")
         tau = self.effective_threshold(ctx)
@@ -67,3 +96,64 @@ class HandoffRouter(BaseRouter):
             if not any(text.endswith(delim[:j]) for j in range(1, len(delim) + 1)):
                 return n, text
         return 0, ""
+
+    def _two_way(self, ctx: StepContext) -> Decision:
+        """R-Stitch: write the step, passing control at each entropy crossing; each model continues with
+        its KV and reads only what the other wrote since."""
+        draft, target = ctx.backend("draft"), ctx.backend("target")
+        if getattr(draft, "vocab_key", None) is None or draft.vocab_key != getattr(target, "vocab_key", None):
+            raise ConfigError("router 'handoff': way=two passes token ids between the models, which must share a "
+                              "vocabulary; use way=one")
+        for m in ("draft", "target"):
+            if not getattr(ctx.session(m), "can_switch", False):
+                raise ConfigError(f"router 'handoff': way=two needs sessions that pass control at a token "
+                                  f"(transformers, llama.cpp); {ctx.backend(m).name} has none; use way=one")
+        tau = self.effective_threshold(ctx)
+        back = tau if self.back is None else self.back
+        switch = {"draft": Switch(tau, True, self.normalized), "target": Switch(back, False, self.normalized)}
+        scale = 1.0  # the score in the thresholds' unit
+        if self.normalized:
+            if not hasattr(draft, "n_vocab"):
+                raise ConfigError(f"router 'handoff': normalized=true needs the vocabulary size, which {draft.name} "
+                                  "does not give")
+            scale = math.log(draft.n_vocab)
+        pieces: list[Piece] = []
+        parts: list[Generation] = []
+        model, used, by_draft, score, handoffs = "draft", 0, 0, 0.0, 0
+        while used < ctx.step_cap:
+            gen = ctx.write_step(model, prefix=pieces, switch=switch[model], max_tokens=ctx.step_cap - used)
+            switched = gen.finish_reason == "switch"
+            if model == "draft":
+                score = max([score, *(e / scale for e in gen.entropies)])
+            if model == "draft" and switched:  # the uncertain token is the target's to write
+                gen = self._drop_last(ctx, gen)
+                handoffs += 1
+            else:
+                ctx.report(model, gen.usage)
+            if gen.token_ids:
+                parts.append(gen)
+                pieces.append(Piece(gen.text, model, tuple(gen.token_ids)))
+                used += len(gen.token_ids)
+                by_draft += len(gen.token_ids) if model == "draft" else 0
+            if not switched:
+                break
+            model = "target" if model == "draft" else "draft"
+        self.handoffs.append(handoffs)
+        step = Generation("".join(g.text for g in parts), [i for g in parts for i in g.token_ids],
+                          [x for g in parts for x in g.logprobs], [x for g in parts for x in g.entropies],
+                          parts[-1].finish_reason if parts else "length", parts[-1].stop if parts else None)
+        if by_draft == len(step.token_ids):
+            return Decision(escalate=False, score=score, draft=step, threshold=tau)
+        return Decision(escalate=True, score=score, target=step, stitched=by_draft, threshold=tau)
+
+    @staticmethod
+    def _drop_last(ctx: StepContext, gen: Generation) -> Generation:
+        """The draft's generation without its last token (thrown away), reporting both parts."""
+        u = gen.usage
+        thrown = u.outputs(1)
+        ctx.report("draft", Usage(u.input_tokens, u.output_tokens - 1, u.seconds - thrown.seconds,
+                                  u.flops - thrown.flops, u.prefill_seconds))
+        ctx.report("draft", thrown, thrown_away=True, calls=0)
+        ids = gen.token_ids[:-1]
+        text = ctx.backend("draft").decode(ids) if ids else ""
+        return Generation(text, ids, gen.logprobs[:-1], gen.entropies[:-1], "switch", None)

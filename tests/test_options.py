@@ -148,7 +148,7 @@ def test_router_options_from_the_command_line_become_the_constructors_types():
     assert type(r.temperature) is float and type(r.n) is int
     assert make_router("specreason", 0.5, audit="yes").reviews is True
     assert make_router("specreason", 0.5, audit="off").reviews is False
-    assert make_router("handoff", 0.5, signal="surprise").signal == "surprise"
+    assert make_router("handoff", 0.5, signal="surprise", way="one").signal == "surprise"
     c = make_router("cascade", 0.5, doubtful="-inf", low="0", high=1)
     assert (c.doubtful, c.low, c.high) == (float("-inf"), 0.0, 1.0)
 

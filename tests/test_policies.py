@@ -160,8 +160,8 @@ def test_cascade_calls_the_judge_only_when_no_gate_settles(anchors):
 
 @pytest.mark.slow
 def test_handoff_keeps_the_drafts_prefix_exactly_and_throws_away_only_the_rest(anchors):
-    assert texts(solve(make_router("handoff", 20.0))) == texts(anchors["draft-only"])
-    ctl = controller(make_router("handoff", 0.1))
+    assert texts(solve(make_router("handoff", 20.0, way="one"))) == texts(anchors["draft-only"])
+    ctl = controller(make_router("handoff", 0.1, way="one"))
     seen = []
 
     def check(step):
@@ -194,6 +194,40 @@ def test_handoff_keeps_the_drafts_prefix_exactly_and_throws_away_only_the_rest(a
     point = summarize([rec])[0]  # waste is the tokens written and thrown away, the re-read input apart
     assert point.wasted_draft_tokens == sol.costs.discarded.output_tokens
     assert point.wasted_draft_input == sol.costs.discarded.input_tokens
+
+
+def test_two_way_handoff_passes_control_both_ways_and_each_model_reads_only_what_the_other_wrote(anchors):
+    """R-Stitch: at tau=20 the draft never hands off (draft-only's solution); at tau=back=0 the draft's first
+    token always goes and the target never hands back (target-only's); between, steps are stitched from both
+    models, one dropped draft token per handoff, and neither model reads its own tokens again."""
+    assert texts(solve(make_router("handoff", 20.0))) == texts(anchors["draft-only"])
+    assert texts(solve(make_router("handoff", 0.0, back=0.0))) == texts(anchors["target-only"])
+    ctl = controller(make_router("handoff", 0.05))
+    prompts = {}
+
+    def held(step):
+        for m in ("draft", "target"):
+            if ctl.sessions.slot(m).session is not None:
+                prompts[m] = ctl.sessions.slot(m).session.n_prompt
+
+    sol = ctl.run(PROBLEM, on_step=held)
+    routed = [s for s in sol.steps if s.kind != "forced_answer"]
+    assert {s.decision for s in routed} == {"keep", "escalate"} and max(ctl.router.handoffs) >= 2  # back and forth
+    for s, n in zip(routed, ctl.router.handoffs):
+        assert (s.decision == "escalate") == (s.score > 0.05) == (s.author == "target") == (n > 0)
+        assert s.costs.discarded.output_tokens == n and s.costs.discarded.calls == 0  # one dropped token a handoff
+        assert s.costs.target.calls == n and s.costs.draft.calls in (n, n + 1)  # control can come back after each
+        if s.author == "target":  # the draft's tokens in it are counted as the draft's, the rest as the target's
+            assert 0 <= s.handoff_tokens < s.tokens
+            assert s.costs.target.output_tokens == s.tokens - s.handoff_tokens + (s.end == "eos")
+    assert any(0 < s.handoff_tokens for s in routed if s.author == "target")
+    # each model read its prompt, at most the other's tokens, and at most one token of its own a call (its last
+    # sample, run by the next call): never a segment of its own again
+    written = {m: sum(s.tokens - s.handoff_tokens if s.author == "target" else 0 for s in routed) for m in ("target",)}
+    written["draft"] = sum(s.handoff_tokens if s.author == "target" else s.tokens for s in routed)
+    for model, other in (("draft", "target"), ("target", "draft")):
+        prompt, c = prompts[model], sol.costs.stage(model)
+        assert prompt < c.input_tokens <= prompt + written[other] + c.calls, model
 
 
 @pytest.mark.slow
@@ -362,7 +396,7 @@ def test_eval_plans_the_new_policies_at_thresholds():
 
     names = ("first-token", "cascade", "best-of-n", "handoff", "lookahead")
     cfg = SweepConfig(dataset="synthetic", policies=list(names), thresholds=[0.01, 0.9],
-                      router_options={"n": "2", "confident": "-0.1", "k": "2", "signal": "surprise"})
+                      router_options={"n": "2", "confident": "-0.1", "k": "2", "signal": "surprise", "way": "one"})
     assert plan(cfg) == [(p, t, None) for p in names for t in (0.01, 0.9)]
 
 

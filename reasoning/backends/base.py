@@ -89,6 +89,20 @@ def count_params(model) -> int:
     return int(total)
 
 
+@dataclass(frozen=True)
+class Switch:
+    """End a generation after the first token whose next-token entropy (nats; `normalized`: over
+    log(vocabulary size)) is above `tau` (`above`) or at most `tau` (not `above`): finish reason "switch"."""
+
+    tau: float
+    above: bool = True
+    normalized: bool = False
+
+    def met(self, entropy: float, vocab: int) -> bool:
+        h = entropy / math.log(vocab) if self.normalized else entropy
+        return h > self.tau if self.above else h <= self.tau
+
+
 @dataclass(slots=True)
 class Generation:
     """Text a session generated. `text` ends with the stop string when one matched; the session
@@ -98,7 +112,7 @@ class Generation:
     token_ids: list[int]
     logprobs: list[float]  # log p(token) under the untempered model distribution
     entropies: list[float]
-    finish_reason: str  # "stop" | "length" | "eos"
+    finish_reason: str  # "stop" | "length" | "eos" | "switch" (see `Switch`)
     stop: str | None
     usage: Usage = field(default_factory=Usage)
 

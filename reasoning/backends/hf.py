@@ -20,6 +20,7 @@ import torch
 
 from reasoning.backends.base import (
     Generation,
+    Switch,
     Turns,
     Usage,
     chat_turn_markers,
@@ -178,6 +179,7 @@ class HFBackend:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.turns = Turns()  # forward passes of all sessions take turns
         self.n_params = count_params(model)
+        self.n_vocab = int(model.get_output_embeddings().weight.shape[0])  # the logits' size
         self.spec_tokens = int(self.spec.number("spec_tokens", 4, 1, integer=True))
         self._assistant: HFBackend | None = None
         self.lockstep = self.spec.flag("lockstep", True)  # decode the generations of solves side by side together
@@ -321,10 +323,11 @@ class HFSession(KVSession):
 
     @torch.inference_mode()
     def generate(self, *, max_tokens: int, stop: Sequence[str] = (), temperature: float = 0.0,
-                 seed: int | None = None, ignore_eos: bool = False) -> Generation:
-        if temperature == 0 and self.backend.assistant is not None:
+                 seed: int | None = None, ignore_eos: bool = False, switch: Switch | None = None) -> Generation:
+        if temperature == 0 and self.backend.assistant is not None and switch is None:
             return self._generate_assisted(max_tokens, stop, ignore_eos)
-        kw = dict(max_tokens=max_tokens, stop=tuple(stop), temperature=temperature, seed=seed, ignore_eos=ignore_eos)
+        kw = dict(max_tokens=max_tokens, stop=tuple(stop), temperature=temperature, seed=seed, ignore_eos=ignore_eos,
+                  switch=switch)
         from reasoning.batching import LOCKSTEP
 
         if self.backend.lockstep and LOCKSTEP.is_worker() and type(self)._model_forward is HFSession._model_forward:

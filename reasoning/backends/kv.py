@@ -14,7 +14,7 @@ from typing import Protocol
 
 import torch
 
-from reasoning.backends.base import Generation, Scored, Unbranched, Usage, usage
+from reasoning.backends.base import Generation, Scored, Switch, Unbranched, Usage, usage
 
 
 class TokenEngine(Protocol):
@@ -131,14 +131,16 @@ class KVSession(Unbranched):
         self.append_tokens(ids)
         return Usage()
 
+    can_switch = True  # generate takes `switch`
+
     @torch.inference_mode()
     def generate(self, *, max_tokens: int, stop: Sequence[str] = (), temperature: float = 0.0,
-                 seed: int | None = None, ignore_eos: bool = False) -> Generation:
+                 seed: int | None = None, ignore_eos: bool = False, switch: Switch | None = None) -> Generation:
         t0 = time.perf_counter()
         logits, fed = self._next_logits()
         prefill = time.perf_counter() - t0
         self._remember()
-        d = Decoding(self, max_tokens, stop, temperature, seed, ignore_eos)
+        d = Decoding(self, max_tokens, stop, temperature, seed, ignore_eos, switch)
         tok = d.take(logits)
         while tok is not None:
             tok = d.take(self._forward([tok])[-1])
@@ -223,8 +225,8 @@ class Decoding:
     logits back, until `take` returns None. `result` builds the `Generation`."""
 
     def __init__(self, session: KVSession, max_tokens: int, stop: Sequence[str], temperature: float,
-                 seed: int | None, ignore_eos: bool):
-        self.s, self.max_tokens, self.stop = session, max_tokens, stop
+                 seed: int | None, ignore_eos: bool, switch: Switch | None = None):
+        self.s, self.max_tokens, self.stop, self.switch = session, max_tokens, stop, switch
         self.temperature, self.ignore_eos = temperature, ignore_eos
         self.gen = torch.Generator().manual_seed(seed) if (temperature > 0 and seed is not None) else None
         self.start = len(session.ids)
@@ -260,6 +262,9 @@ class Decoding:
                 self.cut, self.matched = hit[0] + len(hit[1]), hit[1]
                 self.finish = "stop"
                 return None
+        if self.switch is not None and self.switch.met(self.ents[-1], logp.shape[-1]):
+            self.finish = "switch"
+            return None
         if len(self.out) >= self.max_tokens:
             return None
         self.done = False
