@@ -46,7 +46,8 @@ class Solver:
             draft=str(self.draft_spec), target=str(self.target_spec), router=self.router.name,
             threshold=getattr(self.router, "threshold", None), max_steps=limits.max_steps,
             max_tokens=limits.max_tokens, step_tokens=limits.step_tokens, delimiter=limits.delimiter,
-            few_shot=limits.few_shot, temperature=limits.temperature, seed=limits.seed,
+            few_shot=limits.few_shot, temperature=limits.temperature, top_p=limits.top_p, top_k=limits.top_k,
+            min_p=limits.min_p, seed=limits.seed,
         )
 
     def solve(self, problem: str | Problem, on_step: Callable[[Step], None] | None = None,

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from reasoning.backends.base import Sampling
 from reasoning.errors import ConfigError
 from reasoning.prompts import PLAIN_STOPS
 
@@ -29,6 +30,11 @@ class Limits(BaseModel):
     step_tokens: int = Field(256, ge=1, description="token cap of one step")
     delimiter: str = Field("\n\n", min_length=1)
     temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="sampling: the smallest set of likeliest tokens whose "
+                         "probability reaches top_p (1: off; greedy decoding ignores it)")
+    top_k: int = Field(0, ge=0, description="sampling: the top_k likeliest tokens (0: off)")
+    min_p: float = Field(0.0, ge=0.0, le=1.0, description="sampling: tokens at least min_p times as likely as the "
+                         "likeliest (0: off)")
     seed: int | None = None
     few_shot: int | None = Field(None, ge=0, le=3, description="worked examples; None: the models' default "
                                  "(2, or 0 for the testbed models)")
@@ -39,6 +45,11 @@ class Limits(BaseModel):
     force_answer: bool = True
     forced_answer_tokens: int = Field(24, ge=1)
     ignore_eos: bool = Field(False, description="keep generating past end of sequence (benchmarks)")
+
+    def sampling(self) -> Sampling | None:
+        """The sampling filters, None when all are off."""
+        f = Sampling(self.top_p, self.top_k, self.min_p)
+        return None if f.off else f
 
     @model_validator(mode="after")
     def _check(self) -> Limits:

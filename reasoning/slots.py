@@ -137,7 +137,9 @@ class Sessions:
         else:
             for piece in prefix:
                 slot.put(piece)
-        more = {} if switch is None else {"switch": switch}
+        more: dict = {} if switch is None else {"switch": switch}
+        if self.limits.sampling() is not None:
+            more["sampling"] = self.limits.sampling()
         gen = session.generate(max_tokens=cap, stop=self.segmenter.stops(thinking),
                                temperature=self.limits.temperature if temperature is None else temperature,
                                seed=self.seed(step, model) if seed is None else seed,
@@ -170,7 +172,7 @@ class Sessions:
         slot = self.slot(model)
         session = self.ready(model)
         kw = dict(stop=self.segmenter.stops(thinking), temperature=self.limits.temperature,
-                  ignore_eos=self.limits.ignore_eos)
+                  ignore_eos=self.limits.ignore_eos, sampling=self.limits.sampling())
         many = getattr(slot.backend, "generate_many", None)
         if many is not None and len(prefixes) > 1 and getattr(session, "can_fork", False):
             head = session.prefill()  # the accepted prefix's catch-up, run once for every fork

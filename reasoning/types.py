@@ -142,6 +142,9 @@ class SolveConfig(_Record):
     delimiter: str
     few_shot: int | None = None
     temperature: float
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
     seed: int | None = None
 
 

@@ -145,6 +145,11 @@ def solve(
     step_tokens: Annotated[int, typer.Option(help="token cap of one step")] = L.step_tokens,
     few_shot: FewShot = L.few_shot,
     temperature: Annotated[float, typer.Option()] = L.temperature,
+    top_p: Annotated[float, typer.Option(help="sampling: keep the likeliest tokens up to this probability (1: off)")]
+    = L.top_p,
+    top_k: Annotated[int, typer.Option(help="sampling: keep the k likeliest tokens (0: off)")] = L.top_k,
+    min_p: Annotated[float, typer.Option(help="sampling: keep tokens at least this share of the likeliest's "
+                                         "probability (0: off)")] = L.min_p,
     seed: Annotated[int | None, typer.Option()] = L.seed,
     think: Think = False, json: Json = False,
 ) -> int:
@@ -364,7 +369,8 @@ def _cmd_solve(args: SimpleNamespace) -> int:
         solver = Solver(args.draft, args.target, args.router, args.threshold,
                         router_options=_solve_router_options(args), max_steps=args.max_steps,
                         max_tokens=args.max_tokens, step_tokens=args.step_tokens, few_shot=args.few_shot,
-                        temperature=args.temperature, seed=args.seed, think=args.think)
+                        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
+                        seed=args.seed, think=args.think)
 
     def show(step: Step) -> None:
         color = "cyan" if step.author == "draft" else "magenta"

@@ -14,9 +14,9 @@ Request (fields beyond these get 400 naming the field):
 - `model`: must be the server's model name when given (else 404 `model_not_found`).
 - `max_tokens` / `max_completion_tokens` (one of them): the solution's token budget, at most the
   server's own; a forced final-answer step may add up to 24 tokens after it.
-- `temperature` (0-2), `seed` (0 to 2**32-1): the solve's sampling settings.
-- `stream`, `stream_options.include_usage`, `user` (ignored); `n` only 1, `top_p` only 1, `stop`
-  only null or empty.
+- `temperature` (0-2), `top_p` (0-1, above 0), `top_k` (>= 0), `min_p` (0-1), `seed` (0 to 2**32-1):
+  the solve's sampling settings (`top_k` and `min_p` are the extensions vLLM and SGLang take).
+- `stream`, `stream_options.include_usage`, `user` (ignored); `n` only 1, `stop` only null or empty.
 
 Response: a `chat.completion` whose content is the solution (the steps joined by a blank line) and
 finish_reason "length" when a step or token budget ended the solve, else "stop". `usage` sums the
@@ -125,16 +125,11 @@ class ChatRequest(_Strict):
     temperature: float | None = Field(None, ge=0.0, le=2.0, allow_inf_nan=False)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     n: Literal[1] | None = None
-    top_p: float | None = None
+    top_p: float | None = Field(None, gt=0.0, le=1.0, allow_inf_nan=False)
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
     stop: str | list[str] | None = None
     user: str | None = None
-
-    @field_validator("top_p")
-    @classmethod
-    def _top_p(cls, v: float | None) -> float | None:
-        if v is not None and v != 1:
-            raise ValueError("only top_p 1 is supported")
-        return v
 
     @field_validator("stop")
     @classmethod
@@ -218,10 +213,9 @@ def request_limits(solver: Any, req: ChatRequest) -> dict[str, Any]:
     if budget is not None:
         cap = getattr(getattr(solver, "limits", None), "max_tokens", None)
         limits["max_tokens"] = min(budget, cap) if cap else budget
-    if req.temperature is not None:
-        limits["temperature"] = req.temperature
-    if req.seed is not None:
-        limits["seed"] = req.seed
+    for name in ("temperature", "top_p", "top_k", "min_p", "seed"):
+        if getattr(req, name) is not None:
+            limits[name] = getattr(req, name)
     return limits
 
 

@@ -64,12 +64,13 @@ def start_vllm_server(model_dir: Path, name: str, log: Path, max_len: int = 2048
 
 class Proxy:
     """Forwards POSTs to `upstream`; `plan` is a list of actions for the next requests: an HTTP status to
-    answer with instead, or ("sleep", seconds) before forwarding. Records the headers it saw."""
+    answer with instead, or ("sleep", seconds) before forwarding. Records the headers and bodies it saw."""
 
     def __init__(self, upstream: str):
         self.upstream = upstream.rstrip("/")
         self.plan: list = []
         self.seen: list[dict[str, str]] = []
+        self.bodies: list[dict] = []  # the JSON bodies of the POSTs
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -79,6 +80,8 @@ class Proxy:
             def _forward(self, method: str):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) if method == "POST" else None
                 proxy.seen.append(self.headers)  # its get() ignores case, as HTTP does
+                if body:
+                    proxy.bodies.append(json.loads(body))
                 action = proxy.plan.pop(0) if proxy.plan else None
                 if isinstance(action, int):
                     data = json.dumps({"error": {"message": f"planned failure {action}"}}).encode()

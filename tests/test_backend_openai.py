@@ -256,3 +256,22 @@ def test_with_a_tokenizer_steps_carry_real_token_ids_and_sessions_catch_up_step_
     assert s.text == g.text + "7 - 4 = 3.\n\n" and s.n_tokens == n + len(b.encode("7 - 4 = 3.\n\n"))
     with pytest.raises(Exception, match="token_prompts=1 needs"):
         backend(server, tokenizer="", token_prompts="1")
+
+
+def test_sampling_filters_reach_the_server_and_it_applies_them(server, proxy):
+    """top_p goes in the body, top_k and min_p as the extensions the server takes; top_k=1 at temperature 1.5
+    writes the greedy text, which the same temperature alone does not."""
+    from reasoning.backends.base import Sampling
+
+    b = backend(proxy.url)
+    greedy = b.open_session(Prompt.math(QUESTION)).generate(max_tokens=24)
+    tops = [b.open_session(Prompt.math(QUESTION)).generate(max_tokens=24, temperature=1.5, seed=s,
+                                                              sampling=Sampling(top_p=0.9, top_k=1, min_p=0.05))
+            for s in (1, 2)]
+    sent = proxy.bodies[-1]
+    assert (sent["top_p"], sent["top_k"], sent["min_p"], sent["temperature"]) == (0.9, 1, 0.05, 1.5)
+    assert all(t.text == greedy.text for t in tops)
+    hot = [b.open_session(Prompt.math(QUESTION)).generate(max_tokens=24, temperature=1.5, seed=s) for s in (1, 2)]
+    assert any(h.text != greedy.text for h in hot)
+    assert "top_k" not in proxy.bodies[-1] and "top_p" not in proxy.bodies[-1]
+

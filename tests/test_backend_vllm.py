@@ -193,3 +193,16 @@ def test_openai_backend_on_vllms_server_scores_and_reports_stops(vllm_server, vb
     ref.append("The answer is ")
     want, _ = ref.next_token_logprobs(digits)
     assert max(got, key=got.get) == max(want, key=want.get)
+
+
+def test_sampling_filters_reach_vllm(vb):
+    """top_k=1 at a high temperature writes the greedy text; the temperature alone does not."""
+    from reasoning.backends.base import Sampling
+
+    def gen(**kw):
+        return vb.open_session(Prompt.math(QUESTION)).generate(max_tokens=16, **kw).text
+
+    greedy = gen()
+    assert all(gen(temperature=2.0, seed=s, sampling=Sampling(top_k=1, top_p=0.9, min_p=0.05)) == greedy
+               for s in (1, 2))
+    assert any(gen(temperature=2.0, seed=s) != greedy for s in (1, 2))

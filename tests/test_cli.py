@@ -19,6 +19,8 @@ from reasoning.types import Solution
     (["solve", "2+2?", "--router", "random", "--threshold", "2"], "threshold 2.0 is out of range"),
     (["solve", "2+2?", "--router", "nope"], "unknown router 'nope'"),
     (["solve", "2+2?", "--max-steps", "0"], "bad value for max_steps"),
+    (["solve", "2+2?", "--top-p", "0"], "bad value for top_p"),
+    (["solve", "2+2?", "--min-p", "2"], "bad value for min_p"),
     (["solve", "2+2?", "--draft", "openai:m?base_url=ftp://x", "--router", "draft-only"], "is not an http(s) URL"),
     (["solve", "2+2?", "--draft", "llamacpp:./missing.gguf", "--router", "draft-only"], "model file not found"),
     (["frobnicate"], "No such command 'frobnicate'"),
@@ -69,7 +71,7 @@ POLICY = {"--draft", "--target", "--router", "--threshold", "--escalation-rate",
 RUN = {"--dataset", "--data-dir", "--limit", "--out", "--judge", "--judge-opt", "--draft", "--target", "--seed",
        "--steps", "--split", "--max-steps", "--max-tokens", "--step-tokens", "--few-shot"}
 FLAGS = {  # every command and flag of the argparse CLI before the port to typer
-    ("solve",): POLICY | {"--example", "--temperature", "--seed", "--think", "--json"},
+    ("solve",): POLICY | {"--example", "--temperature", "--top-p", "--top-k", "--min-p", "--seed", "--think", "--json"},
     ("eval",): RUN | {"--policies", "--thresholds", "--escalation-rates", "--router-opt", "--repeats",
                       "--select-limit", "--select-margin", "--latency-profile", "--bootstrap", "--concurrency"},
     ("report",): {"--latency-profile", "--bootstrap"},

@@ -161,3 +161,44 @@ def test_lockstep_0_keeps_generations_apart(smol):
 
     b = load_backend("smollm2-135m?lockstep=0")
     assert b.lockstep is False and smol.lockstep is True
+
+
+def test_sampling_filters_keep_what_they_promise():
+    """top_k keeps the k likeliest, top_p the smallest head whose mass reaches it, min_p the tokens at least
+    that share of the likeliest's probability; each keeps the likeliest token."""
+    import math
+
+    import torch
+
+    from reasoning.backends.base import Sampling
+    from reasoning.backends.kv import filtered
+
+    z = torch.log(torch.tensor([0.5, 0.25, 0.15, 0.1]))
+    kept = lambda f: [i for i, v in enumerate(filtered(z, f).tolist()) if v > -math.inf]  # noqa: E731
+    assert kept(Sampling(top_k=2)) == [0, 1] and kept(Sampling(top_k=9)) == [0, 1, 2, 3]
+    assert kept(Sampling(top_p=0.5)) == [0] and kept(Sampling(top_p=0.6)) == [0, 1] and kept(Sampling(top_p=0.9)) \
+        == [0, 1, 2]
+    assert kept(Sampling(min_p=0.3)) == [0, 1, 2] and kept(Sampling(min_p=1.0)) == [0]
+    assert kept(Sampling(top_k=3, min_p=0.4)) == [0, 1]
+    with pytest.raises(ValueError, match="out of range"):
+        Sampling(top_p=0.0)
+
+
+def test_sampling_filters_apply_alone_and_in_a_batch(smol):
+    """At a high temperature, top_k=1 (or min_p=1, or a tiny top_p) writes the greedy text, alone and in a batch;
+    without a filter the same seeds do not."""
+    from reasoning.backends.base import Sampling
+
+    def session():
+        return smol.open_session(Prompt.math(QUESTION, few_shot=0))
+
+    greedy = session().generate(max_tokens=16).token_ids
+    filters = [Sampling(top_k=1), Sampling(min_p=1.0), Sampling(top_p=1e-6)]
+    for f in filters:
+        assert session().generate(max_tokens=16, temperature=2.0, seed=5, sampling=f).token_ids == greedy
+    batched = generate_batch(smol, [(session(), dict(max_tokens=16, temperature=2.0, seed=5, sampling=f))
+                                    for f in filters])
+    assert all(g.token_ids == greedy for g in batched)
+    hot = [session().generate(max_tokens=16, temperature=2.0, seed=s).token_ids for s in (5, 6)]
+    assert any(h != greedy for h in hot)
+

@@ -286,6 +286,13 @@ def test_specreason_runs_the_target_and_reports_each_step():
 USER = {"role": "user", "content": "What is 2 + 3?"}
 
 
+def test_a_requests_sampling_settings_reach_the_solve():
+    from specstep.serve import ChatRequest, request_limits
+
+    req = ChatRequest(messages=[USER], temperature=0.7, top_p=0.95, top_k=20, min_p=0.05, seed=3)
+    assert request_limits(None, req) == {"temperature": 0.7, "top_p": 0.95, "top_k": 20, "min_p": 0.05, "seed": 3}
+
+
 @pytest.mark.parametrize("body,status,msg", [
     (b"{not json", 400, "not valid JSON"),
     (b'{"messages": [{"role": "user", "content": "2+3?"}], "temperature": NaN}', 400, "NaN"),
@@ -309,7 +316,9 @@ USER = {"role": "user", "content": "What is 2 + 3?"}
     ({"messages": [USER], "stream": "yes"}, 400, "'stream'"),
     ({"messages": [USER], "stream_options": {"include_usage": True}}, 400, "stream_options is only allowed"),
     ({"messages": [USER], "n": 2}, 400, "'n'"),
-    ({"messages": [USER], "top_p": 0.5}, 400, "only top_p 1"),
+    ({"messages": [USER], "top_p": 0}, 400, "'top_p'"),
+    ({"messages": [USER], "top_k": -1}, 400, "'top_k'"),
+    ({"messages": [USER], "min_p": 1.5}, 400, "'min_p'"),
     ({"messages": [USER], "stop": ["\n"]}, 400, "stop sequences are not supported"),
     ({"messages": [USER], "model": "gpt-4o"}, 404, "model 'gpt-4o' does not exist"),
     (b'{"messages": [' + b" " * (1 << 20) + b"]}", 413, "too large"),

@@ -103,6 +103,31 @@ class Switch:
         return h > self.tau if self.above else h <= self.tau
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Filters on the tempered next-token distribution when sampling (temperature > 0; greedy decoding
+    ignores them), applied in this order: the `top_k` likeliest tokens (0: all), the smallest set of them
+    whose probability reaches `top_p` (1: all), those whose probability is at least `min_p` times the
+    likeliest one's (0: all)."""
+
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.top_p <= 1.0 and self.top_k >= 0 and 0.0 <= self.min_p <= 1.0):
+            raise ValueError(f"sampling filters out of range: top_p in (0, 1], top_k >= 0, min_p in [0, 1]; got {self}")
+
+    @property
+    def off(self) -> bool:
+        return self.top_p >= 1.0 and self.top_k == 0 and self.min_p == 0.0
+
+    def fields(self) -> dict[str, float | int]:
+        """The filters that are on, by their usual names (OpenAI-compatible servers, vLLM)."""
+        on = {"top_p": self.top_p < 1.0, "top_k": self.top_k > 0, "min_p": self.min_p > 0.0}
+        return {k: getattr(self, k) for k, v in on.items() if v}
+
+
 @dataclass(slots=True)
 class Generation:
     """Text a session generated. `text` ends with the stop string when one matched; the session
@@ -214,6 +239,7 @@ class Session(Protocol):
         temperature: float = 0.0,
         seed: int | None = None,
         ignore_eos: bool = False,
+        sampling: Sampling | None = None,
     ) -> Generation: ...
 
     def score(self, text: str) -> Scored:

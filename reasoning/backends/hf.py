@@ -20,6 +20,7 @@ import torch
 
 from reasoning.backends.base import (
     Generation,
+    Sampling,
     Switch,
     Turns,
     Usage,
@@ -323,11 +324,12 @@ class HFSession(KVSession):
 
     @torch.inference_mode()
     def generate(self, *, max_tokens: int, stop: Sequence[str] = (), temperature: float = 0.0,
-                 seed: int | None = None, ignore_eos: bool = False, switch: Switch | None = None) -> Generation:
+                 seed: int | None = None, ignore_eos: bool = False, switch: Switch | None = None,
+                 sampling: Sampling | None = None) -> Generation:
         if temperature == 0 and self.backend.assistant is not None and switch is None:
             return self._generate_assisted(max_tokens, stop, ignore_eos)
         kw = dict(max_tokens=max_tokens, stop=tuple(stop), temperature=temperature, seed=seed, ignore_eos=ignore_eos,
-                  switch=switch)
+                  switch=switch, sampling=sampling)
         from reasoning.batching import LOCKSTEP
 
         if self.backend.lockstep and LOCKSTEP.is_worker() and type(self)._model_forward is HFSession._model_forward:

@@ -48,7 +48,8 @@ class _Job:
         also gives its first logits; one further behind catches up alone first and samples its first token."""
         s, kw = self.session, self.kw
         self.decoding = Decoding(s, kw["max_tokens"], kw.get("stop", ()), kw.get("temperature", 0.0),
-                                 kw.get("seed"), kw.get("ignore_eos", False), kw.get("switch"))
+                                 kw.get("seed"), kw.get("ignore_eos", False), kw.get("switch"),
+                                 kw.get("sampling"))
         s._pend_last_without_logits()
         if len(s.ids) - s._kv_len == 1 and s._kv_len and not self.decoding.done:
             self.fed = 1

@@ -8,13 +8,14 @@ engine implements two hooks: a forward pass after the cached prefix, and a crop 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Protocol
 
 import torch
 
-from reasoning.backends.base import Generation, Scored, Switch, Unbranched, Usage, usage
+from reasoning.backends.base import Generation, Sampling, Scored, Switch, Unbranched, Usage, usage
 
 
 class TokenEngine(Protocol):
@@ -135,12 +136,13 @@ class KVSession(Unbranched):
 
     @torch.inference_mode()
     def generate(self, *, max_tokens: int, stop: Sequence[str] = (), temperature: float = 0.0,
-                 seed: int | None = None, ignore_eos: bool = False, switch: Switch | None = None) -> Generation:
+                 seed: int | None = None, ignore_eos: bool = False, switch: Switch | None = None,
+                 sampling: Sampling | None = None) -> Generation:
         t0 = time.perf_counter()
         logits, fed = self._next_logits()
         prefill = time.perf_counter() - t0
         self._remember()
-        d = Decoding(self, max_tokens, stop, temperature, seed, ignore_eos, switch)
+        d = Decoding(self, max_tokens, stop, temperature, seed, ignore_eos, switch, sampling)
         tok = d.take(logits)
         while tok is not None:
             tok = d.take(self._forward([tok])[-1])
@@ -218,6 +220,21 @@ class KVSession(Unbranched):
         self._crop_kv(n_tokens)
 
 
+def filtered(z: torch.Tensor, f: Sampling) -> torch.Tensor:
+    """Tempered logits with the tokens the filters remove set to -inf (the likeliest token always stays)."""
+    z = z.clone()
+    if 0 < f.top_k < z.shape[-1]:
+        z[z < torch.topk(z, f.top_k).values[-1]] = -math.inf
+    if f.top_p < 1.0:
+        order = torch.argsort(z, descending=True)
+        p = torch.softmax(z[order], dim=-1)
+        z[order[(torch.cumsum(p, -1) - p) >= f.top_p]] = -math.inf  # those after the mass reached top_p
+    if f.min_p > 0.0:
+        p = torch.softmax(z, dim=-1)
+        z[p < f.min_p * p.max()] = -math.inf
+    return z
+
+
 class Decoding:
     """One generation's sampling loop over a session: `take` samples a token from the next-token
     logits, appends it to the session's ids and checks end of sequence, stop strings and length; the
@@ -225,8 +242,9 @@ class Decoding:
     logits back, until `take` returns None. `result` builds the `Generation`."""
 
     def __init__(self, session: KVSession, max_tokens: int, stop: Sequence[str], temperature: float,
-                 seed: int | None, ignore_eos: bool, switch: Switch | None = None):
+                 seed: int | None, ignore_eos: bool, switch: Switch | None = None, sampling: Sampling | None = None):
         self.s, self.max_tokens, self.stop, self.switch = session, max_tokens, stop, switch
+        self.sampling = None if sampling is None or sampling.off else sampling
         self.temperature, self.ignore_eos = temperature, ignore_eos
         self.gen = torch.Generator().manual_seed(seed) if (temperature > 0 and seed is not None) else None
         self.start = len(session.ids)
@@ -243,7 +261,8 @@ class Decoding:
         b = self.s.backend
         logp = torch.log_softmax(logits, dim=-1)
         if self.temperature > 0:
-            probs = torch.softmax(logits / self.temperature, dim=-1)
+            z = logits / self.temperature
+            probs = torch.softmax(z if self.sampling is None else filtered(z, self.sampling), dim=-1)
             tok = int(torch.multinomial(probs, 1, generator=self.gen))
         else:
             tok = int(torch.argmax(logits))

@@ -42,7 +42,7 @@ from typing import Any
 
 import openai
 
-from reasoning.backends.base import chat_turn_markers, tokenizer_key
+from reasoning.backends.base import Sampling, chat_turn_markers, tokenizer_key
 from reasoning.backends.prefix import Completion, PrefixSession, entropy_from_top, render_prompt
 from reasoning.batching import LOCKSTEP
 from reasoning.errors import BackendUnavailableError, ModelSpecError, SpecstepError
@@ -56,6 +56,15 @@ log = logging.getLogger(__name__)
 # for that token may be from the one it generated it with (prefill and decoding round differently).
 ECHO_PROBE, ECHO_TOLERANCE = "The capital of France is", 1.0
 
+
+def _sampled(body: dict[str, Any], sampling: Sampling | None, ignore_eos: bool) -> tuple[dict, dict | None]:
+    """A request's body with top_p (standard), and its extra fields: top_k and min_p, ignore_eos (the
+    extensions vLLM, SGLang and llama.cpp's server take)."""
+    on = sampling.fields() if sampling is not None else {}
+    if "top_p" in on:
+        body["top_p"] = on.pop("top_p")
+    extra = on | ({"ignore_eos": True} if ignore_eos else {})
+    return body, extra or None
 
 class ServerError(SpecstepError):
     """The server answered, but not with what was asked (4xx, a missing field, an unsupported feature)."""
@@ -259,12 +268,13 @@ class OpenAIBackend:
             raise ServerError(f"{url}/chat/completions: answer has no choices") from None
 
     def chat_complete(self, url: str, prompt: Prompt, assistant: str, *, max_tokens: int, stop: Sequence[str],
-                      temperature: float, seed: int | None, ignore_eos: bool) -> Completion:
+                      temperature: float, seed: int | None, ignore_eos: bool,
+                      sampling: Sampling | None = None) -> Completion:
         body: dict[str, Any] = {"max_tokens": max(1, max_tokens), "temperature": temperature, "logprobs": True,
                                 "top_logprobs": self.top_k, "stop": list(stop) or None}
         if seed is not None:
             body["seed"] = seed
-        ch = self._chat(url, prompt, assistant, body, {"ignore_eos": True} if ignore_eos else None)
+        ch = self._chat(url, prompt, assistant, *_sampled(body, sampling, ignore_eos))
         text = (ch.get("message") or {}).get("content") or ""
         content = (ch.get("logprobs") or {}).get("content") or []
         lps = [c.get("logprob", -math.inf) for c in content]
@@ -310,12 +320,12 @@ class OpenAIBackend:
 
     # --- the three calls a session makes ---------------------------------------------------------
     def complete(self, url: str, prompt: str | list[int], *, max_tokens: int, stop: Sequence[str], temperature: float,
-                 seed: int | None, ignore_eos: bool) -> Completion:
+                 seed: int | None, ignore_eos: bool, sampling: Sampling | None = None) -> Completion:
         body: dict[str, Any] = {"prompt": prompt, "max_tokens": max(1, max_tokens), "temperature": temperature,
                                 "logprobs": self.top_k, "stop": list(stop) or None}
         if seed is not None:
             body["seed"] = seed
-        ch = self._completion(url, body, {"ignore_eos": True} if ignore_eos else None)  # vLLM's extension
+        ch = self._completion(url, *_sampled(body, sampling, ignore_eos))
         text = ch.get("text") or ""
         lp = ch.get("logprobs") or {}
         tokens = lp.get("tokens") or []

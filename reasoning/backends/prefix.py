@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from reasoning.backends.base import Generation, Scored, Unbranched, Usage, usage
+from reasoning.backends.base import Generation, Sampling, Scored, Unbranched, Usage, usage
 from reasoning.prompts import Prompt
 
 
@@ -42,7 +42,8 @@ class PrefixEngine(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def complete(self, prompt: str | list[int], *, max_tokens: int, stop: Sequence[str], temperature: float,
-                 seed: int | None, ignore_eos: bool, images: tuple = ()) -> Completion: ...
+                 seed: int | None, ignore_eos: bool, images: tuple = (),
+                 sampling: Sampling | None = None) -> Completion: ...
 
     def continuation_logprobs(self, prompt: str | list[int], continuation: str,
                               images: tuple = ()) -> tuple[list[int], list[float]]: ...
@@ -119,11 +120,12 @@ class PrefixSession(Unbranched):
         return Usage(seconds=time.perf_counter() - t0)
 
     def generate(self, *, max_tokens: int, stop: Sequence[str] = (), temperature: float = 0.0,
-                 seed: int | None = None, ignore_eos: bool = False) -> Generation:
+                 seed: int | None = None, ignore_eos: bool = False, sampling: Sampling | None = None) -> Generation:
         t0 = time.perf_counter()
         fed = self._fed()
+        more = {} if sampling is None or sampling.off else {"sampling": sampling}
         c = self.engine.complete(self.context(), max_tokens=max_tokens, stop=list(stop), temperature=temperature,
-                                 seed=seed, ignore_eos=ignore_eos, images=self.images)
+                                 seed=seed, ignore_eos=ignore_eos, images=self.images, **more)
         if c.text:
             self._add(c.text, c.token_ids if len(c.token_ids) == c.n_tokens else None, c.n_tokens)
         self._seen = self.n_tokens

@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from reasoning.backends.base import chat_turn_markers, tokenizer_key
+from reasoning.backends.base import Sampling, chat_turn_markers, tokenizer_key
 from reasoning.backends.prefix import Completion, PrefixSession, entropy_from_top, render_prompt
 from reasoning.batching import LOCKSTEP
 from reasoning.errors import BackendUnavailableError, ModelSpecError
@@ -185,12 +185,13 @@ class VLLMBackend:
         return LOCKSTEP.call(self, request) if self.lockstep else self.run_batch([request])[0]
 
     def complete(self, prompt: str | list[int], *, max_tokens: int, stop: Sequence[str], temperature: float,
-                 seed: int | None, ignore_eos: bool, images: tuple = ()) -> Completion:
+                 seed: int | None, ignore_eos: bool, images: tuple = (),
+                 sampling: Sampling | None = None) -> Completion:
         from vllm import SamplingParams
 
         sp = SamplingParams(max_tokens=max(1, max_tokens), temperature=temperature, seed=seed, stop=list(stop),
                             include_stop_str_in_output=True, ignore_eos=ignore_eos, logprobs=self.top_k,
-                            skip_special_tokens=False)
+                            skip_special_tokens=False, **(sampling.fields() if sampling is not None else {}))
         out = self._call("generate", self._context_ids(prompt), sp, images).outputs[0]
         ids = list(out.token_ids)
         lps, ents = [], []
