@@ -120,9 +120,10 @@ class HandoffRouter(BaseRouter):
         pieces: list[Piece] = []
         parts: list[Generation] = []
         model, used, by_draft, score, handoffs = "draft", 0, 0, 0.0, 0
+        end: tuple[str, str | None] = ("length", None)  # how the step ended: the last call's finish and stop
         while used < ctx.step_cap:
             gen = ctx.write_step(model, prefix=pieces, switch=switch[model], max_tokens=ctx.step_cap - used)
-            switched = gen.finish_reason == "switch"
+            switched, end = gen.finish_reason == "switch", (gen.finish_reason, gen.stop)
             if model == "draft":
                 score = max([score, *(e / scale for e in gen.entropies)])
             if model == "draft" and switched:  # the uncertain token is the target's to write
@@ -140,8 +141,7 @@ class HandoffRouter(BaseRouter):
             model = "target" if model == "draft" else "draft"
         self.handoffs.append(handoffs)
         step = Generation("".join(g.text for g in parts), [i for g in parts for i in g.token_ids],
-                          [x for g in parts for x in g.logprobs], [x for g in parts for x in g.entropies],
-                          parts[-1].finish_reason if parts else "length", parts[-1].stop if parts else None)
+                          [x for g in parts for x in g.logprobs], [x for g in parts for x in g.entropies], *end)
         if by_draft == len(step.token_ids):
             return Decision(escalate=False, score=score, draft=step, threshold=tau)
         return Decision(escalate=True, score=score, target=step, stitched=by_draft, threshold=tau)

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import typer
 
 from reasoning.errors import SpecstepError
-from reasoning.options import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET
+from reasoning.options import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET, make_limits
 from reasoning.options import DEFAULT_LIMITS as L
 from reasoning.options import SWEEP_LIMITS as SL
 
@@ -176,6 +176,12 @@ def eval_(
     max_tokens: Annotated[int, typer.Option()] = SL.max_tokens,
     step_tokens: Annotated[int, typer.Option()] = SL.step_tokens,
     few_shot: FewShot = SL.few_shot,
+    temperature: Annotated[float, typer.Option(help="sampling temperature of every solve (0: greedy)")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="sampling: likeliest tokens up to this probability (1: off)")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="sampling: the k likeliest tokens (0: off)")] = 0,
+    min_p: Annotated[float, typer.Option(help="sampling: tokens at least this share of the likeliest's (0: off)")]
+    = 0.0,
+    think: Think = False,
     repeats: Annotated[int, typer.Option(metavar="R", help="runs per test problem and configuration (repeat k > "
                                          "0 samples with seed + k; greedy repeats measure time noise)")] = 1,
     select_limit: Annotated[int | None, typer.Option(metavar="N", help="choose each policy's threshold on N "
@@ -528,6 +534,12 @@ def _cmd_eval(args: SimpleNamespace) -> int:
     if args.concurrency < 1:
         raise SpecstepError(f"--concurrency must be at least 1, got {args.concurrency}")
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    limits = {"max_steps": args.max_steps, "max_tokens": args.max_tokens, "step_tokens": args.step_tokens,
+              "few_shot": args.few_shot}
+    # sampling settings only where set, so that earlier runs' folders keep their identity (and resume)
+    limits |= {k: getattr(args, k) for k, off in (("temperature", 0.0), ("top_p", 1.0), ("top_k", 0),
+                                                   ("min_p", 0.0), ("think", False)) if getattr(args, k) != off}
+    make_limits(**{k: v for k, v in limits.items() if v is not None})  # a bad value: one line, before any model
     cfg = SweepConfig(
         dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, seed=args.seed,
         synthetic_steps=args.steps, synthetic_split=args.split, draft=args.draft, target=args.target,
@@ -535,9 +547,7 @@ def _cmd_eval(args: SimpleNamespace) -> int:
         thresholds=_floats(args.thresholds, "--thresholds"),
         escalation_rates=_floats(args.escalation_rates, "--escalation-rates"),
         router_options=router_options(args),
-        limits={"max_steps": args.max_steps, "max_tokens": args.max_tokens, "step_tokens": args.step_tokens,
-                "few_shot": args.few_shot},
-        repeats=args.repeats, select_limit=args.select_limit, select_margin=args.select_margin,
+        limits=limits, repeats=args.repeats, select_limit=args.select_limit, select_margin=args.select_margin,
         latency_profile=args.latency_profile, concurrency=args.concurrency,
     )
     records = run_sweep(cfg, args.out)

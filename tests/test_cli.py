@@ -20,6 +20,8 @@ from reasoning.types import Solution
     (["solve", "2+2?", "--router", "nope"], "unknown router 'nope'"),
     (["solve", "2+2?", "--max-steps", "0"], "bad value for max_steps"),
     (["solve", "2+2?", "--top-p", "0"], "bad value for top_p"),
+    (["eval", "--dataset", "synthetic", "--policies", "target-only", "--out", "x", "--top-k", "-1"],
+     "bad value for top_k"),
     (["solve", "2+2?", "--min-p", "2"], "bad value for min_p"),
     (["solve", "2+2?", "--draft", "openai:m?base_url=ftp://x", "--router", "draft-only"], "is not an http(s) URL"),
     (["solve", "2+2?", "--draft", "llamacpp:./missing.gguf", "--router", "draft-only"], "model file not found"),
@@ -73,7 +75,8 @@ RUN = {"--dataset", "--data-dir", "--limit", "--out", "--judge", "--judge-opt", 
 FLAGS = {  # every command and flag of the argparse CLI before the port to typer
     ("solve",): POLICY | {"--example", "--temperature", "--top-p", "--top-k", "--min-p", "--seed", "--think", "--json"},
     ("eval",): RUN | {"--policies", "--thresholds", "--escalation-rates", "--router-opt", "--repeats",
-                      "--select-limit", "--select-margin", "--latency-profile", "--bootstrap", "--concurrency"},
+                      "--select-limit", "--select-margin", "--latency-profile", "--bootstrap", "--concurrency",
+                      "--temperature", "--top-p", "--top-k", "--min-p", "--think"},
     ("report",): {"--latency-profile", "--bootstrap"},
     ("train-router",): {"--traces", "--out", "--model", "--seed", "--test-fraction", "--no-balance"},
     ("collect",): RUN | {"--target-samples", "--temperature", "--concurrency"},
@@ -119,3 +122,23 @@ def test_the_console_script_is_the_entry_point():
     r = subprocess.run([*exe, "solve", ""], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 2 and r.stderr.strip() == "specstep: error: the question is empty: give a question, " \
         "or --example", r.stderr
+
+
+@pytest.mark.slow
+def test_eval_passes_sampling_to_every_solve(cli, tmp_path):
+    """At temperature 2, top_k=1 answers as greedy decoding does; the run's limits record the settings."""
+    run = ["eval", "--dataset", "synthetic", "--steps", "2", "--limit", "3", "--policies", "target-only",
+           "--draft", "testbed-draft", "--target", "testbed-target", "--max-steps", "6", "--max-tokens", "256",
+           "--step-tokens", "64"]
+    assert cli(*run, "--out", str(tmp_path / "greedy")).returncode == 0
+    r = cli(*run, "--out", str(tmp_path / "topk"), "--temperature", "2", "--top-k", "1")
+    assert r.returncode == 0, r.stderr
+
+    def answers(folder):
+        recs = [json.loads(x) for x in (tmp_path / folder / "records.jsonl").read_text().splitlines()]
+        return [(x["problem_id"], x["answer"], [s["text"] for s in x["solution"]["steps"]]) for x in recs]
+
+    assert answers("topk") == answers("greedy")
+    cfg = json.loads((tmp_path / "topk" / "run.json").read_text())
+    assert "temperature" in json.dumps(cfg) and '"top_k": 1' in json.dumps(cfg)
+
