@@ -138,8 +138,8 @@ class Sessions:
             for piece in prefix:
                 slot.put(piece)
         more: dict = {} if switch is None else {"switch": switch}
-        if self.limits.sampling() is not None:
-            more["sampling"] = self.limits.sampling()
+        if (sampling := self.limits.sampling()) is not None:
+            more["sampling"] = sampling
         gen = session.generate(max_tokens=cap, stop=self.segmenter.stops(thinking),
                                temperature=self.limits.temperature if temperature is None else temperature,
                                seed=self.seed(step, model) if seed is None else seed,
