@@ -12,7 +12,9 @@ from the gold prefix (teacher-forced) and checked exactly. Records are appended 
 (resumable: a rerun measures only what is missing). The choice, printed with Wilson intervals:
 - target: the phase that solves the most problems (the earliest on a tie);
 - draft: among the phases right on >= 60% of steps and >= 25 points below the chosen target on
-  problems, the one right on the most steps (the earliest on a tie); if none meets both, none.
+  problems, the one right on the most steps (the earliest on a tie); if none meets both, the one right
+  on the most steps among those >= 25 points below the target, and if none is that far below, the one
+  that solves the fewest problems (the goals missed, said so).
 """
 
 from __future__ import annotations
@@ -152,12 +154,17 @@ def main() -> None:
         sys.exit("testbed_choose: measure the target phases first (--what target)")
     t = targets[max(targets, key=lambda k: (targets[k]["correct"], -k))]["acc"]
     ok = [k for k, r in rows.items() if r["step_acc"] >= STEP_GOAL and r["acc"] <= t - GAP_GOAL]
-    if not ok:
-        print(f"no draft phase is right on >= {STEP_GOAL:.0%} of steps and >= {100 * GAP_GOAL:.0f} points below "
-              f"the target ({100 * t:.0f}%)")
+    if ok:
+        best = max(ok, key=lambda k: (rows[k]["steps_right"], -k))
+        print(f"chosen draft: phase {best}")
         return
-    best = max(ok, key=lambda k: (rows[k]["steps_right"], -k))
-    print(f"chosen draft: phase {best}")
+    print(f"no draft phase is right on >= {STEP_GOAL:.0%} of steps and >= {100 * GAP_GOAL:.0f} points below "
+          f"the target ({100 * t:.0f}%)")
+    # the gap is what the pair is for: the steps goal gives way first, then the gap
+    below = [k for k, r in rows.items() if r["acc"] <= t - GAP_GOAL]
+    best = (max(below, key=lambda k: (rows[k]["steps_right"], -k)) if below
+            else min(rows, key=lambda k: (rows[k]["correct"], k)))
+    print(f"chosen draft (goals missed): phase {best}")
 
 
 if __name__ == "__main__":
