@@ -50,7 +50,8 @@ class Slot:
     session: Session | None = None
     held: int = 0
     # session length before the draft's current step, while the session holds it on trial (or before a
-    # step a router wrote with `write_step`, `written`, which stays until the commit or the next call)
+    # step a router wrote with `write_step`, `written`, which stays until the commit or the next call
+    # that does not continue it)
     trial: int | None = None
     written: Generation | None = None
     kept: bool = False  # the session kept the draft's step from trial; the commit counts it held
@@ -118,6 +119,11 @@ class Sessions:
     def seed(self, step: int, model: Model) -> int | None:
         return None if self.limits.seed is None else self.limits.seed * 1_000_003 + step * 7 + (model == "target")
 
+    def _seed(self, step: int, model: Model, prefix: str | Sequence[Piece]) -> int | None:
+        """A generation's seed: each part of a step written in parts (after 0, 1, ... pieces) draws its own."""
+        s = self.seed(step, model)
+        return s if s is None or isinstance(prefix, str) else s + 7919 * len(prefix)
+
     def generate(self, model: Model, step: int, thinking: bool, cap: int, temperature: float | None = None,
                  seed: int | None = None, prefix: str | Sequence[Piece] = "",
                  switch: Switch | None = None) -> tuple[Generation, int]:
@@ -142,16 +148,17 @@ class Sessions:
             more["sampling"] = sampling
         gen = session.generate(max_tokens=cap, stop=self.segmenter.stops(thinking),
                                temperature=self.limits.temperature if temperature is None else temperature,
-                               seed=self.seed(step, model) if seed is None else seed,
+                               seed=self._seed(step, model, prefix) if seed is None else seed,
                                ignore_eos=self.limits.ignore_eos, **more)
         return gen, mark
 
-    @staticmethod
-    def _still_written(slot: Slot | None, prefix: str | Sequence[Piece]) -> list[int] | None:
+    def _still_written(self, slot: Slot | None, prefix: str | Sequence[Piece]) -> list[int] | None:
         """When the session holds, after the accepted prefix, a step this model wrote with `write_step` and
         `prefix` is pieces with ids it takes: roll back to where the two part and return the ids still to
         append; else None (the caller rolls back to the accepted prefix and appends `prefix`)."""
         if slot is None or slot.written is None or slot.trial is None or isinstance(prefix, str) or not prefix:
+            return None
+        if slot.held != len(self.pieces):  # written before a step it does not hold yet: not after the prefix
             return None
         if any(p.ids is None or p.author not in slot.shared for p in prefix):
             return None
@@ -192,6 +199,7 @@ class Sessions:
             u = gens[0].usage  # the call's first row carries the shared catch-up
             u.input_tokens, u.flops, u.seconds = u.input_tokens + head.input_tokens, u.flops + head.flops, \
                 u.seconds + head.seconds
+            u.prefill_seconds = (u.prefill_seconds or 0.0) + head.seconds
             return gens, 1
         gens = []
         for i, prefix in enumerate(prefixes):

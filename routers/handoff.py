@@ -10,8 +10,9 @@ tokens are written, so no draft tail is written and thrown away (only the one un
 and both models keep their KV cache and read only what the other wrote (exactly its token ids: the two
 models must share a vocabulary; engines whose sessions take `switch`: transformers, llama.cpp).
 `normalized=true` divides entropies by log(vocabulary size) (the paper's later versions), so tau and back
-are in [0, 1]. A step the target wrote part of is a partial escalation (`Step.handoff_tokens`: the draft's
-tokens in it). Score: the largest draft entropy met in the step (the dropped tokens' included).
+are in [0, 1) and the threshold must be given. A step the target wrote part of is a partial escalation
+(`Step.handoff_tokens`: the draft's tokens in it). Score: the largest draft entropy met in the step (the
+dropped tokens' included).
 
 `way=one` (the variant kept from before): the draft writes its whole step first; at its first token whose
 uncertainty exceeds tau (entropy in nats, `signal=entropy`, or surprise, -log p(token), `signal=surprise`)
@@ -27,6 +28,7 @@ a nat).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Literal
 
 from reasoning.backends.base import Generation, Switch, Usage
@@ -50,6 +52,9 @@ class HandoffRouter(BaseRouter):
             raise ConfigError("router 'handoff': way=two switches on entropy (R-Stitch); signal=surprise needs way=one")
         if normalized and way == "one":
             raise ConfigError("router 'handoff': normalized entropies need way=two")
+        if normalized and (threshold is None or threshold >= 1.0 or (back is not None and back >= 1.0)):
+            raise ConfigError("router 'handoff': normalized=true needs a threshold (and back) below 1: an entropy "
+                              "over log(vocabulary size) is at most 1")
         self.signal, self.way, self.back, self.normalized = signal, way, back, normalized
         self.proposes = way == "one"  # two-way writes the step itself
         self.start()
@@ -122,7 +127,9 @@ class HandoffRouter(BaseRouter):
         model, used, by_draft, score, handoffs = "draft", 0, 0, 0.0, 0
         end: tuple[str, str | None] = ("length", None)  # how the step ended: the last call's finish and stop
         while used < ctx.step_cap:
-            gen = ctx.write_step(model, prefix=pieces, switch=switch[model], max_tokens=ctx.step_cap - used)
+            lead = draft.decode([i for p in pieces for i in p.ids]) if pieces else ""  # a delimiter can span parts
+            gen = ctx.write_step(model, prefix=pieces, switch=replace(switch[model], lead=lead),
+                                 max_tokens=ctx.step_cap - used)
             switched, end = gen.finish_reason == "switch", (gen.finish_reason, gen.stop)
             if model == "draft":
                 score = max([score, *(e / scale for e in gen.entropies)])
@@ -140,7 +147,9 @@ class HandoffRouter(BaseRouter):
                 break
             model = "target" if model == "draft" else "draft"
         self.handoffs.append(handoffs)
-        step = Generation("".join(g.text for g in parts), [i for g in parts for i in g.token_ids],
+        ids = [i for g in parts for i in g.token_ids]
+        # decoded together, not joined: a part alone can split a character or lose its leading space
+        step = Generation(draft.decode(ids) if ids else "", ids,
                           [x for g in parts for x in g.logprobs], [x for g in parts for x in g.entropies], *end)
         if by_draft == len(step.token_ids):
             return Decision(escalate=False, score=score, draft=step, threshold=tau)

@@ -215,3 +215,25 @@ def test_branch_logprobs_read_every_branch_in_one_pass_as_separate_passes_would(
         assert s.next_token_logprobs(cands)[0] == pytest.approx(want, abs=2e-3)
         s.rollback(mark)
     assert s.can_branch and usage.input_tokens == sum(smol.count_tokens(p) + smol.count_tokens(suffix) for p in pieces)
+
+
+@pytest.mark.slow
+def test_a_stop_string_begun_before_a_switched_generation_ends_it_where_it_completes(smol):
+    """Two-way handoff writes a step in parts: a delimiter begun by one model ("\\n") and completed by the
+    other ("\\n") ends the step there (the switch's `lead` is the step's text so far)."""
+    from reasoning.backends.base import Switch
+    from reasoning.backends.kv import Decoding
+
+    newline = smol.encode("\n")
+    assert len(newline) == 1
+    forced = torch.full((smol.n_vocab,), -1e4)
+    forced[newline[0]] = 0.0  # the model's next token is "\n", whatever it would write
+    for lead, ends in (("x = 3.\n", True), ("x = 3.", False)):
+        s = smol.open_session(Prompt.math(QUESTION, few_shot=0))
+        d = Decoding(s, max_tokens=4, stop=["\n\n"], temperature=0.0, seed=None, ignore_eos=False,
+                     switch=Switch(20.0, True, False, lead=lead))
+        assert (d.take(forced) is None) == ends
+        if ends:
+            g = d.result(0, 0.0, 0.0)
+            assert (g.finish_reason, g.stop, g.text, g.token_ids) == ("stop", "\n\n", "\n", newline)
+        s.close()

@@ -21,6 +21,7 @@ POLICIES = FAST | {
     "first-token": (0.01, {}),
     "oracle": (0.0, {}),
     "handoff": (0.5, {}),
+    "handoff/one": (0.1, {"way": "one"}),  # the target continues the draft's head: a step written after a prefix
     "cascade": (0.9, {"gate": "logprob", "arbitrage": "testbed", "confident": "-0.02"}),
     "best-of-n": (0.75, {"n": "2"}),
     "lookahead": (0.75, {"k": "2", "verify": "score"}),

@@ -92,11 +92,14 @@ def count_params(model) -> int:
 @dataclass(frozen=True)
 class Switch:
     """End a generation after the first token whose next-token entropy (nats; `normalized`: over
-    log(vocabulary size)) is above `tau` (`above`) or at most `tau` (not `above`): finish reason "switch"."""
+    log(vocabulary size)) is above `tau` (`above`) or at most `tau` (not `above`): finish reason "switch".
+    `lead`: the text of the step written before this generation (by either model), so that a stop string
+    begun there and completed here ends the generation."""
 
     tau: float
     above: bool = True
     normalized: bool = False
+    lead: str = ""
 
     def met(self, entropy: float, vocab: int) -> bool:
         h = entropy / math.log(vocab) if self.normalized else entropy

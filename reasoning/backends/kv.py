@@ -252,6 +252,9 @@ class Decoding:
         self.lps: list[float] = []
         self.ents: list[float] = []
         self.finish, self.matched, self.cut, self.text = "length", None, None, ""
+        longest = max((len(x) for x in stop), default=0)
+        # the step's text before this generation, as far back as a stop string can reach
+        self.lead = switch.lead[max(0, len(switch.lead) - longest + 1):] if switch is not None and longest > 1 else ""
         self.done = max_tokens <= 0
 
     def take(self, logits: torch.Tensor) -> int | None:
@@ -276,9 +279,9 @@ class Decoding:
         self.s.ids.append(tok)
         if self.stop:  # without stop strings the text is decoded once, at the end
             prev, self.text = len(self.text), b.decode(self.out)
-            hit = find_stop(self.text, self.stop, prev)
+            hit = find_stop(self.lead + self.text, self.stop, len(self.lead) + prev)
             if hit is not None:
-                self.cut, self.matched = hit[0] + len(hit[1]), hit[1]
+                self.cut, self.matched = hit[0] + len(hit[1]) - len(self.lead), hit[1]
                 self.finish = "stop"
                 return None
         if self.switch is not None and self.switch.met(self.ents[-1], logp.shape[-1]):
