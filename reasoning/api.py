@@ -47,7 +47,8 @@ class Solver:
             threshold=getattr(self.router, "threshold", None), max_steps=limits.max_steps,
             max_tokens=limits.max_tokens, step_tokens=limits.step_tokens, delimiter=limits.delimiter,
             few_shot=limits.few_shot, temperature=limits.temperature, top_p=limits.top_p, top_k=limits.top_k,
-            min_p=limits.min_p, seed=limits.seed,
+            min_p=limits.min_p, seed=limits.seed, think=limits.think, system_prompt=limits.system_prompt,
+            repeat=limits.repeat,
         )
 
     def solve(self, problem: str | Problem, on_step: Callable[[Step], None] | None = None,
@@ -93,8 +94,9 @@ def solve(question: str | Problem, draft: str | ModelSpec = DEFAULT_DRAFT,
           **limits: Any) -> Solution:
     """Solve one question step by step. Models are loaded once per process and reused.
 
-    `limits` are the fields of `Limits`: max_steps, max_tokens, step_tokens, delimiter,
-    temperature, seed, few_shot, think, stop_on_answer, force_answer."""
+    `limits` are the fields of `Limits` (reasoning.options): max_steps (0: no cap), max_tokens, step_tokens,
+    temperature, top_p, top_k, min_p, seed, few_shot, think, system_prompt, repeat, ...; or a preset's
+    (`reasoning.presets.read_preset("r1-distill")`)."""
     return Solver(draft, target, router, threshold, **limits).solve(question, on_step=on_step)
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from reasoning.answers import extract_answer, last_boxed
 from reasoning.backends.base import Backend, Generation, joined
@@ -30,6 +30,16 @@ FORCED_PREFIX = "The answer is \\boxed{"
 
 def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
+
+
+def repeats(texts: Sequence[str], rule: str = "any") -> bool:
+    """Whether the last step repeats (spaces aside) an earlier one: any earlier step, or (`consecutive`,
+    as SpecReason checks: thinking models write short paragraphs such as "Wait," again and again) the one
+    just before it."""
+    if len(texts) < 2:
+        return False
+    last = _norm(texts[-1])
+    return any(_norm(t) == last for t in (texts[-2:-1] if rule == "consecutive" else texts[:-1]))
 
 
 def _charge(c: Costs, ctx: LoopContext, start: int, seconds: float, keep: bool, calls: int) -> None:
@@ -54,6 +64,9 @@ def _stitch(draft: Generation, kept: int, prefix: str, rest: Generation) -> Gene
     return joined(head, rest)
 
 
+# context kept free past the solution's budget: the forced answer's prefix, a <think> head, a judge's question
+CONTEXT_MARGIN = 64
+
 class Controller:
     def __init__(self, draft: Backend | None, target: Backend | None, router: Router, limits: Limits,
                  config: SolveConfig):
@@ -66,11 +79,12 @@ class Controller:
         self.segmenter = Segmenter(limits.delimiter, limits.step_tokens, end_stops=limits.end_stops)
         self.sessions: Sessions | None = None
         self._head = ""  # "<think>\n" when the solution starts inside thinking
+        self._budget = limits.max_tokens  # the solution's tokens at most (cut to the models' context)
 
     def run(self, problem: Problem, on_step: Callable[[Step], None] | None = None) -> Solution:
         t_start = time.perf_counter()
         few_shot = 2 if self.limits.few_shot is None else self.limits.few_shot
-        prompt = Prompt.math(problem.question, few_shot)
+        prompt = Prompt.math(problem.question, few_shot, in_user=not self.limits.system_prompt)
         self.sessions = Sessions(self.draft_backend, self.target_backend, prompt, self.limits, self.segmenter)
         self._think_prompts(self.limits.think)
         self._check_context()
@@ -120,9 +134,9 @@ class Controller:
     # ------------------------------------------------------------------ the steps of the loop
 
     def _budget_stop(self, steps: list[Step]) -> StopReason | None:
-        if len(steps) >= self.limits.max_steps:
+        if self.limits.max_steps and len(steps) >= self.limits.max_steps:
             return "max_steps"
-        if sum(s.tokens for s in steps) >= self.limits.max_tokens:
+        if sum(s.tokens for s in steps) >= self._budget:
             return "token_budget"
         return None
 
@@ -130,7 +144,7 @@ class Controller:
         used = sum(s.tokens for s in steps)
         return LoopContext(problem, steps, step_index=len(steps),
                            in_thinking=self.segmenter.in_thinking(self._head + self.sessions.text),
-                           step_cap=min(self.limits.step_tokens, self.limits.max_tokens - used),
+                           step_cap=min(self.limits.step_tokens, self._budget - used),
                            limits=self.limits, config=self.config, sessions=self.sessions)
 
     def _propose(self, ctx: LoopContext, c: Costs) -> Cut | None:
@@ -215,7 +229,7 @@ class Controller:
             return "answer"
         if cut.ends_solution:
             return "eos"
-        if self.limits.stop_on_repeat and any(_norm(s.text) == _norm(step.text) for s in steps[:-1]):
+        if self.limits.stop_on_repeat and repeats([s.text for s in steps], self.limits.repeat):
             return "repeated_step"
         return None
 
@@ -237,7 +251,9 @@ class Controller:
         self._head = opener + "\n" if (think or opened) else ""
 
     def _check_context(self) -> None:
-        """Refuse a prompt longer than a model's context before any prefill, naming the lengths."""
+        """Refuse a prompt longer than a model's context before any prefill, naming the lengths; a token
+        budget past a model's context is cut to what the context holds (the forced answer's room kept)."""
+        self._budget = self.limits.max_tokens
         for slot in (self.sessions.draft, self.sessions.target):
             size = getattr(slot.backend, "context_length", None) if slot is not None else None
             if not size:
@@ -246,9 +262,11 @@ class Controller:
             if n >= size:
                 raise ConfigError(f"the question is too long for {slot.backend.name}: its prompt is {n} tokens and "
                                   f"the model's context holds {size}")
-            if n + self.limits.max_tokens > size:
-                log.warning("prompt (%d tokens) + max_tokens (%d) exceed %s's context of %d tokens", n,
-                            self.limits.max_tokens, slot.backend.name, size)
+            room = size - n - self.limits.forced_answer_tokens - CONTEXT_MARGIN
+            if room < self._budget:
+                log.warning("prompt (%d tokens) + max_tokens (%d) exceed %s's context of %d tokens: the budget is "
+                            "%d tokens", n, self.limits.max_tokens, slot.backend.name, size, max(1, room))
+                self._budget = max(1, room)
 
     def _answer_region(self) -> str:
         """Where the final answer is read: after </think> when the solution thinks (nothing before it

@@ -7,7 +7,7 @@ and `serve` (and so the server, whose budget is its Solver's) take their default
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -25,7 +25,7 @@ class Limits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_steps: int = Field(24, ge=1)
+    max_steps: int = Field(24, ge=0, description="steps of the solution at most (0: no cap; the token budget ends it)")
     max_tokens: int = Field(1024, ge=1, description="budget for the solution's tokens")
     step_tokens: int = Field(256, ge=1, description="token cap of one step")
     delimiter: str = Field("\n\n", min_length=1)
@@ -41,6 +41,11 @@ class Limits(BaseModel):
     think: bool = Field(False, description="open the answer with <think> (reasoning models)")
     stop_on_answer: bool = True
     stop_on_repeat: bool = True
+    repeat: Literal["any", "consecutive"] = Field("any", description="a repeated step is one equal to any earlier "
+                                                  "step, or to the one before it only (thinking models repeat short "
+                                                  "paragraphs such as 'Wait,')")
+    system_prompt: bool = Field(True, description="the instruction as a system message; False: no system message, "
+                                "the instruction follows the question in the user's turn (DeepSeek-R1's advice)")
     end_stops: tuple[str, ...] = Field(PLAIN_STOPS, description="strings that end the whole solution")
     force_answer: bool = True
     forced_answer_tokens: int = Field(24, ge=1)

@@ -43,6 +43,7 @@ class Prompt:
     system: str = MATH_SYSTEM
     examples: tuple[tuple[str, str], ...] = field(default_factory=tuple)
     prefix: str = ""  # text the assistant's answer starts with (for example "<think>\n")
+    in_user: bool = False  # the instruction follows the question in the user's turn (no system message)
     # PIL images, already loaded and checked (reasoning.images.load_images); left out of the hash
     images: tuple = field(default=(), hash=False)
 
@@ -51,23 +52,29 @@ class Prompt:
             object.__setattr__(self, "images", tuple(self.images))
 
     @classmethod
-    def math(cls, question: str, few_shot: int = 2, system: str = MATH_SYSTEM, prefix: str = "") -> Prompt:
+    def math(cls, question: str, few_shot: int = 2, system: str = MATH_SYSTEM, prefix: str = "",
+             in_user: bool = False) -> Prompt:
         if few_shot < 0 or few_shot > len(FEW_SHOT):
             from reasoning.errors import ConfigError
 
             raise ConfigError(f"few_shot must be between 0 and {len(FEW_SHOT)}, got {few_shot}")
-        return cls(question.strip(), system, tuple(FEW_SHOT[:few_shot]), prefix)
+        return cls(question.strip(), system, tuple(FEW_SHOT[:few_shot]), prefix, in_user)
 
     def messages(self) -> list[dict[str, Any]]:
         """Chat messages; with images the last user turn is content parts: the images, then the question."""
-        msgs: list[dict[str, Any]] = [{"role": "system", "content": self.system}] if self.system else []
+        system = self.system and not self.in_user
+        msgs: list[dict[str, Any]] = [{"role": "system", "content": self.system}] if system else []
+
+        def ask(q: str) -> str:
+            return f"{q}\n\n{self.system}" if self.in_user and self.system else q
+
         for q, a in self.examples:
-            msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            msgs += [{"role": "user", "content": ask(q)}, {"role": "assistant", "content": a}]
         if self.images:
-            parts = [{"type": "image"} for _ in self.images] + [{"type": "text", "text": self.question}]
+            parts = [{"type": "image"} for _ in self.images] + [{"type": "text", "text": ask(self.question)}]
             msgs.append({"role": "user", "content": parts})
         else:
-            msgs.append({"role": "user", "content": self.question})
+            msgs.append({"role": "user", "content": ask(self.question)})
         return msgs
 
     def plain(self, model: str | None = None) -> str:

@@ -146,6 +146,9 @@ class SolveConfig(_Record):
     top_k: int = 0
     min_p: float = 0.0
     seed: int | None = None
+    think: bool = False
+    system_prompt: bool = True
+    repeat: Literal["any", "consecutive"] = "any"
 
 
 class Solution(_Record):

@@ -13,13 +13,15 @@ from typing import Annotated, Literal
 import typer
 
 from reasoning.errors import SpecstepError
-from reasoning.options import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET, make_limits
+from reasoning.options import DEFAULT_DRAFT, DEFAULT_ROUTER, DEFAULT_TARGET
 from reasoning.options import DEFAULT_LIMITS as L
 from reasoning.options import SWEEP_LIMITS as SL
 
 try:  # typer >= 0.29 carries its own copy of click
+    from typer._click.core import ParameterSource
     from typer._click.exceptions import ClickException
 except ImportError:
+    from click.core import ParameterSource
     from click.exceptions import ClickException
 
 EXAMPLE = ("Lily has 5 red balloons and 7 blue balloons. She gives 3 balloons to her friend. "
@@ -96,6 +98,16 @@ Steps = Annotated[int, typer.Option(help="steps per synthetic problem (difficult
 LatencyProfileOpt = Annotated[str | None, typer.Option(metavar="FILE", help="latency profile for modeled seconds: "
                                                      "a file or a shipped name (default: fitted on the records)")]
 Bootstrap = Annotated[int, typer.Option(metavar="B", help="bootstrap resamples for the intervals (at least 100)")]
+PresetOpt = Annotated[str | None, typer.Option("--preset", metavar="NAME", help="solve options for a family of "
+                                               "models: r1-distill, qwq, qwen3-thinking, instruct (a --config file "
+                                               "and the options given here go over it)")]
+ConfigOpt = Annotated[str | None, typer.Option("--config", metavar="FILE", help="a TOML file of solve options "
+                                               "(Limits fields; preset = NAME starts from a preset); the options "
+                                               "given here go over it")]
+SystemPrompt = Annotated[bool, typer.Option("--system-prompt/--no-system-prompt", help="the instruction as a system "
+                                            "message, or after the question in the user's turn (R1's advice)")]
+Repeat = Annotated[Literal["any", "consecutive"], typer.Option(help="a step equal to any earlier step ends the "
+                                                               "solve, or one equal to the step before it only")]
 Split = Annotated[Literal["train", "val", "test"], typer.Option(help="split of the synthetic set (default test; "
                                                                 "collect router traces on train)")]
 
@@ -126,6 +138,24 @@ def _main_options(
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+# the solve options (Limits fields) a command may take as flags
+LIMIT_FLAGS = ("max_steps", "max_tokens", "step_tokens", "few_shot", "temperature", "top_p", "top_k", "min_p", "seed",
+               "think", "system_prompt", "repeat")
+
+
+def _solve_options(args: SimpleNamespace, skip: tuple[str, ...] = ()) -> dict:
+    """A command's solve options: its defaults, then --preset, then --config, then the flags given;
+    checked (a bad value: one line, before any model loads). `skip`: flags of the command that mean
+    something else (eval's and collect's --seed is the data set's)."""
+    from reasoning.presets import layered
+
+    names = [n for n in LIMIT_FLAGS if hasattr(args, n) and n not in skip]
+    source = args.ctx.get_parameter_source
+    given = {n: getattr(args, n) for n in names
+             if source(n) not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+    return layered({n: getattr(args, n) for n in names}, args.preset, args.config, given)
+
+
 def _args(values: dict) -> SimpleNamespace:
     """A command's parameters (lists default to empty) and the global --verbose."""
     return SimpleNamespace(**{k: ([] if v is None and k.endswith(("_opt", "image")) else v)
@@ -151,7 +181,8 @@ def solve(
     min_p: Annotated[float, typer.Option(help="sampling: keep tokens at least this share of the likeliest's "
                                          "probability (0: off)")] = L.min_p,
     seed: Annotated[int | None, typer.Option()] = L.seed,
-    think: Think = False, json: Json = False,
+    think: Think = False, system_prompt: SystemPrompt = L.system_prompt, repeat: Repeat = L.repeat,
+    preset: PresetOpt = None, config: ConfigOpt = None, json: Json = False, *, ctx: typer.Context,
 ) -> int:
     return _cmd_solve(_args(locals()))
 
@@ -181,7 +212,8 @@ def eval_(
     top_k: Annotated[int, typer.Option(help="sampling: the k likeliest tokens (0: off)")] = 0,
     min_p: Annotated[float, typer.Option(help="sampling: tokens at least this share of the likeliest's (0: off)")]
     = 0.0,
-    think: Think = False,
+    think: Think = False, system_prompt: SystemPrompt = True, repeat: Repeat = "any",
+    preset: PresetOpt = None, config: ConfigOpt = None,
     repeats: Annotated[int, typer.Option(metavar="R", help="runs per test problem and configuration (repeat k > "
                                          "0 samples with seed + k; greedy repeats measure time noise)")] = 1,
     select_limit: Annotated[int | None, typer.Option(metavar="N", help="choose each policy's threshold on N "
@@ -192,6 +224,7 @@ def eval_(
     latency_profile: LatencyProfileOpt = None, bootstrap: Bootstrap = 2000,
     concurrency: Annotated[int, typer.Option(metavar="N", help="solve N problems side by side (transformers and vLLM "
                                        "decode them in one batch); needs --latency-profile")] = 1,
+    *, ctx: typer.Context,
 ) -> int:
     return _cmd_eval(_args(locals()))
 
@@ -303,6 +336,8 @@ def serve(
     max_tokens: Annotated[int, typer.Option(help="token budget of a solution (requests may lower it)")] = L.max_tokens,
     step_tokens: Annotated[int, typer.Option(help="token cap of one step")] = L.step_tokens,
     few_shot: FewShot = L.few_shot, think: Think = False,
+    system_prompt: SystemPrompt = L.system_prompt, repeat: Repeat = L.repeat,
+    preset: PresetOpt = None, config: ConfigOpt = None,
     host: Annotated[str, typer.Option(help="address to listen on (default 127.0.0.1)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port (default 8000; 0 picks a free one)")] = 8000,
     model_name: Annotated[str, typer.Option(help="the model id clients use (default specstep)")] = "specstep",
@@ -312,6 +347,7 @@ def serve(
                                                 "process list; prefer --api-key-env)")] = None,
     max_concurrency: Annotated[int | None, typer.Option(metavar="N", help="solve at most N requests at once; more "
                                                         "get 429 (default: no limit)")] = None,
+    *, ctx: typer.Context,
 ) -> int:
     if api_key_env is not None and api_key is not None:
         raise SpecstepError("argument --api-key: not allowed with argument --api-key-env")
@@ -367,16 +403,14 @@ def _cmd_solve(args: SimpleNamespace) -> int:
     from reasoning.prompts import check_question
 
     check_question(question)  # before anything prints it or loads a model
+    options = _solve_options(args)
     out = Console(highlight=False)
     err = Console(stderr=True)
     if not args.verbose:
         _quiet_hub_progress()
     with err.status("loading models (the first run converts the bundled GGUF files, ~1 minute)"):
         solver = Solver(args.draft, args.target, args.router, args.threshold,
-                        router_options=_solve_router_options(args), max_steps=args.max_steps,
-                        max_tokens=args.max_tokens, step_tokens=args.step_tokens, few_shot=args.few_shot,
-                        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
-                        seed=args.seed, think=args.think)
+                        router_options=_solve_router_options(args), **options)
 
     def show(step: Step) -> None:
         color = "cyan" if step.author == "draft" else "magenta"
@@ -483,9 +517,7 @@ def _cmd_serve(args: SimpleNamespace) -> int:
     if not args.verbose:
         _quiet_hub_progress()
     solver = Solver(args.draft, args.target, args.router, args.threshold,
-                    router_options=_solve_router_options(args), max_steps=args.max_steps,
-                    max_tokens=args.max_tokens, step_tokens=args.step_tokens, few_shot=args.few_shot,
-                    think=args.think)
+                    router_options=_solve_router_options(args), **_solve_options(args))
     try:
         server = make_server(solver, args.host, args.port, api_key=api_key, model_name=args.model_name,
                              max_concurrency=args.max_concurrency)
@@ -534,12 +566,11 @@ def _cmd_eval(args: SimpleNamespace) -> int:
     if args.concurrency < 1:
         raise SpecstepError(f"--concurrency must be at least 1, got {args.concurrency}")
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    limits = {"max_steps": args.max_steps, "max_tokens": args.max_tokens, "step_tokens": args.step_tokens,
-              "few_shot": args.few_shot}
-    # sampling settings only where set, so that earlier runs' folders keep their identity (and resume)
-    limits |= {k: getattr(args, k) for k, off in (("temperature", 0.0), ("top_p", 1.0), ("top_k", 0),
-                                                   ("min_p", 0.0), ("think", False)) if getattr(args, k) != off}
-    make_limits(**{k: v for k, v in limits.items() if v is not None})  # a bad value: one line, before any model
+    options = _solve_options(args, skip=("seed",))
+    # the other options only where they differ from the defaults, so that earlier runs' folders keep their
+    # identity (and resume)
+    always = ("max_steps", "max_tokens", "step_tokens", "few_shot")
+    limits = {k: v for k, v in options.items() if k in always or v != getattr(L, k)}
     cfg = SweepConfig(
         dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, seed=args.seed,
         synthetic_steps=args.steps, synthetic_split=args.split, draft=args.draft, target=args.target,

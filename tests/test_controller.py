@@ -177,7 +177,7 @@ def _cfg(limits):
 
 
 @pytest.mark.parametrize("kwargs,msg", [
-    (dict(max_steps=0), "bad value for max_steps"),
+    (dict(max_steps=-1), "bad value for max_steps"),
     (dict(temperature=-1), "bad value for temperature"),
     (dict(few_shot=9), "bad value for few_shot"),
     (dict(router="random", threshold=1.5), "threshold 1.5 is out of range for router 'random'"),

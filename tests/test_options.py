@@ -37,7 +37,7 @@ def test_the_model_and_its_presets():
 
     assert exported is Limits and loop is Limits
     with pytest.raises(ConfigError, match="^bad value for max_steps: "):
-        make_limits(max_steps=0)
+        make_limits(max_steps=-1)
 
 
 def test_api_defaults_come_from_the_model():
