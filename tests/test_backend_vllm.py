@@ -109,6 +109,8 @@ def test_token_level_speculation_passes_through(vb):
     from reasoning.backends.vllm import engine_kwargs
     from reasoning.specs import parse_spec
 
+    assert "max_model_len" not in engine_kwargs(parse_spec("vllm:smollm2-135m"))  # the model's own context
+    assert vb.context_length == 2048  # as the spec asked
     kw = engine_kwargs(parse_spec(SPEC + "&speculative=ngram&num_speculative_tokens=3"))
     assert kw["speculative_config"] == {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 4,
                                         "prompt_lookup_min": 1}

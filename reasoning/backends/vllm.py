@@ -11,6 +11,7 @@ transformers directory, or a Hub id. Options:
 - ``speculative=ngram|suffix`` (+ ``num_speculative_tokens``, ``prompt_lookup_max``, ``prompt_lookup_min``):
   vLLM's token-level speculative decoding, composed with specstep's step-level speculation.
 - ``kv_cache_gb``: KV cache size (on CPU the default takes a large share of memory).
+- ``max_model_len``: the context length (default: the model's, from its config).
 - ``chat=0|1``: use the chat template or the plain prompt format (default: chat when the tokenizer has one).
 - any other ``key=value`` is passed to ``vllm.LLM`` (numbers and true/false are converted).
 
@@ -55,8 +56,9 @@ def _literal(value: str) -> Any:
 def engine_kwargs(spec: ModelSpec) -> dict[str, Any]:
     """The keyword arguments of `vllm.LLM` that a spec's options ask for (without the model)."""
     o = spec.options
+    # no max_model_len unless asked: vLLM takes the model's own (32k-token thoughts need it)
     kw: dict[str, Any] = {"enable_prefix_caching": True, "disable_log_stats": False,
-                          "max_model_len": 4096, "max_logprobs": int(o.get("max_logprobs", 20))}
+                          "max_logprobs": int(o.get("max_logprobs", 20))}
     for key, value in o.items():
         if key not in _OWN_KEYS:
             kw[key] = _literal(value)
