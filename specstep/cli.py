@@ -269,8 +269,15 @@ def collect(
     max_tokens: Annotated[int, typer.Option()] = SL.max_tokens,
     step_tokens: Annotated[int, typer.Option()] = SL.step_tokens,
     few_shot: FewShot = SL.few_shot,
+    think: Think = False, system_prompt: SystemPrompt = True, repeat: Repeat = "any",
+    preset: Annotated[str | None, typer.Option("--preset", metavar="NAME", help="the solves' options for a family "
+                                               "of models (r1-distill, qwq, qwen3-thinking, instruct); its "
+                                               "temperature is the solves', --temperature the target samples'")]
+    = None,
+    config: ConfigOpt = None,
     concurrency: Annotated[int, typer.Option(metavar="N", help="solve N problems side by side (transformers and "
                                              "vLLM decode them in one batch)")] = 1,
+    *, ctx: typer.Context,
 ) -> int:
     return _cmd_collect(_args(locals()))
 
@@ -681,12 +688,15 @@ def _cmd_collect(args: SimpleNamespace) -> int:
         raise SpecstepError(f"--limit must be at least 1, got {args.limit}")
     if args.concurrency < 1:
         raise SpecstepError(f"--concurrency must be at least 1, got {args.concurrency}")
+    options = _solve_options(args, skip=("seed", "temperature"))  # here they are the data's and the samples'
+    always = ("max_steps", "max_tokens", "step_tokens", "few_shot")
     cfg = make_config(
         dataset=args.dataset, data_dir=args.data_dir, limit=args.limit, seed=args.seed, synthetic_steps=args.steps,
         synthetic_split=args.split, draft=args.draft, target=args.target, judge=args.judge,
         judge_options=_pairs(args.judge_opt, "--judge-opt"),
-        target_samples=args.target_samples, temperature=args.temperature, max_steps=args.max_steps,
-        max_tokens=args.max_tokens, step_tokens=args.step_tokens, few_shot=args.few_shot,
+        target_samples=args.target_samples, temperature=args.temperature,
+        limits={k: v for k, v in options.items() if k not in always and v != getattr(L, k)},
+        **{k: options[k] for k in always},
     )
     if not args.verbose:
         _quiet_hub_progress()

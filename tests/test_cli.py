@@ -81,7 +81,7 @@ FLAGS = {  # every command and flag of the argparse CLI before the port to typer
                                "--temperature", "--top-p", "--top-k", "--min-p", "--think"},
     ("report",): {"--latency-profile", "--bootstrap"},
     ("train-router",): {"--traces", "--out", "--model", "--seed", "--test-fraction", "--no-balance"},
-    ("collect",): RUN | {"--target-samples", "--temperature", "--concurrency"},
+    ("collect",): RUN | PRESET | {"--target-samples", "--temperature", "--concurrency", "--think"},
     ("models",): set(),
     ("verdict",): {"--image", "--experts", "--samples", "--verdict-model", "-m", "--temperature", "--seed",
                    "--max-tokens", "--path-tokens", "--skip-on-agreement", "--few-shot", "--json"},

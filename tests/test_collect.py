@@ -115,7 +115,8 @@ def test_rerun_of_a_finished_collection_adds_nothing(greedy):
 
 
 @pytest.mark.parametrize("change", [{"limit": 3}, {"seed": 1}, {"target_samples": 2, "temperature": 0.7},
-                                    {"max_steps": 4}, {"draft": "gemma3-270m"}])
+                                    {"max_steps": 4}, {"draft": "gemma3-270m"},
+                                    {"limits": {"repeat": "consecutive"}}])
 @pytest.mark.slow
 def test_a_different_config_into_the_same_folder_is_refused(greedy, change):
     out, _ = greedy
@@ -245,6 +246,8 @@ def test_a_crashed_collection_resumes_without_lost_or_duplicated_records(cli, gr
     (["--dataset", "synthetic", "--limit", "0"], "--limit must be at least 1"),
     (["--dataset", "synthetic", "--concurrency", "0"], "--concurrency must be at least 1, got 0"),
     (["--dataset", "synthetic", "--draft", "no-such-model-alias"], "no-such-model-alias"),
+    (["--dataset", "synthetic", "--preset", "r9"], "unknown preset 'r9'"),
+    (["--dataset", "synthetic", "--config", "/no/such.toml"], "config file /no/such.toml"),
 ])
 def test_collect_bad_input_gives_one_line_and_exit_code_2(tmp_path, capsys, args, msg):
     out = tmp_path / "o"
@@ -261,3 +264,21 @@ def test_collect_into_a_file_is_refused(tmp_path, capsys):
     assert main(["collect", "--dataset", "synthetic", "--limit", "1", "--out", str(f)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "is a file" in err
+
+
+def test_the_solves_options_join_a_collections_identity_only_where_set(tmp_path):
+    """A preset's options (and --think, --no-system-prompt, ...) reach every solve and are part of the
+    folder's identity; a collection without them has the identity it had before they were options."""
+    from specstep.cli import main as cli_main
+    from training.collect import _limits
+
+    plain = make_config(**SMALL)
+    assert "limits" not in plain.identity()
+    thinking = make_config(**SMALL, limits={"system_prompt": False, "repeat": "consecutive"})
+    assert thinking.identity()["limits"] == {"system_prompt": False, "repeat": "consecutive"}
+    assert _limits(thinking)["system_prompt"] is False and _limits(thinking)["force_answer"] is False
+    out = tmp_path / "o"
+    # the preset's solve options pass the checks and then the (missing) model is reported: no folder written
+    assert cli_main(["collect", "--dataset", "synthetic", "--limit", "1", "--preset", "qwq", "--draft",
+                     "no-such-model-alias", "--out", str(out)]) == 2
+    assert not out.exists()

@@ -89,11 +89,16 @@ class CollectConfig(BaseModel):
     max_tokens: int = Field(SWEEP_LIMITS.max_tokens, ge=1)
     step_tokens: int = Field(SWEEP_LIMITS.step_tokens, ge=1)
     few_shot: int | None = Field(None, ge=0, le=3)  # None: the models' default (see Solver)
+    # the solves' other options (Limits fields: a preset's, a config file's, --think, ...) where not the default
+    limits: dict[str, Any] = Field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
-        """What must match to resume into the same folder (synthetic_steps only for the synthetic set)."""
-        exclude = None if self.dataset.strip().lower() == "synthetic" else {"synthetic_steps", "synthetic_split"}
-        return json.loads(self.model_dump_json(exclude=exclude))
+        """What must match to resume into the same folder (synthetic_steps only for the synthetic set;
+        limits only where set, so that folders from before they were an option resume)."""
+        exclude = set() if self.dataset.strip().lower() == "synthetic" else {"synthetic_steps", "synthetic_split"}
+        if not self.limits:
+            exclude.add("limits")
+        return json.loads(self.model_dump_json(exclude=exclude or None))
 
 
 _FLAGS = {"synthetic_steps": "--steps", "synthetic_split": "--split", "judge_options": "--judge-opt"}
@@ -301,7 +306,7 @@ def _problems(cfg: CollectConfig) -> list[Problem]:
 
 def _limits(cfg: CollectConfig) -> dict[str, Any]:
     # force_answer off: a forced final-answer step is no routing decision and the answer is not used
-    kw = {"max_steps": cfg.max_steps, "max_tokens": cfg.max_tokens, "step_tokens": cfg.step_tokens,
+    kw = {**cfg.limits, "max_steps": cfg.max_steps, "max_tokens": cfg.max_tokens, "step_tokens": cfg.step_tokens,
           "few_shot": cfg.few_shot, "force_answer": False}
     make_limits(**kw)  # a bad value fails here, before any model loads
     return kw
