@@ -70,11 +70,13 @@ class StepContext(Protocol):
         reports the generation's usage."""
         ...
 
-    def write_steps(self, model: Model, prefixes: Sequence[Sequence[Piece]]) -> tuple[list[Generation], int]:
-        """Let a model write a step after each prefix (pieces following the accepted prefix), side by side in
-        one batched call where its engine can (transformers: sessions forked from the accepted prefix), else
-        one after another; the session is left at the accepted prefix. Returns the generations and the
-        model calls they took (1 when batched: the caller reports the first with calls=1, the rest 0)."""
+    def write_steps(self, model: Model, prefixes: Sequence[Sequence[Piece]], temperature: float | None = None,
+                    seeds: Sequence[int | None] | None = None) -> tuple[list[Generation], int]:
+        """Let a model write a step after each prefix (pieces following the accepted prefix; the same prefix
+        K times with K seeds: K samples), side by side in one batched call where its engine can
+        (transformers: sessions forked from the accepted prefix), else one after another; the session is
+        left at the accepted prefix. Returns the generations and the model calls they took (1 when
+        batched: the caller reports the first with calls=1, the rest 0)."""
         ...
 
     def piece(self, model: Model, gen: Generation) -> Piece:

@@ -170,15 +170,20 @@ class Sessions:
         slot.session.rollback(slot.trial + same)
         return want[same:]
 
-    def generate_at(self, model: Model, step: int, thinking: bool, cap: int,
-                    prefixes: Sequence[Sequence[Piece]]) -> tuple[list[Generation], int]:
+    def generate_at(self, model: Model, step: int, thinking: bool, cap: int, prefixes: Sequence[Sequence[Piece]],
+                    temperature: float | None = None,
+                    seeds: Sequence[int | None] | None = None) -> tuple[list[Generation], int]:
         """A model writes a step after each prefix (pieces after the accepted prefix; the i-th is step
-        `step + i`): side by side in one batched call where its engine can (sessions forked from the
-        accepted prefix, decoded together), else one call after another. The session is left at the
-        accepted prefix and no step stays in it. Returns the generations and the calls they took."""
+        `step + i`, or seeded with `seeds[i]`): side by side in one batched call where its engine can
+        (sessions forked from the accepted prefix, decoded together), else one call after another. The
+        session is left at the accepted prefix and no step stays in it. Returns the generations and the
+        calls they took."""
         slot = self.slot(model)
         session = self.ready(model)
-        kw = dict(stop=self.segmenter.stops(thinking), temperature=self.limits.temperature,
+        if seeds is None:
+            seeds = [self.seed(step + i, model) for i in range(len(prefixes))]
+        temperature = self.limits.temperature if temperature is None else temperature
+        kw = dict(stop=self.segmenter.stops(thinking), temperature=temperature,
                   ignore_eos=self.limits.ignore_eos, sampling=self.limits.sampling())
         many = getattr(slot.backend, "generate_many", None)
         if many is not None and len(prefixes) > 1 and getattr(session, "can_fork", False):
@@ -188,7 +193,7 @@ class Sessions:
                 for piece in prefix:
                     Slot(model, slot.backend, session=f, shared=slot.shared).put(piece)
             t0 = time.perf_counter()
-            gens = many([(f, dict(kw, max_tokens=cap, seed=self.seed(step + i, model))) for i, f in enumerate(forks)])
+            gens = many([(f, dict(kw, max_tokens=cap, seed=seeds[i])) for i, f in enumerate(forks)])
             for f in forks:
                 f.close()
             # one call's seconds: each row's own prefill, and the shared decoding split by tokens written
@@ -203,7 +208,7 @@ class Sessions:
             return gens, 1
         gens = []
         for i, prefix in enumerate(prefixes):
-            gen, mark = self.generate(model, step + i, thinking, cap, prefix=prefix)
+            gen, mark = self.generate(model, step + i, thinking, cap, temperature, seeds[i], prefix=prefix)
             session.rollback(mark)
             gens.append(gen)
         return gens, len(gens)
@@ -339,8 +344,10 @@ class LoopContext:
         slot.trial, slot.written = mark, gen  # by the next call that needs the plain prefix
         return gen
 
-    def write_steps(self, model: Model, prefixes: Sequence[Sequence[Piece]]) -> tuple[list[Generation], int]:
-        return self._live().generate_at(model, self.step_index, self.in_thinking, self.step_cap, prefixes)
+    def write_steps(self, model: Model, prefixes: Sequence[Sequence[Piece]], temperature: float | None = None,
+                    seeds: Sequence[int | None] | None = None) -> tuple[list[Generation], int]:
+        return self._live().generate_at(model, self.step_index, self.in_thinking, self.step_cap, prefixes,
+                                        temperature, seeds)
 
     def piece(self, model: Model, gen: Generation) -> Piece:
         """A step `model` wrote, with its delimiter and token ids (to continue it with `write_step`)."""

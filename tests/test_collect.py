@@ -149,7 +149,11 @@ def test_behaviour_policy_steps_and_accounting():
         assert step.text == (t.targets[0].text if t.label else t.draft_text)
         assert step.score == t.draft_score and step.target_score == t.targets[0].score
     n, esc = len(sol.steps), sum(t.label for t in traces)
-    assert sol.costs.draft.calls == n and sol.costs.target.calls == 2 * n
+    assert sol.costs.draft.calls == n and sol.costs.target.calls == n  # K samples in one batched call
+    again = CollectingOracle(target_samples=2, temperature=0.9, seed=3)
+    Solver(**PAIR, router=again, max_steps=2, step_tokens=24, force_answer=False).solve(
+        generate(1, steps=2, seed=5, split="train")[0])
+    assert [[x.text for x in t.targets] for t in again.traces] == [[x.text for x in t.targets] for t in traces]
     # the draft's step is judged once; a target sample that repeats it word for word is a tie, not judged
     judged = sum(not same_step(x.text, t.draft_text) for t in traces for x in t.targets)
     assert sol.costs.judge.calls == n + judged and sol.costs.discarded.calls == esc

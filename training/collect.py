@@ -176,14 +176,18 @@ class CollectingOracle(OracleRouter):
         score = float(self.judge.score(ctx, text))
         return score, sum(r.usage.seconds for r in ctx.reported[n0:])
 
-    def _target_step(self, ctx: StepContext, k: int) -> Generation:
-        if self.temperature == 0.0:  # the controller's own greedy step
+    def _target_steps(self, ctx: StepContext) -> list[Generation]:
+        """The K target steps from the prefix: the controller's own greedy step (K = 1, temperature 0), else
+        K samples in one batched call where the engine batches (transformers), each with its own seed."""
+        if self.temperature == 0.0:
             gen = ctx.write_step("target")
-        else:
-            gen = ctx.write_step("target", temperature=self.temperature,
-                                 seed=sample_seed(self.seed, ctx.problem.id, ctx.step_index, k))
-        ctx.report("target", gen.usage)  # the controller appends the step if it is kept
-        return gen
+            ctx.report("target", gen.usage)  # the controller appends the step if it is kept
+            return [gen]
+        seeds = [sample_seed(self.seed, ctx.problem.id, ctx.step_index, k) for k in range(self.k)]
+        gens, calls = ctx.write_steps("target", [[]] * self.k, temperature=self.temperature, seeds=seeds)
+        for k, gen in enumerate(gens):
+            ctx.report("target", gen.usage, calls=1 if calls > 1 or k == 0 else 0)
+        return gens
 
     def route(self, ctx: StepContext) -> Decision:
         if ctx.draft is None or ctx.draft_text is None:
@@ -194,8 +198,7 @@ class CollectingOracle(OracleRouter):
         gens: list[Generation] = []
         samples: list[TargetSample] = []
         target_s = 0.0
-        for k in range(self.k):
-            gen = self._target_step(ctx, k)
+        for gen in self._target_steps(ctx):
             text = ctx.step_text(gen)
             # the draft's own step again: advantage exactly 0, no judge call (float noise is no label)
             score, js = (draft_score, 0.0) if same_step(text, ctx.draft_text) else self._judge(ctx, text)
