@@ -188,14 +188,17 @@ class Sessions:
         many = getattr(slot.backend, "generate_many", None)
         if many is not None and len(prefixes) > 1 and getattr(session, "can_fork", False):
             head = session.prefill()  # the accepted prefix's catch-up, run once for every fork
-            forks = [session.fork() for _ in prefixes]
-            for f, prefix in zip(forks, prefixes):
-                for piece in prefix:
-                    Slot(model, slot.backend, session=f, shared=slot.shared).put(piece)
-            t0 = time.perf_counter()
-            gens = many([(f, dict(kw, max_tokens=cap, seed=seeds[i])) for i, f in enumerate(forks)])
-            for f in forks:
-                f.close()
+            forks = []
+            try:
+                for prefix in prefixes:
+                    forks.append(f := session.fork())
+                    for piece in prefix:
+                        Slot(model, slot.backend, session=f, shared=slot.shared).put(piece)
+                t0 = time.perf_counter()
+                gens = many([(f, dict(kw, max_tokens=cap, seed=seeds[i])) for i, f in enumerate(forks)])
+            finally:  # a failed call frees its forks' caches too
+                for f in forks:
+                    f.close()
             # one call's seconds: each row's own prefill, and the shared decoding split by tokens written
             prefill = [g.usage.prefill_seconds or 0.0 for g in gens]
             decode, written = max(0.0, time.perf_counter() - t0 - sum(prefill)), sum(len(g.token_ids) for g in gens)
