@@ -66,5 +66,5 @@ def layered(defaults: dict[str, Any], preset: str | None = None, config: str | P
     if config is not None:
         values |= read_config(config)
     values |= given or {}
-    make_limits(**{k: v for k, v in values.items() if v is not None or k == "seed"})
+    make_limits(**values)
     return values

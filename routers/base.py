@@ -29,6 +29,13 @@ def target_better(target_score: float, draft_score: float, tau: float = 0.0) -> 
     return target_score - draft_score > tau + TIE_TOLERANCE
 
 
+def report_written(ctx: StepContext, model: str, gens: list[Generation], calls: int) -> None:
+    """Report the steps `StepContext.write_steps` wrote: one call for all of them when it batched them
+    (`calls` 1), else one call each."""
+    for k, gen in enumerate(gens):
+        ctx.report(model, gen.usage, calls=1 if calls > 1 or k == 0 else 0)
+
+
 def target_load(ctx: StepContext) -> int:
     """Calls waiting for or running on the target engine now (0 for engines that cannot tell)."""
     load = getattr(ctx.backend("target"), "load", None)

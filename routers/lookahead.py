@@ -33,7 +33,7 @@ from judges.aligned import AlignedJudge
 from reasoning.answers import has_final_answer
 from reasoning.backends.base import Generation, Usage
 from reasoning.errors import ConfigError
-from routers.base import Decision, StepContext
+from routers.base import Decision, StepContext, report_written
 from routers.judged import JudgedRouter
 
 
@@ -109,8 +109,7 @@ class LookaheadRouter(JudgedRouter):
         verifier, step by step up to the first mismatch: the target's steps, the scores, steps accepted."""
         prefixes = [[ctx.piece("draft", g) for g in drafts[:j]] for j in range(len(drafts))]
         targets, calls = ctx.write_steps("target", prefixes)
-        for j, t in enumerate(targets):
-            ctx.report("target", t.usage, calls=1 if calls > 1 or j == 0 else 0)
+        report_written(ctx, "target", targets, calls)
         scores: list[float] = []
         for d, t in zip(drafts, targets):
             ended = d.finish_reason != "length"

@@ -56,7 +56,7 @@ from reasoning.errors import ConfigError
 from reasoning.options import DEFAULT_DRAFT, DEFAULT_TARGET, SWEEP_LIMITS, make_limits
 from reasoning.specs import parse_spec
 from reasoning.types import Problem
-from routers.base import Decision, StepContext, same_step, target_better
+from routers.base import Decision, StepContext, report_written, same_step, target_better
 from routers.features import FEATURE_NAMES, FEATURE_VERSION, features_from_context
 from routers.oracle import OracleRouter
 from training.traces import TargetSample, TraceRecord
@@ -185,8 +185,7 @@ class CollectingOracle(OracleRouter):
             return [gen]
         seeds = [sample_seed(self.seed, ctx.problem.id, ctx.step_index, k) for k in range(self.k)]
         gens, calls = ctx.write_steps("target", [[]] * self.k, temperature=self.temperature, seeds=seeds)
-        for k, gen in enumerate(gens):
-            ctx.report("target", gen.usage, calls=1 if calls > 1 or k == 0 else 0)
+        report_written(ctx, "target", gens, calls)
         return gens
 
     def route(self, ctx: StepContext) -> Decision:
