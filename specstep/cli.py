@@ -287,8 +287,8 @@ def models() -> int:
     return _cmd_models()
 
 
-@testbed_app.command("train", help="train both testbed adapters from scratch (seeded; about 100 minutes on 2 CPU "
-                     "cores: the target about 70, the draft about 33)")
+@testbed_app.command("train", help="train both testbed adapters from scratch (seeded; about 3 hours on 2 CPU "
+                     "cores: the target about 113 minutes, the draft about 66)")
 def testbed_train(
     out: Annotated[str | None, typer.Option(metavar="DIR", help="where to write target/ and draft/ (default: the "
                                             "package's reasoning/data/testbed)")] = None,
@@ -303,8 +303,9 @@ def testbed_train(
                                          "only the phases it does not hold yet (its training.json counts "
                                          "them; each phase is saved when it ends)")] = False,
     recipe: Annotated[Literal["v1", "v2", "v2-written"], typer.Option(
-        help="v1: the shipped pair; v2: the rank-64 target in five phases, the draft in three; v2-written: v2 "
-        "with carries, borrows and long divisions written out")] = "v1",
+        help="v2-written: the shipped pair (v2 with carries, borrows and long divisions written out); v2: the "
+        "rank-64 target in five phases, the draft in three; v1: the first pair (rank 16/64, two phases "
+        "each)")] = "v2-written",
     keep_phases: Annotated[bool, typer.Option("--keep-phases", help="also keep each phase's adapter in "
                                               "DIR/phases/ (to choose one on validation problems)")] = False,
 ) -> int:
@@ -712,8 +713,9 @@ def _cmd_testbed(args: SimpleNamespace) -> int:
 
     from training.testbed import RECIPES, train_testbed
 
-    if args.recipe != "v1" and args.out is None:  # the package's folder holds the shipped (v1) pair
-        raise SpecstepError(f"--recipe {args.recipe} needs --out DIR: the default folder holds the shipped v1 pair")
+    if args.recipe != "v2-written" and args.out is None:  # the package's folder holds the shipped pair
+        raise SpecstepError(f"--recipe {args.recipe} needs --out DIR: the default folder holds the shipped "
+                            "(v2-written) pair")
     cfg = replace(RECIPES[args.recipe], seed=args.seed, keep_phases=args.keep_phases)
     for key in ("target_steps", "draft_steps", "batch"):
         value = getattr(args, key)

@@ -13,7 +13,7 @@ from routers import make_router
 from .conftest import QUESTION
 
 KW = dict(draft="testbed-draft", target="testbed-target", step_tokens=96, max_tokens=384)
-PROBLEM = generate(7, steps=3, seed=0, split="test")[6]  # short steps: 7 - 4 = 3., 3 + 16 = 19., 19 - 4 = 15.
+PROBLEM = generate(29, steps=3, seed=0, split="test")[28]  # the draft: 42 + 33 = 75., 75 - 33 = 41. (wrong: 42)
 
 
 def texts(sol):
@@ -279,7 +279,7 @@ def test_lookahead_as_published_with_exact_verification_writes_target_onlys_solu
     steps = [s for s in sol.steps if s.kind != "forced_answer"]
     kept = [s for s in steps if s.author == "draft"]
     escalated = [s for s in steps if s.author == "target"]
-    assert kept and escalated  # the draft's wrong step (3 + 16 = 29.) is replaced by the target's
+    assert kept and escalated  # the draft's wrong step (75 - 33 = 41.) is replaced by the target's
     assert all(s.score == 1.0 and s.decision == "keep" and s.text == s.draft_text for s in kept)
     assert all(s.score == 0.0 and s.decision == "escalate" and s.text != s.draft_text for s in escalated)
     assert len(kept) == sum(m for _, m in rounds) and len(escalated) == sum(m < n for n, m in rounds)

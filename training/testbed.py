@@ -51,7 +51,7 @@ STEP_WEIGHTS = {1: 1, 2: 2, 3: 3, 4: 2}  # how often each problem length appears
 
 
 @dataclass
-class TestbedConfig:
+class TestbedConfig:  # the defaults are recipe v1's; the comments below describe v1
     seed: int = 0
     base: str = "smollm2-135m"
     target_steps: int = 400
@@ -82,10 +82,10 @@ class TestbedConfig:
     style: str = "short"  # how gold steps are written (eval.synthetic.STYLES)
 
 
-# v1: the shipped pair. v2: the target at the draft's LoRA rank (the rank-16 target plateaued while the
-# rank-64 draft kept improving), trained in short phases, each saved, so that training can stop and resume
-# anywhere and the checkpoint (phase) is chosen on validation problems; the draft gets a third phase to
-# choose from.
+# v1 (the defaults): the first pair, its checkpoints chosen on test problems; no longer shipped. v2: the
+# target at the draft's LoRA rank (the rank-16 target plateaued while the rank-64 draft kept improving),
+# trained in short phases, each saved, so that training can stop and resume anywhere and the checkpoint
+# (phase) is chosen on validation problems; the draft gets a third phase to choose from.
 RECIPES = {
     "v1": TestbedConfig(),
     "v2": TestbedConfig(target_rank=64, target_stored_rank=64, target_steps=300,
@@ -94,7 +94,8 @@ RECIPES = {
 }
 # v2 with carries, borrows and long divisions written out (v2's target fails most borrows and divisions
 # past ten; it writes multiplications, already written out, right); its draft also learns to grade steps
-# (ConfSpec's cascade has the draft verify its own step first)
+# (ConfSpec's cascade has the draft verify its own step first). The shipped pair: its target's phase 5 and
+# its draft's phase 3, each chosen on validation problems (benchmarks/testbed_choose.py)
 RECIPES["v2-written"] = TestbedConfig(**{**asdict(RECIPES["v2"]), "style": "written", "draft_judge_share": 0.3})
 
 
