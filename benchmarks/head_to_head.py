@@ -11,7 +11,7 @@ then the target's judge) and best-of-n (n = 3) at judge thresholds; handoff at e
 (two-way, as R-Stitch publishes it; `handoff-one`: the one-way variant); lookahead (k = 3, as
 published: the target's step at each drafted prefix, then its aligned/unaligned verdict) at thresholds
 on that verdict, and `lookahead-exact` (the exact comparison only, lossless against the target's
-greedy steps). Variants run in their own folders (OUT/NAME), where target-only runs again. Then,
+greedy steps). Variants run in their own folders (OUT/NAME), which start with OUT's target-only records. Then,
 in OUT/token-spec (another target spec, so another folder), the baseline users would pick instead:
 the target with token-level speculative decoding from the same draft
 (`hf:testbed-target?assistant=testbed-draft`, greedy, lossless), and step-level policies composed
@@ -28,6 +28,7 @@ not their quality on real models. RSD is not run: no process reward model exists
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -38,6 +39,19 @@ import testbed  # noqa: E402  (benchmarks/testbed.py: the sweep)
 
 def only_of(args) -> set[str]:
     return {x.strip() for x in args.policies.split(",") if x.strip()}
+
+
+def share_target_only(src: Path, dst: Path) -> None:
+    """Start a variant's folder with the target-only records of `src` (the same problems, models and limits:
+    router options are not part of a folder's identity), so that target-only is not solved again there."""
+    if (dst / "records.jsonl").exists() or not (src / "records.jsonl").exists():
+        return
+    from eval.records import read_records
+
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / "run.json", dst / "run.json")
+    lines = [r.model_dump_json() for r in read_records(src / "records.jsonl") if r.policy == "target-only"]
+    (dst / "records.jsonl").write_text("".join(line + "\n" for line in lines))
 
 
 def main() -> None:
@@ -81,10 +95,11 @@ def main() -> None:
         return testbed._sweep(folder, n, steps, [policy], **kw, **more) if not only or policy in only else []
 
     def variant(policy, name, **more):
-        """A policy with other options, in its own folder (records are named by policy and threshold), where
-        target-only runs again to choose against; its records renamed `name`."""
+        """A policy with other options, in its own folder (records are named by policy and threshold), with
+        OUT's target-only records to choose against; its records renamed `name`."""
         if only and name not in only:
             return []
+        share_target_only(out, out / name)
         recs = testbed._sweep(out / name, n, steps, [policy], **kw, **more)
         return [r.model_copy(update={"policy": name}) for r in testbed.unique(recs) if r.policy == policy]
 
@@ -101,7 +116,7 @@ def main() -> None:
     recs += variant("handoff", "handoff-one", thresholds=floats(args.handoff), options={"way": "one"})
     # lookahead as published: the target's step at each drafted prefix, then the target's aligned/unaligned
     # verdict (thresholds on its probability of "aligned"); and with the exact comparison only, in its own
-    # folder (records are named by policy and threshold), where target-only runs again to choose against
+    # folder (records are named by policy and threshold)
     recs += sweep(out, "lookahead", thresholds=floats(args.lookahead), options={"k": "3"})
     recs += variant("lookahead", "lookahead-exact", options={"k": "3", "verifier": "none"})
     recs += sweep(out, "random", rates=floats(args.random_rates))

@@ -1,0 +1,110 @@
+"""The baseline users would pick instead, on the testbed pair: the target with token-level speculative
+decoding from the same draft (`hf:testbed-target?assistant=testbed-draft`, greedy, lossless), against the
+target alone, and Arbitrage with and without it, on the test problems of benchmarks/testbed.py.
+
+    python benchmarks/token_spec_testbed.py --n 50 --out runs/token-spec   # resumable
+
+One solve at a time (token-level speculation decodes one sequence), nothing else should run. For each
+problem the four configurations run in a random order seeded by the problem (so that drift hits all of
+them alike); each solve is appended to OUT/records.jsonl as it ends, and a rerun solves only what is
+missing. Prints, per configuration, accuracy and mean wall seconds, and the paired-bootstrap 95% interval
+of target-only's mean seconds over each configuration's, with how many answers differ from target-only's.
+Wall seconds only: token-level speculation has no latency profile here (its cost depends on how many
+proposed tokens the target accepts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import testbed  # noqa: E402  (benchmarks/testbed.py: the problems and limits)
+
+
+def configs(spec_tokens: int, rate: float) -> dict[str, tuple[str, str, dict]]:
+    """name -> (target spec, router, router options)."""
+    spec = f"hf:{testbed.TARGET}?assistant={testbed.DRAFT}&spec_tokens={spec_tokens}"
+    arb = {"model": "testbed", "escalation_rate": rate}
+    return {"target-only": (testbed.TARGET, "target-only", {}), "target-only+token-spec": (spec, "target-only", {}),
+            f"arbitrage@rate={rate:g}": (testbed.TARGET, "arbitrage", arb),
+            f"arbitrage@rate={rate:g}+token-spec": (spec, "arbitrage", arb)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=50, help="test problems (the first N of benchmarks/testbed.py's)")
+    ap.add_argument("--spec-tokens", type=int, default=2, help="tokens the assistant proposes per target pass")
+    ap.add_argument("--rate", type=float, default=0.45, help="Arbitrage's escalation rate (0.45: chosen on "
+                    "validation problems by benchmarks/testbed.py)")
+    ap.add_argument("--out", default="runs/token-spec")
+    args = ap.parse_args()
+    if args.n < 1 or args.spec_tokens < 1 or not 0 <= args.rate <= 1:
+        ap.error("--n and --spec-tokens must be at least 1, --rate in [0, 1]")
+    logging.basicConfig(level=logging.WARNING)
+    import torch
+
+    torch.set_num_threads(2)
+    from eval.stats import Resampler, paired
+    from eval.synthetic import generate
+    from reasoning.api import Solver
+    from reasoning.grading import grade
+    from routers import make_router
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "records.jsonl"
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:  # a torn last line: solved again
+                continue
+            done[(r["problem"], r["config"])] = r
+    problems = generate(args.n, steps=3, seed=testbed.SEED, split="test")
+    limits = {"max_steps": 12, "max_tokens": 512, "step_tokens": 96}
+    table = configs(args.spec_tokens, args.rate)
+    solvers: dict[str, Solver] = {}
+    with path.open("a") as f:
+        for p in problems:
+            names = list(table)
+            random.Random(p.id).shuffle(names)
+            for name in names:
+                if (p.id, name) in done:
+                    continue
+                target, router, opts = table[name]
+                if name not in solvers:
+                    solvers[name] = Solver(testbed.DRAFT, target, make_router(router, None, **opts), **limits)
+                sol = solvers[name].solve(p)
+                ok = grade(sol.answer_text, p.gold or "", None).correct
+                r = {"problem": p.id, "config": name, "answer": sol.answer, "correct": ok, "seconds": sol.wall_seconds,
+                     "target_tokens": sol.costs.target.output_tokens}
+                f.write(json.dumps(r) + "\n")
+                f.flush()
+                done[(p.id, name)] = r
+    ids = {p.id for p in problems}
+    rows = [(c, pid, {"seconds": r["seconds"], "correct": float(r["correct"])}) for (pid, c), r in done.items()
+            if pid in ids]
+    data = paired(rows)
+    rs = Resampler(data, n_boot=2000, seed=0)
+    base = data.row("target-only")
+    print(f"token-level speculation on the testbed pair: {len(data.problems)} test problems, one solve at a time")
+    print("| config | accuracy | mean wall s | target-only's seconds over this (95% CI) | answers unlike "
+          "target-only's |")
+    print("| --- | --- | --- | --- | --- |")
+    for c in data.configs:
+        i = data.row(c)
+        est = rs.estimate(lambda m, i=i: float(m["seconds"][base] / m["seconds"][i]))
+        differ = sum(done[(pid, c)]["answer"] != done[(pid, "target-only")]["answer"] for pid in data.problems)
+        print(f"| {c} | {data.values['correct'][i].mean():.1%} | {data.values['seconds'][i].mean():.2f} | "
+              f"{est.value:.2f}x ({est.low:.2f}-{est.high:.2f}) | {differ} |")
+
+
+if __name__ == "__main__":
+    main()
