@@ -49,11 +49,11 @@ class Slot:
     prompt: Prompt | None = None  # this model's prompt (the <think> prefix depends on its template)
     session: Session | None = None
     held: int = 0
-    # session length before the draft's current step, while the session holds it on trial (or before a
-    # step a router wrote with `write_step`, `written`, which stays until the commit or the next call
-    # that does not continue it)
+    # session length before the draft's current step, while the session holds it on trial (or, with
+    # `written`, before a step it wrote with `write_step` or a proposal the router rejected: it stays until
+    # a commit or a catch-up, which keep the part of it the committed steps repeat, token for token)
     trial: int | None = None
-    written: Generation | None = None
+    written: bool = False
     kept: bool = False  # the session kept the draft's step from trial; the commit counts it held
     shared: frozenset[str] = frozenset()  # authors whose token ids this session takes as they are
 
@@ -62,13 +62,27 @@ class Slot:
         if self.session is None:
             self.session = self.backend.open_session(self.prompt or prompt)
             self.held = 0
+        todo = pieces[self.held:]
         if self.trial is not None:
-            self.session.rollback(self.trial)
-            self.trial, self.written = None, None
-        for piece in pieces[self.held:]:
+            same = self._repeated(todo)
+            self.session.rollback(self.trial + same)
+            self.trial, self.written = None, False
+            if same:  # the session still holds the first `same` ids of what it lacks
+                self.session.append_ids([i for p in todo for i in p.ids][same:])
+                todo = []
+        for piece in todo:
             self.put(piece)
         self.held = len(pieces)
         return self.session
+
+    def _repeated(self, pieces: Sequence[Piece]) -> int:
+        """How many ids after `trial` the pieces repeat exactly, where the session takes all their ids."""
+        have = getattr(self.session, "token_ids", None)
+        if not pieces or have is None or any(p.ids is None or p.author not in self.shared for p in pieces):
+            return 0
+        want = [i for p in pieces for i in p.ids]
+        have = have[self.trial:]
+        return next((j for j, (a, b) in enumerate(zip(have, want)) if a != b), min(len(have), len(want)))
 
     def put(self, piece: Piece) -> Usage:
         """Append one piece: its author's token ids where this session takes them, else its text."""
@@ -110,7 +124,7 @@ class Sessions:
         if self.piece is None:
             raise RuntimeError("there is no draft step to judge")
         slot = self.slot(model)
-        if slot.trial is None or slot.written is not None:
+        if slot.trial is None or slot.written:
             session = slot.ready(self.prompt, self.pieces)
             slot.trial = session.n_tokens
             slot.put(Piece(self.piece, "draft", self.piece_ids))
@@ -156,7 +170,7 @@ class Sessions:
         """When the session holds, after the accepted prefix, a step this model wrote with `write_step` and
         `prefix` is pieces with ids it takes: roll back to where the two part and return the ids still to
         append; else None (the caller rolls back to the accepted prefix and appends `prefix`)."""
-        if slot is None or slot.written is None or slot.trial is None or isinstance(prefix, str) or not prefix:
+        if slot is None or not slot.written or slot.trial is None or isinstance(prefix, str) or not prefix:
             return None
         if slot.held != len(self.pieces):  # written before a step it does not hold yet: not after the prefix
             return None
@@ -254,19 +268,19 @@ class Sessions:
         if have and want[: len(have)] == have:  # the step, or its start (the other model wrote the rest)
             if len(want) > len(have):
                 slot.session.append_ids(want[len(have):])
-            slot.kept, slot.trial, slot.written = True, None, None
+            slot.kept, slot.trial, slot.written = True, None, False
             slot.held = len(self.pieces)  # add() counts the new piece
 
     def settle(self, keep: bool) -> None:
-        """After the decision: sessions holding the draft's step on trial keep it or drop it."""
+        """After the decision: sessions holding the draft's step on trial keep it, or hold it as written: the
+        commit or the next catch-up keeps what the step that replaces it repeats (often all of it)."""
         for slot in (self.draft, self.target):
-            if slot is None or slot.trial is None or slot.written is not None:
+            if slot is None or slot.trial is None or slot.written:
                 continue
             if keep:
-                slot.kept = True
+                slot.kept, slot.trial = True, None
             else:
-                slot.session.rollback(slot.trial)
-            slot.trial = None
+                slot.written = True
 
     def commit(self, cut: Cut, model: Model | None = None, gen: Generation | None = None,
                mark: int | None = None) -> None:
@@ -280,13 +294,11 @@ class Sessions:
             piece = self.piece_of(model, gen, cut.piece)
             if mark is not None:
                 self._hold_exactly(slot, gen, piece, mark)
-                slot.kept, slot.trial, slot.written = True, None, None
-            elif slot.written is not None:  # a router wrote it (or a candidate): kept if the ids agree
-                self._keep_written(slot, piece)
+                slot.kept, slot.trial, slot.written = True, None, False
             # else the session holds what it held (a step written ahead, as lookahead's, finds it behind)
-            other = self.slot("target" if model == "draft" else "draft")
-            if other is not None and other.written is not None:  # it wrote part of the step (a stitched one)
-                self._keep_written(other, piece)
+        for slot in (self.draft, self.target):  # a step it wrote (a router's, a candidate, a rejected
+            if slot is not None and slot.written:  # proposal, part of a stitched one): kept if the ids agree
+                self._keep_written(slot, piece)
         self.add(piece)
 
     def add(self, piece: Piece) -> None:
@@ -344,7 +356,7 @@ class LoopContext:
         cap = self.step_cap if max_tokens is None else min(max_tokens, self.step_cap)
         gen, mark = live.generate(model, self.step_index, self.in_thinking, cap, temperature, seed, prefix, switch)
         slot = live.slot(model)  # the step stays in the session: kept if it is committed, else rolled back
-        slot.trial, slot.written = mark, gen  # by the next call that needs the plain prefix
+        slot.trial, slot.written = mark, True  # by the next call that needs the plain prefix
         return gen
 
     def write_steps(self, model: Model, prefixes: Sequence[Sequence[Piece]], temperature: float | None = None,

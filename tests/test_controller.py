@@ -48,8 +48,10 @@ def test_mixed_authors_keep_every_session_on_the_solution_text():
 
     def check(step):
         for slot in (ctl.sessions.draft, ctl.sessions.target):
-            if slot.session is not None:  # each session holds exactly the prefix it claims
-                assert slot.session.text == "".join(p.text for p in ctl.sessions.pieces[: slot.held])
+            if slot.session is not None:  # each session holds exactly the prefix it claims, and after it
+                held = "".join(p.text for p in ctl.sessions.pieces[: slot.held])  # a rejected step it wrote
+                assert slot.session.text == held if slot.trial is None else slot.session.text.startswith(held)
+                assert slot.trial is None or (slot.written and slot.session.text != held)
         checked.append(step.author)
 
     sol = ctl.run(Problem(question=QUESTION, id="mix"), on_step=check)

@@ -67,7 +67,7 @@ def check_exact(ctl: Controller, written: list) -> int:
         ids = slot.session.token_ids[slot.session.n_prompt:]
         if slot.trial is None:
             assert ids == held, slot.stage
-        elif slot.written is None:  # the draft's step on trial follows the held steps
+        elif not slot.written:  # the draft's step on trial follows the held steps
             assert ids[: len(held)] == held and tuple(ids[len(held):]) == sessions.piece_ids
         else:  # a step a router wrote and did not keep stays until the next call rolls it back
             assert ids[: len(held)] == held and slot.trial == slot.session.n_prompt + len(held)
@@ -112,3 +112,67 @@ def test_sessions_hold_each_steps_ids_as_its_author_wrote_them(monkeypatch, name
 @pytest.mark.parametrize("name", [n for n in POLICIES if n not in FAST])
 def test_every_policy_keeps_sessions_token_exact(monkeypatch, name):
     _check(monkeypatch, name)
+
+
+class KVLog:
+    """What every KV session ran, by position: a forward of several tokens at positions the session had run
+    before with the same tokens, since the crop that dropped them, re-reads what it held (the waste of a
+    step written, rolled back and fed again). One token is allowed: a rollback to a point whose logits were
+    not kept re-runs its last token to get them."""
+
+    def __init__(self):
+        self.held: dict[int, dict[int, int]] = {}  # session id -> position -> token id in its KV
+        self.dropped: dict[int, dict[int, int]] = {}  # session id -> what its last crop removed
+        self.rereads: list[tuple[int, int]] = []  # (position, tokens re-read) of each multi-token re-read
+        self.seen: list = []  # every session, kept alive so that no id is reused
+
+    def _held(self, session) -> dict[int, int]:
+        if id(session) not in self.held:
+            self.seen.append(session)
+        return self.held.setdefault(id(session), {})
+
+    def forward(self, session, ids) -> None:
+        held, gone = self._held(session), self.dropped.get(id(session), {})
+        start, same = session._kv_len, 0
+        for j, t in enumerate(ids):
+            if gone.get(start + j) != t:
+                break
+            same += 1
+        if same >= 2:
+            self.rereads.append((start, same))
+        held.update({start + j: t for j, t in enumerate(ids)})
+
+    def crop(self, session, n: int) -> None:
+        held = self._held(session)
+        if session._kv_len > n:
+            self.dropped[id(session)] = {p: t for p, t in held.items() if p >= n}
+            for p in [p for p in held if p >= n]:
+                del held[p]
+
+
+def kv_logged(monkeypatch) -> KVLog:
+    from reasoning.backends.kv import KVSession
+
+    log, forward, crop = KVLog(), KVSession._forward, KVSession._crop_kv
+
+    def logged_forward(self, ids, all_logits=False):
+        log.forward(self, list(ids))
+        return forward(self, ids, all_logits)
+
+    def logged_crop(self, n):
+        log.crop(self, n)
+        return crop(self, n)
+
+    monkeypatch.setattr(KVSession, "_forward", logged_forward)
+    monkeypatch.setattr(KVSession, "_crop_kv", logged_crop)
+    return log
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in POLICIES])
+def test_no_session_reads_again_the_tokens_it_held(monkeypatch, name):
+    """Steps a model wrote stay in its KV cache: no policy rolls a session back and feeds it the same tokens
+    again (a kept step, a judged proposal, a prefix already read)."""
+    log = kv_logged(monkeypatch)
+    ctl, sol, _ = run(monkeypatch, name)
+    assert sol.steps and log.held  # the sessions ran
+    assert log.rereads == [], log.rereads
