@@ -41,6 +41,13 @@ def only_of(args) -> set[str]:
     return {x.strip() for x in args.policies.split(",") if x.strip()}
 
 
+def renamed(record, name: str):
+    """A record under another policy name, its key too (records are told apart by key: a variant's
+    `problem|handoff@0.5` must not replace the policy's own)."""
+    problem, config = record.key.split("|", 1)
+    return record.model_copy(update={"policy": name, "key": f"{problem}|{name}{config[len(record.policy):]}"})
+
+
 def share_target_only(src: Path, dst: Path) -> None:
     """Start a variant's folder with the target-only records of `src` (the same problems, models and limits:
     router options are not part of a folder's identity), so that target-only is not solved again there."""
@@ -101,7 +108,7 @@ def main() -> None:
             return []
         share_target_only(out, out / name)
         recs = testbed._sweep(out / name, n, steps, [policy], **kw, **more)
-        return [r.model_copy(update={"policy": name}) for r in testbed.unique(recs) if r.policy == policy]
+        return [renamed(r, name) for r in testbed.unique(recs) if r.policy == policy]
 
     recs = testbed._sweep(out, n, steps, ["draft-only", "target-only"], **kw)
     recs += sweep(out, "oracle")
@@ -132,8 +139,7 @@ def main() -> None:
                                    **tkw)
         composed += testbed._sweep(tok, n, steps, ["handoff"], thresholds=floats(args.token_spec_handoff), **tkw)
         write_outputs(testbed.unique(composed), tok, testbed.DRAFT, spec_target)
-        recs += [r.model_copy(update={"policy": f"{r.policy}+token-spec"}) for r in testbed.unique(composed)
-                 if r.split == "test"]
+        recs += [renamed(r, f"{r.policy}+token-spec") for r in testbed.unique(composed) if r.split == "test"]
     profile = None
     if args.latency_profile:
         from eval.latency import read_profile

@@ -1,11 +1,12 @@
 """The baseline users would pick instead, on the testbed pair: the target with token-level speculative
 decoding from the same draft (`hf:testbed-target?assistant=testbed-draft`, greedy, lossless), against the
-target alone, and Arbitrage with and without it, on the test problems of benchmarks/testbed.py.
+target alone, Arbitrage with and without it, and two-way handoff, on the test problems of
+benchmarks/testbed.py, in wall seconds.
 
     python benchmarks/token_spec_testbed.py --n 50 --out runs/token-spec   # resumable
 
 One solve at a time (token-level speculation decodes one sequence), nothing else should run. For each
-problem the four configurations run in a random order seeded by the problem (so that drift hits all of
+problem the five configurations run in a random order seeded by the problem (so that drift hits all of
 them alike); each solve is appended to OUT/records.jsonl as it ends, and a rerun solves only what is
 missing. Prints, per configuration, accuracy and mean wall seconds, and the paired-bootstrap 95% interval
 of target-only's mean seconds over each configuration's, with how many answers differ from target-only's.
@@ -27,13 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import testbed  # noqa: E402  (benchmarks/testbed.py: the problems and limits)
 
 
-def configs(spec_tokens: int, rate: float) -> dict[str, tuple[str, str, dict]]:
-    """name -> (target spec, router, router options)."""
+def configs(spec_tokens: int, rate: float, handoff: float) -> dict[str, tuple[str, str, float | None, dict]]:
+    """name -> (target spec, router, threshold, router options)."""
     spec = f"hf:{testbed.TARGET}?assistant={testbed.DRAFT}&spec_tokens={spec_tokens}"
     arb = {"model": "testbed", "escalation_rate": rate}
-    return {"target-only": (testbed.TARGET, "target-only", {}), "target-only+token-spec": (spec, "target-only", {}),
-            f"arbitrage@rate={rate:g}": (testbed.TARGET, "arbitrage", arb),
-            f"arbitrage@rate={rate:g}+token-spec": (spec, "arbitrage", arb)}
+    return {"target-only": (testbed.TARGET, "target-only", None, {}),
+            "target-only+token-spec": (spec, "target-only", None, {}),
+            f"arbitrage@rate={rate:g}": (testbed.TARGET, "arbitrage", None, arb),
+            f"arbitrage@rate={rate:g}+token-spec": (spec, "arbitrage", None, arb),
+            f"handoff@{handoff:g}": (testbed.TARGET, "handoff", handoff, {})}
 
 
 def main() -> None:
@@ -42,6 +45,8 @@ def main() -> None:
     ap.add_argument("--spec-tokens", type=int, default=2, help="tokens the assistant proposes per target pass")
     ap.add_argument("--rate", type=float, default=0.45, help="Arbitrage's escalation rate (0.45: chosen on "
                     "validation problems by benchmarks/testbed.py)")
+    ap.add_argument("--handoff", type=float, default=0.5, help="two-way handoff's entropy threshold (0.5: chosen "
+                    "on validation problems by benchmarks/head_to_head.py)")
     ap.add_argument("--out", default="runs/token-spec")
     args = ap.parse_args()
     if args.n < 1 or args.spec_tokens < 1 or not 0 <= args.rate <= 1:
@@ -69,7 +74,7 @@ def main() -> None:
             done[(r["problem"], r["config"])] = r
     problems = generate(args.n, steps=3, seed=testbed.SEED, split="test")
     limits = {"max_steps": 12, "max_tokens": 512, "step_tokens": 96}
-    table = configs(args.spec_tokens, args.rate)
+    table = configs(args.spec_tokens, args.rate, args.handoff)
     solvers: dict[str, Solver] = {}
     with path.open("a") as f:
         for p in problems:
@@ -78,9 +83,9 @@ def main() -> None:
             for name in names:
                 if (p.id, name) in done:
                     continue
-                target, router, opts = table[name]
+                target, router, tau, opts = table[name]
                 if name not in solvers:
-                    solvers[name] = Solver(testbed.DRAFT, target, make_router(router, None, **opts), **limits)
+                    solvers[name] = Solver(testbed.DRAFT, target, make_router(router, tau, **opts), **limits)
                 sol = solvers[name].solve(p)
                 ok = grade(sol.answer_text, p.gold or "", None).correct
                 r = {"problem": p.id, "config": name, "answer": sol.answer, "correct": ok, "seconds": sol.wall_seconds,
