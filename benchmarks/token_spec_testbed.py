@@ -47,6 +47,8 @@ def main() -> None:
                     "validation problems by benchmarks/testbed.py)")
     ap.add_argument("--handoff", type=float, default=0.5, help="two-way handoff's entropy threshold (0.5: chosen "
                     "on validation problems by benchmarks/head_to_head.py)")
+    ap.add_argument("--configs", default="", help="run only these configurations (comma-separated names, as "
+                    "printed; target-only always runs); default: all")
     ap.add_argument("--out", default="runs/token-spec")
     args = ap.parse_args()
     if args.n < 1 or args.spec_tokens < 1 or not 0 <= args.rate <= 1:
@@ -75,6 +77,12 @@ def main() -> None:
     problems = generate(args.n, steps=3, seed=testbed.SEED, split="test")
     limits = {"max_steps": 12, "max_tokens": 512, "step_tokens": 96}
     table = configs(args.spec_tokens, args.rate, args.handoff)
+    if args.configs:
+        wanted = {"target-only", *(c.strip() for c in args.configs.split(",") if c.strip())}
+        if wanted - set(table):
+            ap.error(f"unknown configuration(s) {', '.join(sorted(wanted - set(table)))}: choose from "
+                     f"{', '.join(table)}")
+        table = {k: v for k, v in table.items() if k in wanted}
     solvers: dict[str, Solver] = {}
     with path.open("a") as f:
         for p in problems:
@@ -95,7 +103,7 @@ def main() -> None:
                 done[(p.id, name)] = r
     ids = {p.id for p in problems}
     rows = [(c, pid, {"seconds": r["seconds"], "correct": float(r["correct"])}) for (pid, c), r in done.items()
-            if pid in ids]
+            if pid in ids and c in table]
     data = paired(rows)
     rs = Resampler(data, n_boot=2000, seed=0)
     base = data.row("target-only")
