@@ -59,6 +59,7 @@ def main() -> None:
     torch.set_num_threads(2)
     from eval.stats import Resampler, paired
     from eval.synthetic import generate
+    from reasoning import jsonl
     from reasoning.api import Solver
     from reasoning.grading import grade
     from routers import make_router
@@ -66,14 +67,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "records.jsonl"
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:  # a torn last line: solved again
-                continue
-            done[(r["problem"], r["config"])] = r
+    # a torn last line (a crash mid-write) is cut off and solved again
+    done = {(r["problem"], r["config"]): r for r in jsonl.read(path, json.loads, "not a record").values}
     problems = generate(args.n, steps=3, seed=testbed.SEED, split="test")
     limits = {"max_steps": 12, "max_tokens": 512, "step_tokens": 96}
     table = configs(args.spec_tokens, args.rate, args.handoff)
@@ -84,7 +79,7 @@ def main() -> None:
                      f"{', '.join(table)}")
         table = {k: v for k, v in table.items() if k in wanted}
     solvers: dict[str, Solver] = {}
-    with path.open("a") as f:
+    with jsonl.Appender(path) as f:
         for p in problems:
             names = list(table)
             random.Random(p.id).shuffle(names)
@@ -98,8 +93,7 @@ def main() -> None:
                 ok = grade(sol.answer_text, p.gold or "", None).correct
                 r = {"problem": p.id, "config": name, "answer": sol.answer, "correct": ok, "seconds": sol.wall_seconds,
                      "target_tokens": sol.costs.target.output_tokens}
-                f.write(json.dumps(r) + "\n")
-                f.flush()
+                f.write(r)
                 done[(p.id, name)] = r
     ids = {p.id for p in problems}
     rows = [(c, pid, {"seconds": r["seconds"], "correct": float(r["correct"])}) for (pid, c), r in done.items()

@@ -170,19 +170,15 @@ class Sessions:
         """When the session holds, after the accepted prefix, a step this model wrote with `write_step` and
         `prefix` is pieces with ids it takes: roll back to where the two part and return the ids still to
         append; else None (the caller rolls back to the accepted prefix and appends `prefix`)."""
-        if slot is None or not slot.written or slot.trial is None or isinstance(prefix, str) or not prefix:
+        if slot is None or not slot.written or slot.trial is None or isinstance(prefix, str):
             return None
         if slot.held != len(self.pieces):  # written before a step it does not hold yet: not after the prefix
             return None
-        if any(p.ids is None or p.author not in slot.shared for p in prefix):
-            return None
-        want = [i for p in prefix for i in p.ids]
-        have = slot.session.token_ids[slot.trial:]
-        same = next((j for j, (a, b) in enumerate(zip(have, want)) if a != b), min(len(have), len(want)))
+        same = slot._repeated(prefix)
         if same == 0:
             return None
         slot.session.rollback(slot.trial + same)
-        return want[same:]
+        return [i for p in prefix for i in p.ids][same:]
 
     def generate_at(self, model: Model, step: int, thinking: bool, cap: int, prefixes: Sequence[Sequence[Piece]],
                     temperature: float | None = None,
