@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from reasoning.answers import has_final_answer
+from reasoning.metrics import judging_parts
 
 if TYPE_CHECKING:
     from reasoning.backends.base import Usage
@@ -38,9 +39,7 @@ def report_judging(ctx: StepContext, model: str, usage: Usage, judged: int) -> N
     instructions) and, before them, steps the session had not read yet: that catch-up is the model's own
     reading, which it needs to write its next step anyway, so it is charged to the model, the rest to
     the judge."""
-    behind = max(0, usage.input_tokens - judged)
-    if behind:
-        share = behind / usage.input_tokens
-        ctx.report(model, usage.part(share, behind), calls=0)
-        usage = usage.part(1 - share, usage.input_tokens - behind)
-    ctx.report("judge", usage)
+    catch_up, judging = judging_parts(usage, judged)
+    if catch_up is not None:
+        ctx.report(model, catch_up, calls=0)
+    ctx.report("judge", judging)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from reasoning.backends.base import Backend, Generation, Session, Switch, Usage
+from reasoning.metrics import Report
 from reasoning.options import Limits
 from reasoning.types import Problem, SolveConfig, Stage, Step
 
@@ -109,31 +110,32 @@ class StepContext(Protocol):
         ...
 
 
-@dataclass
-class Report:
-    stage: Stage
-    usage: Usage
-    on_trial: bool = False
-    thrown_away: bool = False
-    calls: int = 1
+@dataclass(frozen=True)
+class Candidate:
+    """A step a policy already wrote, to be committed as it is (a chosen sample, the target's step written
+    beside the proposal, a step both models wrote). `draft_tokens`: in a step whose author is the target,
+    how many of its tokens the draft wrote (a handoff); where the draft proposed the step, they are the
+    proposal's first tokens, which are then not thrown away."""
+
+    author: Model
+    gen: Generation
+    draft_tokens: int = 0
 
 
 @dataclass
 class Decision:
+    """What a router decided about one step. Proposers write steps (the controller's proposal, or the
+    router's own `proposal`, or any `step` already written); the decision only says which one is
+    committed: `step` if given, else the proposal if kept, else the target writes the step."""
+
     escalate: bool
     score: float | None = None
-    # A target step the router already wrote from the same prefix (with `write_step`); the
-    # controller appends it when the step escalates.
-    target: Generation | None = None
-    # A draft step the router wrote (with `write_step`) to keep instead of the draft's proposal
-    # (or where the draft proposed nothing); the controller appends it when the step is kept.
-    draft: Generation | None = None
-    # With `target`: the proposal's first `handoff` tokens stay at the start of the step and
-    # `target` continues them (written with `write_step(prefix=[ctx.draft_head(handoff)])`).
-    handoff: int | None = None
-    # With `target`: the step was stitched by the router from both models' tokens, this many of them the
-    # draft's (two-way handoff); the controller keeps it as it is.
-    stitched: int | None = None
+    # The draft's step the router wrote itself (routers that do not `propose`): the step decided on,
+    # committed when kept, and recorded as the step's draft.
+    proposal: Generation | None = None
+    # The step to commit, already written (and reported) by the router; None: the proposal when kept,
+    # else the controller has the target write the step.
+    step: Candidate | None = None
     target_score: float | None = None
     wasted: bool | None = None  # escalated although the target's step was not judged better
     threshold: float | None = None  # the threshold in effect (load-aware routing moves it)
@@ -164,4 +166,4 @@ class Router(Protocol):
         ...
 
 
-__all__ = ["Decision", "Model", "Piece", "Report", "Router", "StepContext"]
+__all__ = ["Candidate", "Decision", "Model", "Piece", "Report", "Router", "StepContext"]

@@ -13,15 +13,16 @@ import re
 import time
 from collections.abc import Callable, Sequence
 
+from reasoning import metrics
 from reasoning.answers import extract_answer, last_boxed
-from reasoning.backends.base import Backend, Generation, joined
-from reasoning.context import Decision, Piece, Router, StepContext  # noqa: F401 (re-exported)
+from reasoning.backends.base import Backend, Generation
+from reasoning.context import Candidate, Decision, Piece, Router, StepContext  # noqa: F401 (re-exported)
 from reasoning.errors import ConfigError
 from reasoning.options import Limits  # re-exported: the loop's budgets live in reasoning.options
 from reasoning.prompts import Prompt
 from reasoning.segmenter import Cut, Segmenter
 from reasoning.slots import LoopContext, Sessions
-from reasoning.types import Costs, Problem, Solution, SolveConfig, StageCost, Step, StopReason
+from reasoning.types import Costs, Problem, Solution, SolveConfig, Step, StopReason
 
 log = logging.getLogger(__name__)
 
@@ -40,28 +41,6 @@ def repeats(texts: Sequence[str], rule: str = "any") -> bool:
         return False
     last = _norm(texts[-1])
     return any(_norm(t) == last for t in (texts[-2:-1] if rule == "consecutive" else texts[:-1]))
-
-
-def _charge(c: Costs, ctx: LoopContext, start: int, seconds: float, keep: bool, calls: int) -> None:
-    """A router call that took `seconds`: the calls it reported go to their stages (work on the draft's
-    step on trial settled by `keep`), the rest of its time is the router's own."""
-    reported = ctx.charge(c, start, keep)
-    c.router.add(StageCost(calls=calls, seconds=max(0.0, seconds - reported)))
-
-
-def _thrown(draft: Generation, kept: int) -> StageCost:
-    """The cost of the proposal's tokens after the first `kept` (all of it when none is kept)."""
-    if not kept:
-        return draft.usage.cost()
-    thrown = draft.usage.outputs(max(0, draft.usage.output_tokens - kept)).cost()
-    thrown.calls = 0  # a share of the proposal's call
-    return thrown
-
-
-def _stitch(draft: Generation, kept: int, prefix: str, rest: Generation) -> Generation:
-    """One step of the proposal's first `kept` tokens (`prefix`) and the target's continuation."""
-    head = Generation(prefix, draft.token_ids[:kept], draft.logprobs[:kept], draft.entropies[:kept], "length", None)
-    return joined(head, rest)
 
 
 # context kept free past the solution's budget: the forced answer's prefix, a <think> head, a judge's question
@@ -125,9 +104,8 @@ class Controller:
         """Draft work the router paid for and never used counts as thrown away, in the last step (its
         tokens and seconds are in the draft's column already, where it was paid)."""
         leftover = getattr(self.router, "leftover", None)  # routers written before it was a hook have none
-        for usage in leftover() if leftover is not None and steps else ():
-            cost = usage.cost()
-            cost.calls = 0
+        if leftover is not None and steps:
+            cost = metrics.unused(leftover())
             steps[-1].costs.discarded.add(cost)
             costs.discarded.add(cost)
 
@@ -161,40 +139,40 @@ class Controller:
     def _route(self, ctx: LoopContext, c: Costs) -> Decision:
         t0 = time.perf_counter()
         decision = self.router.route(ctx)
-        keep = ctx.draft is not None and not decision.escalate and decision.draft is None  # the proposal
-        _charge(c, ctx, 0, time.perf_counter() - t0, keep, calls=1)
+        keep = ctx.draft is not None and not decision.escalate and decision.step is None  # the proposal
+        metrics.charge_router(c, ctx.reported, time.perf_counter() - t0, keep, calls=1)
         self.sessions.settle(keep)
         return decision
 
     def _rewrite(self, ctx: LoopContext, decision: Decision, draft_cut: Cut | None,
                  c: Costs) -> tuple[str, Generation, Cut, int | None]:
-        """The step's author, generation and cut: the draft's if kept (the router's draft step, if it
-        wrote one, else the proposal), else the target's (the router's, if it wrote one), with where
-        it starts in the target's session (None: it is not there)."""
-        if not decision.escalate and decision.draft is not None:  # written (and paid for) by the router
-            if ctx.draft is not None:
-                c.discarded.add(ctx.draft.usage.cost())
-            return "draft", decision.draft, self.segmenter.cut(decision.draft), None
-        if ctx.draft is not None and not decision.escalate:
-            return "draft", ctx.draft, draft_cut, None
+        """The step's author, generation and cut: the step the router already wrote, else the proposal
+        (the controller's or the router's own) if kept, else the target's, written now; with where it
+        starts in the target's session (None: it is not there). A proposal not committed is thrown
+        away, but for the tokens a handoff step keeps."""
+        mark: int | None = None
+        if decision.step is not None:
+            author, gen, kept = decision.step.author, decision.step.gen, decision.step.draft_tokens
+        elif not decision.escalate:
+            proposal = ctx.draft if ctx.draft is not None else decision.proposal
+            if proposal is None:
+                raise RuntimeError(f"router {self.router.name!r} kept a step that no model wrote")
+            return "draft", proposal, draft_cut if proposal is ctx.draft else self.segmenter.cut(proposal), None
+        else:
+            author, kept = "target", 0
+            gen, mark = self.sessions.generate("target", ctx.step_index, ctx.in_thinking, ctx.step_cap)
+            c.target.add(gen.usage.cost())
         if ctx.draft is not None:
-            c.discarded.add(_thrown(ctx.draft, decision.handoff or 0))
-        if decision.target is not None:  # already written (and paid for) by the router
-            gen = decision.target
-            if decision.handoff:  # the target continued the proposal's first tokens
-                gen = _stitch(ctx.draft, decision.handoff, ctx.draft_prefix(decision.handoff), gen)
-            return "target", gen, self.segmenter.cut(gen), None
-        gen, mark = self.sessions.generate("target", ctx.step_index, ctx.in_thinking, ctx.step_cap)
-        c.target.add(gen.usage.cost())
-        if self.router.reviews:
+            c.discarded.add(metrics.thrown(ctx.draft.usage, kept if author == "target" else 0))
+        if decision.step is None and self.router.reviews:
             # judges read the step after the prefix: take it out, the commit adds it back
             self.sessions.target.session.rollback(mark)
             mark = None
             n, t0 = len(ctx.reported), time.perf_counter()
             ctx.reviewing = True
             self.router.review(ctx, decision, gen)
-            _charge(c, ctx, n, time.perf_counter() - t0, keep=False, calls=0)
-        return "target", gen, self.segmenter.cut(gen), mark
+            metrics.charge_router(c, ctx.reported[n:], time.perf_counter() - t0, keep=False, calls=0)
+        return author, gen, self.segmenter.cut(gen), mark
 
     def _commit(self, ctx: LoopContext, decision: Decision, author: str, gen: Generation, cut: Cut,
                 mark: int | None, c: Costs) -> Step:
@@ -205,9 +183,9 @@ class Controller:
         final = self.limits.stop_on_answer and self.segmenter.is_final(cut.text, ctx.in_thinking)
         # the draft's step: its proposal, or the step a router wrote for it where it proposed none
         draft, draft_text = ctx.draft, ctx.draft_text
-        if draft is None and decision.draft is not None:
-            draft_text = cut.text if gen is decision.draft else self.segmenter.cut(decision.draft).text
-            draft = decision.draft
+        if draft is None and decision.proposal is not None:
+            draft = decision.proposal
+            draft_text = cut.text if gen is draft else self.segmenter.cut(draft).text
         routed = draft is not None or decision.score is not None
         return Step(
             index=ctx.step_index, text=cut.text, author=author,
@@ -216,7 +194,7 @@ class Controller:
             draft_text=draft_text,
             draft_tokens=len(draft.token_ids) if draft is not None else 0,
             draft_stats=draft.stats() if draft is not None else None,
-            handoff_tokens=(decision.handoff or decision.stitched or 0) if author == "target" else 0,
+            handoff_tokens=decision.step.draft_tokens if decision.step is not None and author == "target" else 0,
             score=decision.score, target_score=decision.target_score,
             threshold=decision.threshold, target_load=ctx.target_load,
             decision=("escalate" if decision.escalate else "keep") if routed else None,

@@ -17,13 +17,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from reasoning import metrics
 from reasoning.backends.base import Backend, Generation, Session, Switch, Usage
 from reasoning.context import Model, Piece, Report
 from reasoning.errors import ConfigError
 from reasoning.options import Limits
 from reasoning.prompts import Prompt
 from reasoning.segmenter import Cut, Segmenter
-from reasoning.types import Costs, Problem, SolveConfig, Stage, StageCost, Step
+from reasoning.types import Costs, Problem, SolveConfig, Stage, Step
 
 
 def exact_ids(backend: Backend, gen: Generation, piece: str) -> tuple[int, ...] | None:
@@ -393,18 +394,5 @@ class LoopContext:
         self.reported.append(Report(stage, usage, on_trial, thrown_away, calls))
 
     def charge(self, costs: Costs, start: int = 0, keep: bool = False) -> float:
-        """Add the reports from `start` on to `costs`; returns their seconds. Work on the draft's step
-        on trial is part of a call already counted: its model's (no call) if the step is kept, else
-        the judge's."""
-        seconds = 0.0
-        for r in self.reported[start:]:
-            cost: StageCost = r.usage.cost()
-            cost.calls = r.calls
-            stage = r.stage
-            if r.on_trial:
-                stage, cost.calls = (stage if keep else "judge"), 0
-            costs.stage(stage).add(cost)
-            if r.thrown_away:
-                costs.discarded.add(cost)
-            seconds += r.usage.seconds
-        return seconds
+        """Add the reports from `start` on to `costs` (reasoning.metrics.charge); returns their seconds."""
+        return metrics.charge(costs, self.reported[start:], keep)

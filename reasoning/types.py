@@ -5,29 +5,19 @@ All are pydantic v2 models; `Solution.model_validate_json(s.model_dump_json())` 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasoning.grading import grade
+from reasoning.metrics import STAGES, Costs, Stage, StageCost, escalation_rate  # noqa: F401 (re-exported)
 
 SCHEMA_VERSION = 1
 
-Stage = Literal["draft", "judge", "router", "target"]
-STAGES: tuple[Stage, ...] = ("draft", "judge", "router", "target")
 Author = Literal["draft", "target"]
 # no_answer: the solution ended without an answer and the forced-answer step read none either
 StopReason = Literal["answer", "eos", "max_steps", "token_budget", "repeated_step", "no_answer"]
 StepEnd = Literal["delimiter", "think_end", "token_cap", "eos", "stop"]
-
-
-def escalation_rate(escalated: Sequence[bool | float]) -> float | None:
-    """The escalation rate: the share of routed steps that escalate (the target writes them in the
-    draft's place), one flag a step (or the share of a step the target wrote, for a handoff); None when
-    no step was routed. A threshold is calibrated to it (routers.arbitrage_model.tau_table), and eval
-    records and the server report it (`Solution.escalation_rate`)."""
-    return float(sum(escalated)) / len(escalated) if len(escalated) else None
 
 
 class _Record(BaseModel):
@@ -42,54 +32,6 @@ class Problem(_Record):
     gold: str | None = None
     images: list[str] = Field(default_factory=list)
     meta: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
-
-
-class StageCost(_Record):
-    """Work done by one stage. input_tokens: tokens run through the model without being sampled
-    (prompt, appended text, scored text); output_tokens: tokens sampled."""
-
-    calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    seconds: float = 0.0
-    flops: float = 0.0  # estimated: 2 x model parameters x tokens run (prefill, and decode but the last token)
-
-    @property
-    def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-    def add(self, other: StageCost) -> None:
-        self.calls += other.calls
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.seconds += other.seconds
-        self.flops += other.flops
-
-
-class Costs(_Record):
-    """Per-stage costs. `discarded` is the part of `draft` spent on draft steps that were thrown away
-    (it is already included in `draft`, and shown apart so waste is visible)."""
-
-    draft: StageCost = Field(default_factory=StageCost)
-    judge: StageCost = Field(default_factory=StageCost)
-    router: StageCost = Field(default_factory=StageCost)
-    target: StageCost = Field(default_factory=StageCost)
-    discarded: StageCost = Field(default_factory=StageCost)
-
-    def stage(self, name: Stage) -> StageCost:
-        return getattr(self, name)
-
-    def add(self, other: Costs) -> None:
-        for name in (*STAGES, "discarded"):
-            getattr(self, name).add(getattr(other, name))
-
-    @property
-    def seconds(self) -> float:
-        return sum(self.stage(s).seconds for s in STAGES)
-
-    @property
-    def flops(self) -> float:
-        return sum(self.stage(s).flops for s in STAGES)
 
 
 class TokenStats(_Record):

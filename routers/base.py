@@ -12,7 +12,7 @@ import copy
 import math
 
 from reasoning.backends.base import Generation, Usage
-from reasoning.context import Decision, Router, StepContext
+from reasoning.context import Candidate, Decision, Router, StepContext
 from reasoning.errors import ConfigError
 
 # Score differences this small are numerical noise, not a better step: a near-tie keeps the draft.
@@ -124,5 +124,5 @@ class BaseRouter:
         return self.name
 
 
-__all__ = ["TIE_TOLERANCE", "BaseRouter", "Decision", "Router", "StepContext", "same_step", "target_better",
-           "target_load"]
+__all__ = ["TIE_TOLERANCE", "BaseRouter", "Candidate", "Decision", "Router", "StepContext", "same_step",
+           "target_better", "target_load"]

@@ -30,12 +30,17 @@ from judges import Judge
 from judges.base import report_judging
 from reasoning.backends.base import Generation
 from reasoning.errors import ConfigError
-from routers.base import Decision, StepContext
+from routers.base import Candidate, Decision, StepContext
 from routers.judged import JudgedRouter
 
 SELECT_INSTRUCTION = ("Which candidate is the correct next step? Answer with its number, or 0 if none of them "
                       "is correct.")
 CHOICE_PREFIX = "Choice: "
+
+
+def _kept(escalate: bool, chosen: Generation | None) -> Candidate | None:
+    """The step to commit: a chosen sample (None: the proposal, or the target's step on escalation)."""
+    return Candidate("draft", chosen) if chosen is not None and not escalate else None
 
 
 class BestOfNRouter(JudgedRouter):
@@ -91,7 +96,7 @@ class BestOfNRouter(JudgedRouter):
         escalate = score < tau
         for gen in samples:
             ctx.report("draft", gen.usage, thrown_away=escalate or gen is not chosen)
-        return Decision(escalate=escalate, score=score, draft=None if escalate else chosen, threshold=tau)
+        return Decision(escalate=escalate, score=score, step=_kept(escalate, chosen), threshold=tau)
 
     def _selected(self, ctx: StepContext) -> Decision:
         """SpecCoT's selection: the target picks one of the candidates, or none, in one call."""
@@ -113,7 +118,7 @@ class BestOfNRouter(JudgedRouter):
         self.candidates = [(t, probs[i]) for i, t in enumerate(texts, 1)]
         for gen in samples:
             ctx.report("draft", gen.usage, thrown_away=escalate or gen is not chosen)
-        return Decision(escalate=escalate, score=score, draft=chosen, threshold=tau)
+        return Decision(escalate=escalate, score=score, step=_kept(escalate, chosen), threshold=tau)
 
     def _choose(self, ctx: StepContext, texts: list[str]) -> list[float]:
         """The target's probabilities of answering 0 (none) and 1..len(texts), renormalised over those."""

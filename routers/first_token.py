@@ -10,7 +10,7 @@ nats): thresholds there are hundredths.
 
 from __future__ import annotations
 
-from reasoning.backends.base import Generation, Usage, joined
+from reasoning.backends.base import Generation, joined
 from reasoning.context import Piece
 from routers.base import BaseRouter, Decision, StepContext
 
@@ -35,16 +35,15 @@ class FirstTokenRouter(BaseRouter):
     def route(self, ctx: StepContext) -> Decision:
         tau = self.effective_threshold(ctx)
         probe, s = self.probe(ctx)
-        u = probe.usage
-        token = u.outputs(u.output_tokens)
-        ctx.report("draft", Usage(u.input_tokens, 0, u.seconds - token.seconds, u.flops - token.flops))  # the prefill
+        prefill, token = probe.usage.split_outputs(probe.usage.output_tokens)
+        ctx.report("draft", prefill)
         if self.decide(s, tau):
             ctx.report("draft", token, thrown_away=True, calls=0)
             return Decision(escalate=True, score=s, threshold=tau)
         ctx.report("draft", token, calls=0)  # the step's first token
         if probe.finish_reason != "length":  # the probe ended the step (a stop string or the end)
-            return Decision(escalate=False, score=s, draft=probe, threshold=tau)
+            return Decision(escalate=False, score=s, proposal=probe, threshold=tau)
         head = Piece(probe.text, "draft", tuple(probe.token_ids))
         rest = ctx.write_step("draft", prefix=[head], max_tokens=max(1, ctx.step_cap - len(probe.token_ids)))
         ctx.report("draft", rest.usage)
-        return Decision(escalate=False, score=s, draft=joined(probe, rest), threshold=tau)
+        return Decision(escalate=False, score=s, proposal=joined(probe, rest), threshold=tau)

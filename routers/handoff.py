@@ -31,10 +31,10 @@ import math
 from dataclasses import replace
 from typing import Literal
 
-from reasoning.backends.base import Generation, Switch, Usage
+from reasoning.backends.base import Generation, Switch, joined
 from reasoning.context import Piece
 from reasoning.errors import ConfigError
-from routers.base import BaseRouter, Decision, StepContext
+from routers.base import BaseRouter, Candidate, Decision, StepContext
 
 
 class HandoffRouter(BaseRouter):
@@ -86,7 +86,9 @@ class HandoffRouter(BaseRouter):
         rest = ctx.write_step("target", prefix=[head] if head else "", max_tokens=max(1, ctx.step_cap - n))
         ctx.report("target", rest.usage)
         self.kept.append((n, prefix))
-        return Decision(escalate=True, score=s, target=rest, handoff=n or None, threshold=tau)
+        step = joined(Generation(prefix, ctx.draft.token_ids[:n], ctx.draft.logprobs[:n], ctx.draft.entropies[:n],
+                                 "length", None), rest) if n else rest  # the proposal's head, then the target's
+        return Decision(escalate=True, score=s, step=Candidate("target", step, n), threshold=tau)
 
     @staticmethod
     def _prefix(ctx: StepContext, at: int) -> tuple[int, str]:
@@ -152,16 +154,14 @@ class HandoffRouter(BaseRouter):
         step = Generation(draft.decode(ids) if ids else "", ids,
                           [x for g in parts for x in g.logprobs], [x for g in parts for x in g.entropies], *end)
         if by_draft == len(step.token_ids):
-            return Decision(escalate=False, score=score, draft=step, threshold=tau)
-        return Decision(escalate=True, score=score, target=step, stitched=by_draft, threshold=tau)
+            return Decision(escalate=False, score=score, proposal=step, threshold=tau)
+        return Decision(escalate=True, score=score, step=Candidate("target", step, by_draft), threshold=tau)
 
     @staticmethod
     def _drop_last(ctx: StepContext, gen: Generation) -> Generation:
         """The draft's generation without its last token (thrown away), reporting both parts."""
-        u = gen.usage
-        thrown = u.outputs(1)
-        ctx.report("draft", Usage(u.input_tokens, u.output_tokens - 1, u.seconds - thrown.seconds,
-                                  u.flops - thrown.flops, u.prefill_seconds))
+        kept, thrown = gen.usage.split_outputs(1)
+        ctx.report("draft", kept)
         ctx.report("draft", thrown, thrown_away=True, calls=0)
         ids = gen.token_ids[:-1]
         text = ctx.backend("draft").decode(ids) if ids else ""

@@ -33,7 +33,7 @@ from judges.aligned import AlignedJudge
 from reasoning.answers import has_final_answer
 from reasoning.backends.base import Generation, Usage
 from reasoning.errors import ConfigError
-from routers.base import Decision, StepContext, report_written
+from routers.base import Candidate, Decision, StepContext, report_written
 from routers.judged import JudgedRouter
 
 
@@ -129,5 +129,6 @@ class LookaheadRouter(JudgedRouter):
         first, rest = plan[0], plan[1:]
         if rest and not first.escalate:
             self._ahead[self._key(ctx, (ctx.step_text(first.draft),))] = rest
-        return Decision(escalate=first.escalate, score=first.score, draft=first.draft, target=first.target,
+        step = Candidate("target", first.target) if first.escalate and first.target is not None else None
+        return Decision(escalate=first.escalate, score=first.score, proposal=first.draft, step=step,
                         threshold=tau)

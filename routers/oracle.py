@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from judges import Judge
-from routers.base import Decision, StepContext, same_step, target_better
+from routers.base import Candidate, Decision, StepContext, same_step, target_better
 from routers.judged import JudgedRouter
 
 
@@ -32,5 +32,6 @@ class OracleRouter(JudgedRouter):
         # the same step written twice is a tie by definition: no second judge call, keep the draft
         target_score = draft_score if same_step(text, ctx.draft_text) else self.judge.score(ctx, text)
         escalate = target_better(target_score, draft_score, tau)
-        return Decision(escalate=escalate, score=draft_score, target=target, target_score=target_score,
+        return Decision(escalate=escalate, score=draft_score, step=Candidate("target", target) if escalate else None,
+                        target_score=target_score,
                         wasted=(target_score <= draft_score) if escalate else None, threshold=tau)

@@ -56,7 +56,7 @@ from reasoning.errors import ConfigError
 from reasoning.options import DEFAULT_DRAFT, DEFAULT_TARGET, SWEEP_LIMITS, make_limits
 from reasoning.specs import parse_spec
 from reasoning.types import Problem
-from routers.base import Decision, StepContext, report_written, same_step, target_better
+from routers.base import Candidate, Decision, StepContext, report_written, same_step, target_better
 from routers.features import FEATURE_NAMES, FEATURE_VERSION, features_from_context
 from routers.oracle import OracleRouter
 from training.traces import TargetSample, TraceRecord
@@ -155,7 +155,7 @@ class CollectingOracle(OracleRouter):
     """The oracle with tau = 0 that also writes K target steps per step and records every step.
 
     `traces` holds the steps routed since the last `reset()`. The chosen target step is the first
-    sample; the target session is left at the prefix, as `Decision.target` requires."""
+    sample; the target session is left at the prefix, as `Decision.step` requires."""
 
     def __init__(self, judge: str | Judge = "specreason", judge_options: dict[str, Any] | None = None,
                  target_samples: int = 1, temperature: float = 0.0, seed: int = 0):
@@ -217,7 +217,8 @@ class CollectingOracle(OracleRouter):
         )
         self.traces.append(trace)
         first = samples[0].score
-        return Decision(escalate=label, score=draft_score, target=gens[0], target_score=first,
+        return Decision(escalate=label, score=draft_score, step=Candidate("target", gens[0]) if label else None,
+                        target_score=first,
                         wasted=(first <= draft_score) if label else None)
 
 

@@ -16,44 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from reasoning.metrics import Usage, usage  # noqa: F401 (re-exported)
 from reasoning.prompts import Prompt
 from reasoning.specs import ModelSpec
-from reasoning.types import StageCost, TokenStats
-
-
-@dataclass(slots=True)
-class Usage:
-    """What one call cost: tokens run through the model without sampling, tokens sampled, seconds."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    seconds: float = 0.0
-    flops: float = 0.0  # estimated: 2 x parameters x tokens run (the input, the outputs but the last)
-    prefill_seconds: float | None = None  # of `seconds`, the forward pass over the input (where measured)
-
-    def cost(self) -> StageCost:
-        return StageCost(calls=1, input_tokens=self.input_tokens, output_tokens=self.output_tokens,
-                         seconds=self.seconds, flops=self.flops)
-
-    def part(self, share: float, input_tokens: int) -> Usage:
-        """A share of this call (seconds and FLOPs pro rata) with `input_tokens` of its input."""
-        return Usage(input_tokens=input_tokens, seconds=self.seconds * share, flops=self.flops * share)
-
-    def outputs(self, n: int) -> Usage:
-        """The part of this call spent on `n` of its output tokens: FLOPs pro rata by tokens; seconds a
-        share of the measured decode time where the prefill was timed apart, else pro rata by tokens."""
-        share = n / (self.input_tokens + self.output_tokens) if n else 0.0
-        if self.prefill_seconds is not None and self.output_tokens:
-            seconds = max(0.0, self.seconds - self.prefill_seconds) * n / self.output_tokens
-        else:
-            seconds = self.seconds * share
-        return Usage(output_tokens=n, seconds=seconds, flops=self.flops * share)
-
-
-def usage(params: int, input_tokens: int = 0, output_tokens: int = 0, seconds: float = 0.0) -> Usage:
-    """A call's usage with FLOPs estimated as 2 x `params` x tokens the model ran: its input, and each token
-    it sampled but the last (which the next call runs, as its input)."""
-    return Usage(input_tokens, output_tokens, seconds, 2.0 * params * (input_tokens + max(0, output_tokens - 1)))
+from reasoning.types import TokenStats
 
 
 def params_in_dir(path) -> int:
