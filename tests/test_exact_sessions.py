@@ -11,6 +11,7 @@ from routers import make_router
 
 PAIR = ("testbed-draft", "testbed-target")
 PROBLEM = generate(7, steps=3, seed=0, split="test")[6]  # 7 - 4 = 3., 3 + 16 = 19., 19 - 4 = 15., answer
+WRONG = generate(29, steps=3, seed=0, split="test")[28]  # the draft writes 42 + 33 = 75., 75 - 33 = 41.
 LIMITS = {"max_steps": 5, "step_tokens": 48, "max_tokens": 256}
 FAST = {"random": (0.6, {})}  # in the development loop: the target catches up two steps at once
 POLICIES = FAST | {
@@ -30,7 +31,7 @@ POLICIES = FAST | {
 
 
 def spy_generations(monkeypatch, backend, stage: str, log: list) -> None:
-    """Record (stage, token ids) of every generation of `backend`'s sessions (the real sessions run)."""
+    """Record (stage, token ids, text, finish reason) of every generation of `backend`'s sessions."""
     opener = backend.open_session
 
     def open_session(prompt):
@@ -39,7 +40,7 @@ def spy_generations(monkeypatch, backend, stage: str, log: list) -> None:
 
         def recorded(**kw):
             gen = generate(**kw)
-            log.append((stage, tuple(gen.token_ids), gen.text))
+            log.append((stage, tuple(gen.token_ids), gen.text, gen.finish_reason))
             return gen
 
         session.generate = recorded
@@ -56,7 +57,7 @@ def check_exact(ctl: Controller, written: list) -> int:
             continue
         slot = sessions.slot(piece.author)
         assert piece.ids is not None and slot.backend.decode(list(piece.ids)) == piece.text
-        mine = [ids for stage, ids, text in written if stage == piece.author and text == piece.text]
+        mine = [ids for stage, ids, text, _ in written if stage == piece.author and text == piece.text]
         if mine:  # a step committed as its author wrote it: the ids its generation returned
             assert piece.ids in mine, piece.text
             matched += 1
@@ -74,8 +75,8 @@ def check_exact(ctl: Controller, written: list) -> int:
     return matched
 
 
-def run(monkeypatch, name: str):
-    tau, options = POLICIES[name]
+def run(monkeypatch, name: str, problem=PROBLEM, tau=None):
+    tau, options = (POLICIES[name][0] if tau is None else tau), POLICIES[name][1]
     solver = Solver(*PAIR, make_router(name.split("/")[0], tau, **options), **LIMITS)
     written: list = []
     for backend, stage in ((solver.draft, "draft"), (solver.target, "target")):
@@ -83,12 +84,12 @@ def run(monkeypatch, name: str):
             spy_generations(monkeypatch, backend, stage, written)
     ctl = Controller(solver.draft, solver.target, solver.router, solver.limits, solver.config(solver.limits))
     counts = []
-    sol = ctl.run(PROBLEM, on_step=lambda step: counts.append(check_exact(ctl, written)))
-    return ctl, sol, counts
+    sol = ctl.run(problem, on_step=lambda step: counts.append(check_exact(ctl, written)))
+    return ctl, sol, counts, written
 
 
 def _check(monkeypatch, name: str):
-    ctl, sol, counts = run(monkeypatch, name)
+    ctl, sol, counts, _ = run(monkeypatch, name)
     assert len(counts) == len(sol.steps) and max(counts) >= 1
     pieces = ctl.sessions.pieces
     steps = [p for p in pieces if p.author is not None]
@@ -125,6 +126,8 @@ class KVLog:
         self.dropped: dict[int, dict[int, int]] = {}  # session id -> what its last crop removed
         self.rereads: list[tuple[int, int]] = []  # (position, tokens re-read) of each multi-token re-read
         self.seen: list = []  # every session, kept alive so that no id is reused
+        self.forwards: list[tuple[int, list[int]]] = []  # (session id, ids) of every forward
+        self.owner: dict[int, object] = {}  # session id -> its backend
 
     def _held(self, session) -> dict[int, int]:
         if id(session) not in self.held:
@@ -133,6 +136,8 @@ class KVLog:
 
     def forward(self, session, ids) -> None:
         held, gone = self._held(session), self.dropped.get(id(session), {})
+        self.forwards.append((id(session), list(ids)))
+        self.owner[id(session)] = session.backend
         start, same = session._kv_len, 0
         for j, t in enumerate(ids):
             if gone.get(start + j) != t:
@@ -173,6 +178,59 @@ def test_no_session_reads_again_the_tokens_it_held(monkeypatch, name):
     """Steps a model wrote stay in its KV cache: no policy rolls a session back and feeds it the same tokens
     again (a kept step, a judged proposal, a prefix already read)."""
     log = kv_logged(monkeypatch)
-    ctl, sol, _ = run(monkeypatch, name)
+    ctl, sol, _, _ = run(monkeypatch, name)
     assert sol.steps and log.held  # the sessions ran
     assert log.rereads == [], log.rereads
+
+
+def _common(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("name,tau", [pytest.param("target-only", None, marks=pytest.mark.slow),
+                                      pytest.param("draft-only", None, marks=pytest.mark.slow),
+                                      ("random", None),
+                                      ("arbitrage", 0.3)])  # rejects a proposal whose first 9 of 12 tokens stay
+def test_each_model_runs_the_tokens_the_method_needs_once(monkeypatch, name, tau):
+    """The count, per model, of tokens a method needs run (prefill and decode), from the solve's steps: the
+    target runs its prompt and the solution up to the last step it wrote, each token once; the draft also
+    runs its proposals, and of a rejected one, the tokens after the part the step replacing it repeats.
+    Equal to what the KV sessions ran (one re-read token more fails it) and to the stage's FLOPs."""
+    log = kv_logged(monkeypatch)
+    ctl, sol, _, written = run(monkeypatch, name, WRONG, tau)
+    assert sol.stop_reason == "answer" and not sol.forced_answer
+    pieces = [p for p in ctl.sessions.pieces if p.author is not None]
+    assert len(pieces) == len(sol.steps)
+    steps = [list(p.ids) for p in pieces]
+    sessions = {s.backend.name: s for s in log.seen}  # one session a model under these policies
+    assert len(sessions) == len(log.seen) == (1 if name.endswith("-only") else 2)
+    models = {"draft": ctl.draft_backend, "target": ctl.target_backend}
+    prompt = {m: sessions[b.name].n_prompt for m, b in models.items() if b is not None and b.name in sessions}
+    # a model's last sampled token is never run, but for a step that ended at the end-of-sequence token,
+    # which the step does not hold: its last token was run to sample it
+    unrun = {True: 0, False: 1}
+    need: dict[str, int] = {}
+    if name != "draft-only":
+        last = max(i for i, s in enumerate(sol.steps) if s.author == "target")
+        need["target"] = prompt["target"] + sum(len(s) for s in steps[: last + 1]) - unrun[sol.steps[last].end == "eos"]
+    if name != "target-only":  # the proposals, in order: one draft generation a step under these policies
+        proposals = [list(ids) for stage, ids, _, _ in written if stage == "draft"]
+        end = [finish for stage, _, _, finish in written if stage == "draft"][-1]
+        assert [len(p) for p in proposals] == [s.draft_tokens for s in sol.steps]
+        dropped = sum(max(0, len(p) - 1 - _common(p, s)) for p, s, step in zip(proposals, steps, sol.steps[:-1])
+                      if step.author == "target")
+        if name == "arbitrage":
+            assert dropped == 2  # the rejected proposal's last 3 tokens differ; its last one never ran
+        need["draft"] = (prompt["draft"] + sum(len(s) for s in steps[:-1]) + len(proposals[-1]) - unrun[end == "eos"]
+                         + dropped)
+    assert len(need) == len(sessions)
+    for stage, n in need.items():
+        backend = models[stage]
+        ran = sum(len(ids) for sid, ids in log.forwards if log.owner[sid] is backend)
+        assert ran == n, (stage, ran, n)
+        assert sol.costs.stage(stage).flops == pytest.approx(2.0 * backend.n_params * n), stage
