@@ -73,6 +73,7 @@ class PRMSpec(BaseModel):
     chat: bool | None = None  # None: chat format for classification when the tokenizer has a template
     system: str = DEFAULT_SYSTEM  # system message in the chat format ("" for none)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$")  # where the PRM runs
 
     @field_validator("step_separator")
     @classmethod
@@ -100,8 +101,8 @@ def _spec_error(e: ValidationError) -> ConfigError:
     return ConfigError(f"judge 'prm': bad option {field}={err.get('input')!r}: {err['msg']}")
 
 
-# (resolved path, style, trust_remote_code, dtype) -> (model, tokenizer); models are loaded once.
-_MODELS: dict[tuple[str, str, bool, str], tuple[Any, Any]] = {}
+# (resolved path, style, trust_remote_code, dtype, device) -> (model, tokenizer); models are loaded once.
+_MODELS: dict[tuple[str, str, bool, str, str], tuple[Any, Any]] = {}
 
 
 def _check_labels(n: int, spec: PRMSpec, where: str) -> None:
@@ -117,7 +118,7 @@ def _check_labels(n: int, spec: PRMSpec, where: str) -> None:
 
 
 def load_prm(spec: PRMSpec) -> tuple[Any, Any]:
-    """The PRM's model (eval mode, on CPU) and tokenizer, loaded once per process."""
+    """The PRM's model (eval mode, on `spec.device`) and tokenizer, loaded once per process."""
     path = Path(spec.model).expanduser()
     if not path.exists():
         raise ModelSpecError(f"judge 'prm': model directory not found: {spec.model}")
@@ -125,7 +126,7 @@ def load_prm(spec: PRMSpec) -> tuple[Any, Any]:
         raise ModelSpecError(f"judge 'prm': model must be a directory, not a file: {spec.model}")
     if not (path / "config.json").is_file():
         raise ModelSpecError(f"judge 'prm': no model in directory {spec.model} (config.json is missing)")
-    key = (str(path.resolve()), spec.style, spec.trust_remote_code, spec.dtype)
+    key = (str(path.resolve()), spec.style, spec.trust_remote_code, spec.dtype, spec.device)
     if key in _MODELS:
         return _MODELS[key]
 
@@ -143,11 +144,11 @@ def load_prm(spec: PRMSpec) -> tuple[Any, Any]:
     except (OSError, ValueError, KeyError, ImportError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelSpecError(f"judge 'prm': cannot load model {spec.model}: {first}") from None
-    model.to("cpu").eval()
+    model.to(spec.device).eval()
     if remote:  # a checkpoint's own head may ignore config.num_labels: look at one token's output
         with torch.inference_mode():
-            _check_labels(_label_count(model(input_ids=torch.zeros((1, 1), dtype=torch.long))), spec,
-                          f"the output of model {spec.model}")
+            one = torch.zeros((1, 1), dtype=torch.long, device=spec.device)
+            _check_labels(_label_count(model(input_ids=one)), spec, f"the output of model {spec.model}")
     log.info("loaded PRM %s (%s, %s) in %.1fs", spec.model, spec.style, type(model).__name__,
              time.perf_counter() - t0)
     _MODELS[key] = (model, tok)
@@ -273,9 +274,9 @@ class PRMJudge:
 
     @torch.inference_mode()
     def _run(self, ids: list[int], positions: list[int]) -> list[float]:
-        x = torch.tensor([ids], dtype=torch.long)
+        x = torch.tensor([ids], dtype=torch.long, device=self.spec.device)
         out = self.model(input_ids=x, attention_mask=torch.ones_like(x))
-        logits = _logits(out)
+        logits = _logits(out).cpu()
         if logits.dim() == 2:  # [1, T]: a scalar head without the label axis
             logits = logits.unsqueeze(-1)
         _check_labels(int(logits.shape[-1]), self.spec, f"the output of model {self.spec.model}")

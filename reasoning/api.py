@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from reasoning.backends import load_backend
+from reasoning.backends import check_spec, load_backend
 from reasoning.batching import LOCKSTEP, run_threads
 from reasoning.context import Router
 from reasoning.controller import Controller
@@ -38,6 +38,9 @@ class Solver:
         if router == "arbitrage" and "model" not in router_options and pair is not None:
             router_options["model"] = pair  # the router shipped for the pair
         self.router = make_router(router, threshold, **router_options) if isinstance(router, str) else router
+        for spec, used in ((self.draft_spec, self.router.needs_draft), (self.target_spec, self.router.needs_target)):
+            if used:
+                check_spec(spec)  # both models' options, before either loads
         self.draft = load_backend(self.draft_spec) if self.router.needs_draft else None
         self.target = load_backend(self.target_spec) if self.router.needs_target else None
 

@@ -34,6 +34,15 @@ from reasoning.types import Solution
     (["solve", "2+2?", "--router", "rsd"], "judge 'prm' needs option model="),
     (["solve", "2+2?", "--router", "rsd", "--judge-opt", "model=/nowhere", "--judge-opt", "style=value"],
      "/nowhere"),
+    # the target's option is checked before the draft loads
+    (["solve", "2+2?", "--target", "testbed-target?device=gpu0"],
+     "device must be cpu, cuda, cuda:N or mps; got 'gpu0'"),
+    (["solve", "2+2?", "--router", "draft-only", "--draft", "testbed-draft?dtype=float64"], "dtype must be one of"),
+    (["solve", "2+2?", "--router", "draft-only", "--draft", "hf:.?init=random"],
+     "init=random needs a directory with a config.json"),
+    (["solve", "2+2?", "--router", "draft-only", "--draft", "hf:.?init=zeros"], "init must be random"),
+    (["solve", "2+2?", "--router", "rsd", "--judge-opt", "model=/nowhere", "--judge-opt", "style=value",
+      "--judge-opt", "device=tpu"], "bad option device='tpu'"),
 ])
 def test_bad_input_gives_one_line_and_exit_code_2(cli, args, msg):
     r = cli(*args)

@@ -10,7 +10,7 @@ from reasoning.errors import BackendUnavailableError
 from reasoning.registry import BACKENDS
 from reasoning.specs import ModelSpec, parse_spec
 
-__all__ = ["Backend", "Generation", "Scored", "Session", "Usage", "check_engine", "clear_backend_cache",
+__all__ = ["Backend", "Generation", "Scored", "Session", "Usage", "check_engine", "check_spec", "clear_backend_cache",
            "load_backend"]
 
 _LOADED: dict[tuple, Backend] = {}
@@ -47,13 +47,22 @@ def check_engine(spec: ModelSpec) -> None:
 
 
 
+def check_spec(spec: ModelSpec) -> None:
+    """What can be checked before a model loads: the engine's packages and (transformers) its options."""
+    check_engine(spec)
+    if spec.engine == "hf":
+        from reasoning.backends.hf import check_options
+
+        check_options(spec)
+
+
 def load_backend(spec: str | ModelSpec) -> Backend:
     """Load (once per process) the engine a spec names."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     key = (spec.engine, spec.model, tuple(sorted(spec.options.items())))
     with _LOCK:
         if key not in _LOADED:
-            check_engine(spec)
+            check_spec(spec)
             _LOADED[key] = BACKENDS.load(spec.engine)(spec)  # the engine's factory (reasoning.registry)
         return _LOADED[key]
 

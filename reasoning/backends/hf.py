@@ -1,4 +1,9 @@
-"""transformers backend: any causal LM from a local directory, a .gguf file or a Hub id, on CPU.
+"""transformers backend: any causal LM from a local directory, a .gguf file or a Hub id, on the CPU or a GPU.
+
+Options: `device` (cpu, the default; cuda, cuda:N, mps): where the weights and the KV caches live (the
+logits come back to the CPU, one row a token); `dtype` (float32, bfloat16, float16); `init=random`: a
+directory holding a config.json and a tokenizer, no weights: the model is built from its config with
+random weights, on the device (real shapes and costs, meaningless text: the GPU benchmark).
 
 Sessions (`KVSession`s, reasoning.backends.kv) keep a DynamicCache with one full (non-sliding) layer per
 model layer, so that it can be cropped anywhere; sliding-window models still mask correctly.
@@ -11,6 +16,7 @@ import hashlib
 import inspect
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -123,6 +129,34 @@ def load_hf(spec: ModelSpec) -> HFBackend:
     return HFVisionBackend(spec) if wants_vision(spec) else HFBackend(spec)
 
 
+DEVICE = re.compile(r"(cpu|cuda(:\d+)?|mps)")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_options(spec: ModelSpec) -> None:
+    """One line naming a bad `device`, `dtype` or `init` option, before anything loads."""
+    o = spec.options
+    if "device" in o and not DEVICE.fullmatch(o["device"]):
+        raise ModelSpecError(f"model spec {str(spec)!r}: device must be cpu, cuda, cuda:N or mps; got {o['device']!r}")
+    if "dtype" in o and o["dtype"] not in DTYPES:
+        raise ModelSpecError(f"model spec {str(spec)!r}: dtype must be one of {', '.join(DTYPES)}; got {o['dtype']!r}")
+    if "init" in o and o["init"] != "random":
+        raise ModelSpecError(f"model spec {str(spec)!r}: init must be random (weights from a config); "
+                             f"got {o['init']!r}")
+    if o.get("init") == "random" and not (Path(spec.model) / "config.json").is_file():
+        raise ModelSpecError(f"model spec {str(spec)!r}: init=random needs a directory with a config.json")
+
+
+def random_model(folder: str | Path, device: str = "cpu", dtype: str | None = None):
+    """A causal LM built from `folder`'s config.json with random weights, directly on `device`."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(folder))
+    torch.manual_seed(0)
+    with torch.device(device):
+        return AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype) if dtype else None)
+
+
 class HFBackend:
     """A causal LM through transformers. One instance serves many sessions; sessions may live in
     different threads (forward passes take turns on one lock), but one session is one thread's."""
@@ -130,10 +164,14 @@ class HFBackend:
     def __init__(self, spec: ModelSpec):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        check_options(spec)
         self.spec = spec
         alias = spec.alias
         t0 = time.perf_counter()
-        if spec.pair is not None:
+        if spec.options.get("init") == "random":
+            tok = AutoTokenizer.from_pretrained(spec.model)
+            model = random_model(spec.model, spec.options.get("device", "cpu"), spec.options.get("dtype"))
+        elif spec.pair is not None:
             from reasoning.testbed import apply_head
 
             cached = testbed_dir(spec)
@@ -164,6 +202,8 @@ class HFBackend:
         dtype = self.spec.options.get("dtype")
         if dtype:
             model = model.to(getattr(torch, dtype))
+        self.device = torch.device(self.spec.options.get("device", "cpu"))
+        model = model.to(self.device)
         model.eval()
         self.model, self.tokenizer = model, tok
         self.chat = self.spec.flag("chat", has_chat)
@@ -315,9 +355,9 @@ class HFSession(KVSession):
     def _model_forward(self, ids: list[int], all_logits: bool) -> torch.Tensor:
         b = self.backend
         with b.turns.turn():
-            out = b.model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=0 if all_logits else 1,
-                          **{b._cache_kw: self._cache})
-        return out.logits[0]
+            out = b.model(input_ids=torch.tensor([ids], device=b.device), use_cache=True,
+                          logits_to_keep=0 if all_logits else 1, **{b._cache_kw: self._cache})
+        return out.logits[0].float().cpu()
 
     def _model_crop(self, n: int) -> None:
         self._cache.crop(-(self._kv_len - n))
@@ -453,11 +493,12 @@ class HFSession(KVSession):
         sees &= torch.ones(len(seq), len(seq), dtype=torch.bool).tril()
         mask = torch.cat([torch.ones(len(seq), p0, dtype=torch.bool), sees], 1)[None, None]
         with b.turns.turn():
-            out = b.model(input_ids=torch.tensor([seq]), position_ids=torch.tensor([pos]), attention_mask=mask,
+            out = b.model(input_ids=torch.tensor([seq], device=b.device),
+                          position_ids=torch.tensor([pos], device=b.device), attention_mask=mask.to(b.device),
                           use_cache=True, **{b._cache_kw: self._cache})
         self._kv_len += len(seq)
         self._crop_kv(p0)
         ends = [i for i in range(len(seq)) if branch[i] < 0 and (i + 1 == len(seq) or branch[i + 1] != branch[i])]
-        logp = torch.log_softmax(out.logits[0, ends].float(), dim=-1)
+        logp = torch.log_softmax(out.logits[0, ends].float().cpu(), dim=-1)
         dists = [{c: float(row[i[0]]) for c, i in zip(candidates, ids)} for row in logp]
         return dists, usage(b.n_params, fed + len(seq), seconds=time.perf_counter() - t0)

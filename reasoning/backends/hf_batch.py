@@ -88,7 +88,7 @@ class _Batch:
         self.toks: list[int] = []  # each row's token to run next
         self.pads: list[int] = []
         self.cache = DynamicCache()
-        self.mask = torch.zeros(0, 0, dtype=torch.long)
+        self.mask = torch.zeros(0, 0, dtype=torch.long, device=backend.device)
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -117,7 +117,7 @@ class _Batch:
                 mine.keys, mine.values = torch.cat([mine.keys, k]), torch.cat([mine.values, v])
             else:
                 self.cache.update(k, v, li)
-        row = torch.ones(1, width, dtype=torch.long)
+        row = torch.ones(1, width, dtype=torch.long, device=self.backend.device)
         row[0, :pad] = 0
         self.mask = torch.cat([self.mask, row]) if self.jobs else row
         self.jobs.append(job)
@@ -129,11 +129,11 @@ class _Batch:
         """Run every row's next token and sample the one after; remove and return the jobs that ended."""
         b = self.backend
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.jobs), 1)], 1)
-        pos = torch.tensor([[j.session._kv_len] for j in self.jobs])
+        pos = torch.tensor([[j.session._kv_len] for j in self.jobs], device=b.device)
         with b.turns.held():
-            out = b.model(input_ids=torch.tensor([[t] for t in self.toks]), attention_mask=self.mask,
+            out = b.model(input_ids=torch.tensor([[t] for t in self.toks], device=b.device), attention_mask=self.mask,
                           position_ids=pos, use_cache=True, logits_to_keep=1, **{b._cache_kw: self.cache})
-        logits = out.logits[:, -1].float()
+        logits = out.logits[:, -1].float().cpu()
         ended = []
         for r, job in enumerate(self.jobs):
             s = job.session
@@ -166,7 +166,7 @@ class _Batch:
             return
         self.jobs = [self.jobs[r] for r in keep]
         self.toks = [self.toks[r] for r in keep]
-        self.cache.batch_select_indices(torch.tensor(keep))
+        self.cache.batch_select_indices(torch.tensor(keep, device=self.backend.device))
         trim = min(self.pads[r] for r in keep)
         if trim:
             for layer in self.cache.layers:

@@ -203,20 +203,21 @@ class HFVisionSession(HFSession):
 
     def _run(self, ids: list[int], start: int, all_logits: bool, mm: dict[str, Any] | None) -> torch.Tensor:
         b = self.backend
-        ids_t = torch.tensor([ids])
-        kw: dict[str, Any] = dict(mm or {})
+        ids_t = torch.tensor([ids], device=b.device)
+        kw: dict[str, Any] = {k: v.to(b.device) if isinstance(v, torch.Tensor) else v for k, v in (mm or {}).items()}
         if b._rope_index is not None:
             if mm is not None and start == 0:
                 params = inspect.signature(b._rope_index).parameters
-                pos, delta = b._rope_index(ids_t, **{k: v for k, v in mm.items() if k in params})
+                pos, delta = b._rope_index(ids_t, **{k: v for k, v in kw.items() if k in params})
                 self._rope_delta = int(delta.flatten()[0])
             else:
-                pos = (torch.arange(start, start + len(ids)) + self._rope_delta).view(1, 1, -1).expand(3, 1, -1)
+                pos = (torch.arange(start, start + len(ids), device=b.device) + self._rope_delta).view(1, 1, -1)
+                pos = pos.expand(3, 1, -1)
             kw["position_ids"] = pos
         with b.turns.turn():
             out = b.model(input_ids=ids_t, use_cache=True, logits_to_keep=0 if all_logits else 1,
                           **{b._cache_kw: self._cache}, **kw)
-        logits = out.logits[0]
+        logits = out.logits[0].float().cpu()
         end = start + len(ids)
         if start < self.n_prompt <= end and (all_logits or end == self.n_prompt):
             self._prompt_logits = logits[self.n_prompt - start - 1 if all_logits else -1].float()
