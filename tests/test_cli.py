@@ -41,6 +41,8 @@ from reasoning.types import Solution
     (["solve", "2+2?", "--router", "draft-only", "--draft", "hf:.?init=random"],
      "init=random needs a directory with a config.json"),
     (["solve", "2+2?", "--router", "draft-only", "--draft", "hf:.?init=zeros"], "init must be random"),
+    (["solve", "2+2?", "--router", "draft-only", "--draft", "vllm:smollm2-135m?gpu_memory_utilization=1.5"],
+     "gpu_memory_utilization is the share of the GPU's memory the engine takes, in (0, 1]; got '1.5'"),
     (["solve", "2+2?", "--router", "rsd", "--judge-opt", "model=/nowhere", "--judge-opt", "style=value",
       "--judge-opt", "device=tpu"], "bad option device='tpu'"),
 ])
