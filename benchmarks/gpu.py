@@ -25,6 +25,7 @@ import json
 import logging
 import sys
 import time
+from itertools import chain, islice
 from pathlib import Path
 
 # Qwen2.5 shapes (config.json of each model); vocabulary 152064 for both, so that they share a tokenizer
@@ -57,21 +58,10 @@ def tokenizer(vocab: int):
     from transformers import PreTrainedTokenizerFast
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    tokens, merges = list(alphabet), []
-    pairs = ((a, b) for a in alphabet for b in alphabet)
-    for a, b in pairs:
-        if len(tokens) >= vocab - 1:
-            break
-        tokens.append(a + b)
-        merges.append((a, b))
-    for ab in list(tokens[len(alphabet):]):
-        for c in alphabet:
-            if len(tokens) >= vocab - 1:
-                break
-            tokens.append(ab + c)
-            merges.append((ab, c))
-        if len(tokens) >= vocab - 1:
-            break
+    pairs = [(a, b) for a in alphabet for b in alphabet]
+    triples = ((a + b, c) for a, b in pairs for c in alphabet)
+    merges = list(islice(chain(pairs, triples), vocab - 1 - len(alphabet)))
+    tokens = alphabet + [a + b for a, b in merges]
     core = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()

@@ -54,11 +54,12 @@ def share_target_only(src: Path, dst: Path) -> None:
     if (dst / "records.jsonl").exists() or not (src / "records.jsonl").exists():
         return
     from eval.records import read_records
+    from reasoning import jsonl
 
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src / "run.json", dst / "run.json")
-    lines = [r.model_dump_json() for r in read_records(src / "records.jsonl") if r.policy == "target-only"]
-    (dst / "records.jsonl").write_text("".join(line + "\n" for line in lines))
+    kept = [r for r in read_records(src / "records.jsonl") if r.policy == "target-only"]
+    jsonl.replace(dst / "records.jsonl", b"".join(jsonl.line(r) for r in kept))
 
 
 def main() -> None:

@@ -257,14 +257,13 @@ class Sessions:
         """A router wrote the step with `write_step` (after the prefix pieces it passed): the session keeps
         it when what it holds after the committed steps it has is exactly the steps since and this one."""
         since = [*self.pieces[slot.held:], piece]
-        have = getattr(slot.session, "token_ids", None)
-        if have is None or any(p.ids is None or p.author not in slot.shared for p in since):
-            return  # not comparable: the next call rolls it back and catches up
         # the write began where the committed steps it held ended (a later call would have rolled it back)
-        want, have = [i for p in since for i in p.ids], list(have[slot.trial:])
-        if have and want[: len(have)] == have:  # the step, or its start (the other model wrote the rest)
-            if len(want) > len(have):
-                slot.session.append_ids(want[len(have):])
+        held = slot.session.n_tokens - slot.trial
+        same = slot._repeated(since)  # 0 where not comparable: the next call rolls it back and catches up
+        if held and same == held:  # the step, or its start (the other model wrote the rest)
+            want = [i for p in since for i in p.ids]
+            if len(want) > same:
+                slot.session.append_ids(want[same:])
             slot.kept, slot.trial, slot.written = True, None, False
             slot.held = len(self.pieces)  # add() counts the new piece
 

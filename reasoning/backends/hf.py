@@ -152,8 +152,9 @@ def random_model(folder: str | Path, device: str = "cpu", dtype: str | None = No
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(str(folder))
-    torch.manual_seed(0)
-    with torch.device(device):
+    gpus = [torch.device(device).index or 0] if device.startswith("cuda") else []
+    with torch.random.fork_rng(devices=gpus), torch.device(device):  # seeded, the process's RNG untouched
+        torch.manual_seed(0)
         return AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype) if dtype else None)
 
 
