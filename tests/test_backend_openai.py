@@ -190,15 +190,33 @@ def test_api_key_from_the_environment_is_sent(proxy, monkeypatch):
     assert proxy.seen[-1].get("Authorization") == "Bearer sk-test-123"
 
 
-def test_replicas_take_sessions_round_robin_and_keep_them(server, proxy):
-    b = backend(f"{server}|{proxy.url}")
-    sessions = [b.open_session(Prompt.math(QUESTION)) for _ in range(4)]
-    assert [s.url for s in sessions] == [server, proxy.url, server, proxy.url]
+def test_a_url_that_cannot_be_reached_fails_over_to_the_next_and_its_sessions_follow(proxy):
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    b = backend(f"{dead}|{proxy.url}", retries="2")
+    s = b.open_session(Prompt.math(QUESTION))
+    assert s.url == dead and b.live(dead) == dead
+    n = len(proxy.bodies)
+    g = s.generate(max_tokens=3)
+    assert g.usage.output_tokens == 3 and len(proxy.bodies) == n + 1 and b.retried == 1
+    assert b.live(dead) == proxy.url and b.open_session(Prompt.math(QUESTION)).url == proxy.url
+    s.generate(max_tokens=2)  # the session stays where it went, without trying the dead URL again
+    assert len(proxy.bodies) == n + 2 and b.retried == 1
+
+
+def test_every_request_of_a_session_carries_its_key_for_a_router_to_hash(proxy):
+    b = backend(proxy.url)
+    one, two = b.open_session(Prompt.math(QUESTION)), b.open_session(Prompt.math(QUESTION))
     n = len(proxy.seen)
-    sessions[1].generate(max_tokens=2)
-    sessions[1].generate(max_tokens=2)
-    sessions[0].generate(max_tokens=2)
-    assert len(proxy.seen) == n + 2  # session 1 stays on its replica, session 0 never goes there
+    one.generate(max_tokens=2)
+    one.next_token_logprobs(["1", "2"])
+    two.generate(max_tokens=2)
+    fork = one.fork()
+    fork.generate(max_tokens=2)
+    keys = [h.get("X-Session-ID") for h in proxy.seen[n:]]
+    assert keys[0] == keys[1] == keys[3] != keys[2] and all(k and len(k) == 32 for k in keys)
+    quiet = backend(proxy.url, session_header="")
+    quiet.open_session(Prompt.math(QUESTION)).generate(max_tokens=2)
+    assert proxy.seen[-1].get("X-Session-ID") is None
 
 
 @pytest.mark.parametrize("choice, text, expected", [
@@ -275,3 +293,30 @@ def test_sampling_filters_reach_the_server_and_it_applies_them(server, proxy):
     assert any(h.text != greedy.text for h in hot)
     assert "top_k" not in proxy.bodies[-1] and "top_p" not in proxy.bodies[-1]
 
+
+
+def test_k_samples_after_one_prefix_ask_for_n_and_go_one_each_where_the_server_ignores_it(server, proxy):
+    """llama-cpp-python's server answers n=3 with one choice: the first request asks for n, the other
+    samples follow one request each, seeded s + k as vLLM seeds n samples, and later calls skip n. The
+    samples are the ones separate requests with those seeds write; the prefix is counted once."""
+    b = backend(proxy.url)
+    s = b.open_session(Prompt.math(QUESTION))
+    head = s.prefill()
+    assert head.input_tokens == s.n_tokens
+    kw = dict(max_tokens=12, stop=["\n\n"], temperature=1.0, ignore_eos=False)
+    gens = b.generate_many([(s.fork(), kw | {"seed": 40 + k}) for k in range(3)])
+    sent = proxy.bodies[-3:]
+    assert sent[0]["n"] == 3 and "n" not in sent[1] and "n" not in sent[2]
+    assert [x["seed"] for x in sent] == [40, 41, 42]
+    alone = [b.open_session(Prompt.math(QUESTION)).generate(seed=40 + k, **kw) for k in range(3)]
+    assert [g.text for g in gens] == [a.text for a in alone] and len({g.text for g in gens}) > 1
+    assert [g.usage.input_tokens for g in gens] == [0, 0, 0]  # the prefix was counted by prefill()
+    assert s.text == "" and s.n_tokens == head.input_tokens  # the forks wrote, not the session
+    n0 = len(proxy.bodies)
+    b.generate_many([(s.fork(), kw | {"seed": 7 + k}) for k in range(2)])
+    assert len(proxy.bodies) == n0 + 2 and all("n" not in x for x in proxy.bodies[n0:])
+    # seeds that do not count up, or greedy steps, are separate requests
+    n0 = len(proxy.bodies)
+    b2 = backend(proxy.url)
+    b2.generate_many([(b2.open_session(Prompt.math(QUESTION)), kw | {"seed": sd}) for sd in (3, 9)])
+    assert len(proxy.bodies) == n0 + 2 and all("n" not in x for x in proxy.bodies[n0:])

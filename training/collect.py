@@ -147,8 +147,10 @@ class StepTrace:
 
 
 def sample_seed(seed: int, problem_id: str, step_index: int, k: int) -> int:
-    """The seed of target sample k at one step: stable across processes and reruns."""
-    return zlib.crc32(f"{seed}|{problem_id}|{step_index}|{k}".encode())
+    """The seed of target sample k at one step: stable across processes and reruns. A step's samples count up
+    from one base (s, s + 1, ...), as vLLM seeds the samples of one request for n, so that they are one
+    request where the engine takes n (vLLM, its server, SGLang)."""
+    return zlib.crc32(f"{seed}|{problem_id}|{step_index}".encode()) + k
 
 
 class CollectingOracle(OracleRouter):
@@ -178,7 +180,8 @@ class CollectingOracle(OracleRouter):
 
     def _target_steps(self, ctx: StepContext) -> list[Generation]:
         """The K target steps from the prefix: the controller's own greedy step (K = 1, temperature 0), else
-        K samples in one batched call where the engine batches (transformers), each with its own seed."""
+        K samples in one batched call where the engine batches (transformers: forked sessions; vLLM and
+        servers: one request for n = K), each with its own seed."""
         if self.temperature == 0.0:
             gen = ctx.write_step("target")
             ctx.report("target", gen.usage)  # the controller appends the step if it is kept

@@ -9,8 +9,13 @@ are missing or wrong, scoring fails with a clear error.
 
 Spec: ``openai:MODEL?base_url=http://127.0.0.1:8000/v1&tokenizer=smollm2-135m``. Options:
 
-- ``base_url``: one URL or several separated by ``|`` (replicas; each new session goes to the next one,
-  round robin, and stays there so that its prefix stays cached). Default $OPENAI_BASE_URL.
+- ``base_url``: one URL, or several separated by ``|`` for failover: every session uses the first URL
+  that has not failed; a request that cannot connect to its URL (or times out) goes to the next one,
+  which serves that URL's sessions from then on. To spread load over replicas, put a router in front of
+  them (vLLM's `vllm-router`, SGLang's router) and give its URL. Default $OPENAI_BASE_URL.
+- ``session_header``: the HTTP header carrying each session's key, a random id sent with every request of
+  the session, so that a router hashing it (`vllm-router --policy consistent_hash` reads X-Session-ID)
+  keeps a solve's requests, and its prefix cache, on one replica. Default X-Session-ID; empty: none.
 - ``api_key_env``: the environment variable holding the API key (default OPENAI_API_KEY; none is fine).
 - ``tokenizer``: a bundled alias or transformers directory whose tokenizer matches the served model:
   its chat template formats the prompt and it counts tokens. Without it the plain prompt format is
@@ -29,21 +34,22 @@ one error names the server and the last failure. Entropies are over the top logp
 
 from __future__ import annotations
 
+import contextvars
 import functools
-import itertools
 import json
 import logging
 import math
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import openai
 
 from reasoning.backends.base import Sampling, chat_turn_markers, tokenizer_key
-from reasoning.backends.prefix import Completion, PrefixSession, entropy_from_top, render_prompt
+from reasoning.backends.prefix import Completion, PrefixSession, entropy_from_top, generate_many, render_prompt
 from reasoning.batching import LOCKSTEP
 from reasoning.errors import BackendUnavailableError, ModelSpecError, SpecstepError
 from reasoning.prompts import Prompt
@@ -51,6 +57,8 @@ from reasoning.specs import ModelSpec
 
 log = logging.getLogger(__name__)
 
+
+_SESSION_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar("specstep_session_key", default=None)
 
 # A text whose next token every language model is sure of, and how far (nats) the logprob the server echoes
 # for that token may be from the one it generated it with (prefill and decoding round differently).
@@ -83,7 +91,8 @@ class OpenAIBackend:
         for u in self.urls:
             if not u.startswith(("http://", "https://")):
                 raise ModelSpecError(f"model spec {str(spec)!r}: base_url {u!r} is not an http(s) URL")
-        self._next_url = itertools.cycle(range(len(self.urls)))
+        self._failed: dict[str, str] = {}  # url -> the url that serves its sessions since it failed
+        self.session_header = o.get("session_header", "X-Session-ID")
         self.api_key = os.environ.get(o.get("api_key_env", "OPENAI_API_KEY"), "")
         self.timeout = spec.number("timeout", 120.0, 0.001)
         self.retries = int(spec.number("retries", 3, 0))
@@ -127,6 +136,7 @@ class OpenAIBackend:
         self.retried = 0
         self._tokenize_route: str | None = None
         self._echo_right: dict[str, bool] = {}  # url -> what the echo probe found there
+        self._one_choice: set[str] = set()  # urls found to answer n > 1 with one choice
 
     @property
     def name(self) -> str:
@@ -136,11 +146,41 @@ class OpenAIBackend:
         """Requests this process has in flight on the server(s)."""
         return self.in_flight
 
+    def generate_many(self, requests: Sequence[tuple[PrefixSession, dict]]) -> list:
+        """Steps after forked sessions; K samples after one prefix are one request for n = K."""
+        return generate_many(requests)
+
     # --- HTTP -----------------------------------------------------------------------------------
+    def _headers_now(self) -> dict[str, Any]:
+        """The headers of a request: the API key's (or none), and the calling session's key."""
+        key = _SESSION_KEY.get()
+        return self._headers | {self.session_header: key} if key and self.session_header else self._headers
+
+    def live(self, url: str) -> str:
+        """The URL that serves `url`'s sessions: itself, or where they went when it failed."""
+        with self._lock:
+            while url in self._failed:
+                url = self._failed[url]
+        return url
+
+    def _fail_over(self, url: str, why: str) -> str:
+        """Mark `url` failed; its sessions go to the next URL that has not failed (or stay, when none)."""
+        with self._lock:
+            if url in self._failed or url not in self.urls:
+                return self._failed.get(url, url)
+            i = self.urls.index(url)
+            nxt = next((u for u in self.urls[i + 1:] + self.urls[:i] if u not in self._failed), None)
+            if nxt is None:
+                return url
+            self._failed[url] = nxt
+        log.warning("%s: %s failed (%s): its sessions go to %s from now on", self.name, url, why, nxt)
+        return nxt
+
     def _request(self, url: str, path: str, send: Callable[[openai.OpenAI], Any]) -> dict[str, Any]:
-        """`send(client)` with the SDK client of replica `url` (any client for other URLs), retried on
-        connection errors, timeouts, 429 and 5xx; the answer as the server's JSON object."""
-        client = self._clients.get(url, self._client)
+        """`send(client)` with the SDK client of `url` (of the URL serving it since it failed; any client
+        for other URLs), retried on connection errors, timeouts, 429 and 5xx, a failed connection on the
+        next URL; the answer as the server's JSON object."""
+        url = self.live(url) if url in self._clients else url
         last = ""
         with self._lock:
             self.in_flight += 1
@@ -150,6 +190,7 @@ class OpenAIBackend:
                 if attempt:
                     self.retried += 1
                     time.sleep(min(8.0, 0.25 * 2 ** (attempt - 1)))
+                client = self._clients.get(url, self._client)
                 try:
                     with LOCKSTEP.elsewhere():
                         out = send(client)
@@ -161,6 +202,8 @@ class OpenAIBackend:
                     raise ServerError(f"{url}{path}: HTTP {e.status_code}: {detail}") from None
                 except openai.APIConnectionError as e:  # timeouts too
                     last = str(e.__cause__ or e) or type(e.__cause__ or e).__name__
+                    if url in self._clients and len(self.urls) > 1:
+                        url = self._fail_over(url, last)
                     continue
                 except json.JSONDecodeError:
                     raise ServerError(f"{url}{path}: the server's answer is not JSON") from None
@@ -177,16 +220,22 @@ class OpenAIBackend:
     def _post(self, url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """A POST the SDK has no method for (url: any root, e.g. for /tokenize)."""
         return self._request(url, path, lambda c: c.post(url + path, body=body, cast_to=object,
-                                                          options={"headers": self._headers}))
+                                                          options={"headers": self._headers_now()}))
+
+    def _choices(self, url: str, body: dict[str, Any], extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """/completions' choices in index order, each with the answer's usage; `extra`: options beyond
+        OpenAI's (vLLM's, llama.cpp's), sent as extra_body."""
+        out = self._request(url, "/completions", lambda c: c.completions.create(
+            model=self.spec.model, **body, extra_body=extra or None, extra_headers=self._headers_now()))
+        choices = out.get("choices")
+        if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
+            raise ServerError(f"{url}/completions: answer has no choices")
+        usage_ = out.get("usage") or {}
+        return [c | {"usage": usage_, "logprobs": _legacy(c.get("logprobs"))}
+                for c in sorted(choices, key=lambda c: c.get("index") or 0)]
 
     def _completion(self, url: str, body: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """/completions; `extra`: options beyond OpenAI's (vLLM's, llama.cpp's), sent as extra_body."""
-        out = self._request(url, "/completions", lambda c: c.completions.create(
-            model=self.spec.model, **body, extra_body=extra or None, extra_headers=self._headers))
-        try:
-            return out["choices"][0] | {"usage": out.get("usage") or {}}
-        except (KeyError, IndexError, TypeError):
-            raise ServerError(f"{url}/completions: answer has no choices") from None
+        return self._choices(url, body, extra)[0]
 
     # --- text and tokens ------------------------------------------------------------------------
     def render(self, prompt: Prompt) -> str:
@@ -230,8 +279,7 @@ class OpenAIBackend:
         return max(1, math.ceil(len(text) / 4))
 
     def open_session(self, prompt: Prompt) -> OpenAISession:
-        with self._lock:
-            url = self.urls[next(self._next_url)]
+        url = self.live(self.urls[0])
         if prompt.images:  # images travel as content parts of /v1/chat/completions
             text = "\n".join(m["content"] if isinstance(m["content"], str) else prompt.question
                              for m in prompt.messages())
@@ -261,7 +309,7 @@ class OpenAIBackend:
             msgs.append({"role": "assistant", "content": assistant})
         extra = {"continue_final_message": bool(assistant), "add_generation_prompt": not assistant, **(extra or {})}
         out = self._request(url, "/chat/completions", lambda c: c.chat.completions.create(
-            model=self.spec.model, messages=msgs, **body, extra_body=extra, extra_headers=self._headers))
+            model=self.spec.model, messages=msgs, **body, extra_body=extra, extra_headers=self._headers_now()))
         try:
             return out["choices"][0] | {"usage": out.get("usage") or {}, "prompt_logprobs": out.get("prompt_logprobs")}
         except (KeyError, IndexError, TypeError):
@@ -319,13 +367,39 @@ class OpenAIBackend:
         return {c: top.get(c, floor) for c in candidates}
 
     # --- the three calls a session makes ---------------------------------------------------------
-    def complete(self, url: str, prompt: str | list[int], *, max_tokens: int, stop: Sequence[str], temperature: float,
-                 seed: int | None, ignore_eos: bool, sampling: Sampling | None = None) -> Completion:
+    def _body(self, prompt: str | list[int], max_tokens: int, stop: Sequence[str], temperature: float,
+              seed: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {"prompt": prompt, "max_tokens": max(1, max_tokens), "temperature": temperature,
                                 "logprobs": self.top_k, "stop": list(stop) or None}
         if seed is not None:
             body["seed"] = seed
-        ch = self._completion(url, *_sampled(body, sampling, ignore_eos))
+        return body
+
+    def complete(self, url: str, prompt: str | list[int], *, max_tokens: int, stop: Sequence[str], temperature: float,
+                 seed: int | None, ignore_eos: bool, sampling: Sampling | None = None) -> Completion:
+        body = self._body(prompt, max_tokens, stop, temperature, seed)
+        return self._read(self._completion(url, *_sampled(body, sampling, ignore_eos)), stop)
+
+    def complete_n(self, url: str, prompt: str | list[int], n: int, *, max_tokens: int, stop: Sequence[str],
+                   temperature: float, seed: int | None, ignore_eos: bool,
+                   sampling: Sampling | None = None) -> list[Completion]:
+        """n samples from one prompt in one request (`n`), sample k seeded `seed + k` as vLLM seeds them.
+        A server that answers with fewer choices (llama-cpp-python's ignores n) gets the rest one request
+        each, seeded the same way, then and from then on."""
+        kw = dict(max_tokens=max_tokens, stop=stop, temperature=temperature, ignore_eos=ignore_eos,
+                  sampling=sampling)
+        got: list[Completion] = []
+        if url not in self._one_choice:
+            body = self._body(prompt, max_tokens, stop, temperature, seed) | {"n": n}
+            got = [self._read(ch, stop) for ch in self._choices(url, *_sampled(body, sampling, ignore_eos))[:n]]
+            if len(got) < n:
+                log.info("%s answers n=%d with %d choice(s): sending samples one request each", url, n, len(got))
+                self._one_choice.add(url)
+        return got + [self.complete(url, prompt, seed=None if seed is None else seed + k, **kw)
+                      for k in range(len(got), n)]
+
+    def _read(self, ch: dict[str, Any], stop: Sequence[str]) -> Completion:
+        """A completion choice as a `Completion`."""
         text = ch.get("text") or ""
         lp = ch.get("logprobs") or {}
         tokens = lp.get("tokens") or []
@@ -436,6 +510,17 @@ def _finish(choice: dict[str, Any], text: str, stop: Sequence[str]) -> tuple[str
     return ("stop" if matched else "eos"), matched
 
 
+def _legacy(lp: Any) -> Any:
+    """A completion's logprobs in the legacy completions form (tokens, token_logprobs, top_logprobs), which
+    vLLM and llama-cpp-python's server send; llama.cpp's llama-server sends the chat form (`content`)."""
+    if not isinstance(lp, dict) or "tokens" in lp or not isinstance(lp.get("content"), list):
+        return lp
+    content = lp["content"]
+    return {"tokens": [c.get("token", "") for c in content],
+            "token_logprobs": [c.get("logprob") for c in content],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in c.get("top_logprobs") or []} for c in content]}
+
+
 def _error_message(e: openai.APIStatusError) -> str:
     """The server's own message from an error answer's body (OpenAI's error.message, FastAPI's detail)."""
     try:
@@ -458,11 +543,24 @@ class OpenAISession(PrefixSession):
         self.url = url
 
 
+def _keyed(call: Callable) -> Callable:
+    """A `_Pinned` call whose requests carry the session's key."""
+    @functools.wraps(call)
+    def keyed(self: _Pinned, *args: Any, **kw: Any) -> Any:
+        token = _SESSION_KEY.set(self.key)
+        try:
+            return call(self, *args, **kw)
+        finally:
+            _SESSION_KEY.reset(token)
+    return keyed
+
+
 class _Pinned:
-    """The backend's calls with the session's URL (and, with images, its chat prompt) filled in."""
+    """The backend's calls with the session's URL, its key (and, with images, its chat prompt) filled in."""
 
     def __init__(self, backend: OpenAIBackend, url: str, prompt: Prompt | None):
         self.b, self.url, self.prompt = backend, url, prompt
+        self.key = uuid.uuid4().hex
 
     def count_tokens(self, text: str) -> int:
         return self.b.count_tokens(text)
@@ -473,22 +571,32 @@ class _Pinned:
     def decode(self, ids: Sequence[int]) -> str:
         return self.b.decode(ids)
 
+    @_keyed
     def complete(self, prompt: str, images: tuple = (), **kw: Any) -> Completion:
         if self.prompt is not None:
             return self.b.chat_complete(self.url, self.prompt, prompt, **kw)
         return self.b.complete(self.url, prompt, **kw)
 
+    @_keyed
+    def complete_n(self, prompt: str, n: int, *, seed: int | None, images: tuple = (), **kw: Any) -> list[Completion]:
+        if self.prompt is not None:  # chat requests about images: one sample a request
+            return [self.complete(prompt, seed=None if seed is None else seed + k, **kw) for k in range(n)]
+        return self.b.complete_n(self.url, prompt, n, seed=seed, **kw)
+
+    @_keyed
     def continuation_logprobs(self, prompt: str, continuation: str,
                               images: tuple = ()) -> tuple[list[int], list[float]]:
         if self.prompt is not None:
             return self.b.chat_continuation_logprobs(self.url, self.prompt, prompt, continuation)
         return self.b.continuation_logprobs(self.url, prompt, continuation)
 
+    @_keyed
     def candidate_logprobs(self, prompt: str, candidates: Sequence[str], images: tuple = ()) -> dict[str, float]:
         if self.prompt is not None:
             return self.b.chat_candidate_logprobs(self.url, self.prompt, prompt, candidates)
         return self.b.candidate_logprobs(self.url, prompt, candidates)
 
+    @_keyed
     def top_token(self, prompt: str, images: tuple = ()) -> tuple[str, float]:
         if self.prompt is not None:
             top = self.b.chat_top_logprobs(self.url, self.prompt, prompt)

@@ -2,7 +2,8 @@
 servers): every call sends the whole context, and the engine's prefix cache makes the repeated part cheap.
 
 A session is a list of text pieces with their token counts; `rollback` pops pieces back to a length
-the session had before (the controller and judges only roll back to marks they read off `n_tokens`).
+the session had before (the controller and judges only roll back to marks they read off `n_tokens`),
+or, where pieces carry token ids, to any length, cutting a piece at a token.
 A session given prompt ids (vLLM; an OpenAI-compatible server with `token_prompts=1`) sends the
 context as token ids, each piece as it was written or encoded alone, so it is never re-tokenized.
 Input tokens are counted as in the transformers backend: the tokens the engine has not yet seen from
@@ -11,11 +12,12 @@ this session; the engine's own cache statistics say how many it actually recompu
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from reasoning.backends.base import Generation, Sampling, Scored, Unbranched, Usage, usage
 from reasoning.prompts import Prompt
@@ -52,6 +54,9 @@ class PrefixEngine(Protocol):
                            images: tuple = ()) -> dict[str, float]: ...
 
     def top_token(self, prompt: str | list[int], images: tuple = ()) -> tuple[str, float]: ...
+
+    # optional: `complete_n(prompt, n, *, seed, ...)`, n samples from one prompt in one request, sample k
+    # seeded `seed + k` (vLLM's rule for n > 1); see `generate_many`
 
 
 def entropy_from_top(logprobs: Sequence[float]) -> float:
@@ -119,20 +124,44 @@ class PrefixSession(Unbranched):
             self._add(self.engine.decode(list(ids)), ids if self.prompt_ids is not None else None)
         return Usage(seconds=time.perf_counter() - t0)
 
-    def generate(self, *, max_tokens: int, stop: Sequence[str] = (), temperature: float = 0.0,
-                 seed: int | None = None, ignore_eos: bool = False, sampling: Sampling | None = None) -> Generation:
-        t0 = time.perf_counter()
+    can_fork = True  # a fork is a copy of the context: `generate_many` sends forks together
+
+    def fork(self) -> PrefixSession:
+        """A session with this one's context, to write after it apart (the engine's cache is shared)."""
+        f = copy.copy(self)
+        f.pieces = list(self.pieces)
+        return f
+
+    def prefill(self) -> Usage:
+        """Count the context the engine has not read yet as read now (the next call reads it once for
+        every fork taken after this, from the engine's prefix cache)."""
         fed = self._fed()
+        self._seen = self.n_tokens
+        return usage(self._params, fed)
+
+    def _request(self, max_tokens: int, stop: Sequence[str], temperature: float, ignore_eos: bool,
+                 sampling: Sampling | None) -> dict[str, Any]:
         more = {} if sampling is None or sampling.off else {"sampling": sampling}
-        c = self.engine.complete(self.context(), max_tokens=max_tokens, stop=list(stop), temperature=temperature,
-                                 seed=seed, ignore_eos=ignore_eos, images=self.images, **more)
+        return dict(max_tokens=max_tokens, stop=list(stop), temperature=temperature, ignore_eos=ignore_eos,
+                    images=self.images, **more)
+
+    def _written(self, c: Completion, fed: int, seconds: float) -> Generation:
+        """The generation of completion `c` from this session's context, appended to it."""
         if c.text:
             self._add(c.text, c.token_ids if len(c.token_ids) == c.n_tokens else None, c.n_tokens)
         self._seen = self.n_tokens
         ids = c.token_ids if len(c.token_ids) == c.n_tokens else list(range(c.n_tokens))
         sampled = len(c.logprobs) + (c.finish_reason == "eos")
         return Generation(c.text, ids, c.logprobs, c.entropies, c.finish_reason, c.stop,
-                          usage(self._params, fed, sampled, time.perf_counter() - t0))
+                          usage(self._params, fed, sampled, seconds))
+
+    def generate(self, *, max_tokens: int, stop: Sequence[str] = (), temperature: float = 0.0,
+                 seed: int | None = None, ignore_eos: bool = False, sampling: Sampling | None = None) -> Generation:
+        t0 = time.perf_counter()
+        fed = self._fed()
+        c = self.engine.complete(self.context(), seed=seed,
+                                 **self._request(max_tokens, stop, temperature, ignore_eos, sampling))
+        return self._written(c, fed, time.perf_counter() - t0)
 
     def score(self, text: str) -> Scored:
         t0 = time.perf_counter()
@@ -162,7 +191,14 @@ class PrefixSession(Unbranched):
         if not self.n_prompt <= n_tokens <= self.n_tokens:
             raise ValueError(f"cannot roll back to {n_tokens} tokens: session has {self.n_tokens}")
         while self.n_tokens > n_tokens:
-            self.pieces.pop()
+            text, n, ids = self.pieces[-1]
+            keep = n_tokens - (self.n_tokens - n)
+            if keep <= 0:
+                self.pieces.pop()
+            elif ids is not None:  # a piece with its ids is cut at a token
+                self.pieces[-1] = (self.engine.decode(list(ids[:keep])), keep, ids[:keep])
+            else:
+                break
         if self.n_tokens != n_tokens:
             raise ValueError(f"cannot roll back to {n_tokens} tokens: not a length this session had "
                              f"(it has {self.n_tokens} after dropping whole pieces)")
@@ -170,6 +206,48 @@ class PrefixSession(Unbranched):
 
     def close(self) -> None:
         self.pieces.clear()
+
+
+def generate_many(requests: Sequence[tuple[PrefixSession, dict[str, Any]]]) -> list[Generation]:
+    """`session.generate(**kw)` for each request, in order. Runs of requests that read the same context
+    with the same options, seeded s, s+1, ... (or all unseeded), go to an engine with `complete_n` as one
+    request for n samples, the sample k seeded s + k as vLLM seeds them: K samples after one prefix are
+    one request, their prefix read once. Each row's seconds are the call's, split evenly."""
+    out: list[Generation] = []
+    i = 0
+    while i < len(requests):
+        session, kw = requests[i]
+        j = i + 1
+        complete_n = getattr(session.engine, "complete_n", None)
+        if complete_n is not None and (kw.get("temperature") or 0.0) > 0:
+            key, seed = _same(session, kw), kw.get("seed")
+            while j < len(requests) and _same(*requests[j]) == key and requests[j][1].get("seed") == (
+                    None if seed is None else seed + j - i):
+                j += 1
+        if j - i == 1:
+            out.append(session.generate(**kw))
+            i += 1
+            continue
+        t0 = time.perf_counter()
+        fed = [s._fed() for s, _ in requests[i:j]]
+        opts = {k: v for k, v in kw.items() if k not in ("seed", "max_tokens", "stop", "temperature",
+                                                            "ignore_eos", "sampling")}
+        if opts:
+            raise TypeError(f"generate() got unexpected options {sorted(opts)}")
+        cs = complete_n(session.context(), j - i, seed=seed,
+                        **session._request(kw["max_tokens"], kw.get("stop", ()), kw.get("temperature", 0.0),
+                                           kw.get("ignore_eos", False), kw.get("sampling")))
+        seconds = (time.perf_counter() - t0) / (j - i)
+        out.extend(s._written(c, f, seconds) for (s, _), c, f in zip(requests[i:j], cs, fed))
+        i = j
+    return out
+
+
+def _same(session: PrefixSession, kw: dict[str, Any]) -> tuple:
+    """What must be equal for two requests to be one request for several samples."""
+    ctx = session.context()
+    return (id(session.engine), tuple(ctx) if isinstance(ctx, list) else ctx, session.images,
+            tuple(sorted((k, repr(v)) for k, v in kw.items() if k != "seed")))
 
 
 def render_prompt(prompt: Prompt, tokenizer, chat: bool) -> str:
