@@ -208,3 +208,92 @@ def test_sampling_filters_reach_vllm(vb):
     assert all(gen(temperature=2.0, seed=s, sampling=Sampling(top_k=1, top_p=0.9, min_p=0.05)) == greedy
                for s in (1, 2))
     assert any(gen(temperature=2.0, seed=s) != greedy for s in (1, 2))
+
+
+def test_k_samples_after_one_prefix_are_one_request_for_n_with_the_samples_of_separate_seeds(vllm_server, vb):
+    """vLLM seeds sample k of a request for n with seed + k: in process and on its server, K samples from
+    one prefix are one request whose samples are those of K requests seeded s, s + 1, ..."""
+    from reasoning.backends.openai import OpenAIBackend
+    from reasoning.specs import parse_spec
+
+    kw = dict(max_tokens=12, stop=["\n\n"], temperature=1.0, ignore_eos=False)
+    alone = [vb.open_session(Prompt.math(QUESTION)).generate(seed=40 + k, **kw).text for k in range(3)]
+    assert len(set(alone)) > 1
+    s = vb.open_session(Prompt.math(QUESTION))
+    s.prefill()
+    calls = []
+    call = vb._call
+    vb._call = lambda *a: calls.append(a) or call(*a)
+    try:
+        gens = vb.generate_many([(s.fork(), kw | {"seed": 40 + k}) for k in range(3)])
+    finally:
+        vb._call = call
+    assert len(calls) == 1 and calls[0][2].n == 3 and [g.text for g in gens] == alone
+    assert [g.usage.input_tokens for g in gens] == [0, 0, 0] and all(g.token_ids for g in gens)
+
+    b = OpenAIBackend(parse_spec(f"openai:smol?base_url={vllm_server}&tokenizer=smollm2-135m&token_prompts=1"))
+    sent = []
+    choices = b._choices
+    b._choices = lambda url, body, extra=None: sent.append(body) or choices(url, body, extra)
+    s = b.open_session(Prompt.math(QUESTION))
+    s.prefill()
+    gens = b.generate_many([(s.fork(), kw | {"seed": 40 + k}) for k in range(3)])
+    assert len(sent) == 1 and sent[0]["n"] == 3 and sent[0]["seed"] == 40
+    assert [g.text for g in gens] == alone
+
+
+def test_the_async_engine_takes_each_call_as_its_own_request_from_solves_side_by_side():
+    """engine=async: vLLM's AsyncLLM with its engine core in another process; solves in threads send their
+    calls as they come (no rounds), the engine holds several at once, and greedy solutions equal those
+    solved one at a time (a rare near-tie aside, as in the batched test above)."""
+    import multiprocessing
+
+    from reasoning.api import Solver
+    from reasoning.batching import for_each
+
+    spec = SPEC + "&engine=async"
+    solver = Solver(spec, spec, router="specreason", threshold=0.5, max_steps=3, step_tokens=32)
+    b = solver.target
+    assert b.engine is not None and b.llm is None
+    assert multiprocessing.active_children() or b.engine.llm.engine_core is not None
+    one = [solver.solve(p) for p in PROBLEMS]
+    peak = [0]
+    generate = b.engine.generate
+
+    def watched(prompt, params):
+        peak[0] = max(peak[0], b.engine.in_flight + 1)
+        return generate(prompt, params)
+
+    b.engine.generate = watched
+    many = [None] * len(PROBLEMS)
+
+    def solve(i: int) -> None:
+        many[i] = solver.solve(PROBLEMS[i])
+
+    for_each(solve, range(len(PROBLEMS)), len(PROBLEMS))
+    assert peak[0] >= 2  # calls of different solves were in the engine at once
+    assert sum(a.text == m.text for a, m in zip(one, many)) >= len(PROBLEMS) - 1
+    assert b.cache_stats()["hit_rate"] > 0.3 and b.load() == 0
+
+
+def test_an_async_engine_process_sees_the_devices_it_was_given_and_this_process_keeps_its_own(monkeypatch):
+    """devices=: the engine core's process runs with CUDA_VISIBLE_DEVICES set to them (read from its
+    /proc environment; a CPU build ignores it), this process's variable stays as it was."""
+    import multiprocessing
+    from pathlib import Path
+
+    from reasoning.backends import load_backend
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
+    before = {p.pid for p in multiprocessing.active_children()}
+    b = load_backend(SPEC + "&engine=async&devices=3")
+    new = [p.pid for p in multiprocessing.active_children() if p.pid not in before]
+    envs = [dict(kv.split("=", 1) for kv in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in kv)
+            for pid in new]
+    assert envs and all(e.get("CUDA_VISIBLE_DEVICES") == "3" for e in envs)
+    import os
+
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "7"
+    s = b.open_session(Prompt.math(QUESTION))
+    assert s.generate(max_tokens=4).usage.output_tokens == 4
+    b.engine.close()

@@ -43,6 +43,12 @@ from reasoning.types import Solution
     (["solve", "2+2?", "--router", "draft-only", "--draft", "hf:.?init=zeros"], "init must be random"),
     (["solve", "2+2?", "--router", "draft-only", "--draft", "vllm:smollm2-135m?gpu_memory_utilization=1.5"],
      "gpu_memory_utilization is the share of the GPU's memory the engine takes, in (0, 1]; got '1.5'"),
+    (["solve", "2+2?", "--router", "draft-only", "--draft", "vllm:smollm2-135m?engine=sync"],
+     "engine must be offline or async, got 'sync'"),
+    (["solve", "2+2?", "--router", "draft-only", "--draft", "vllm:smollm2-135m?devices=1"],
+     "devices= needs engine=async (an engine process of its own)"),
+    (["solve", "2+2?", "--router", "draft-only", "--draft", "vllm:smollm2-135m?engine=async&devices=gpu1"],
+     "devices must be GPU indices like 0 or 2,3; got 'gpu1'"),
     (["solve", "2+2?", "--router", "rsd", "--judge-opt", "model=/nowhere", "--judge-opt", "style=value",
       "--judge-opt", "device=tpu"], "bad option device='tpu'"),
 ])

@@ -6,7 +6,7 @@ import importlib.util
 import threading
 
 from reasoning.backends.base import Backend, Generation, Scored, Session, Usage
-from reasoning.errors import BackendUnavailableError, ModelSpecError
+from reasoning.errors import BackendUnavailableError
 from reasoning.registry import BACKENDS
 from reasoning.specs import ModelSpec, parse_spec
 
@@ -54,17 +54,10 @@ def check_spec(spec: ModelSpec) -> None:
         from reasoning.backends.hf import check_options
 
         check_options(spec)
-    share = spec.options.get("gpu_memory_utilization")
-    if spec.engine == "vllm" and share is not None and not _in_unit(share):
-        raise ModelSpecError(f"model spec {str(spec)!r}: gpu_memory_utilization is the share of the GPU's memory "
-                             f"the engine takes, in (0, 1]; got {share!r}")
+    if spec.engine == "vllm":
+        from reasoning.backends.vllm import check_options as check_vllm
 
-
-def _in_unit(text: str) -> bool:
-    try:
-        return 0.0 < float(text) <= 1.0
-    except ValueError:
-        return False
+        check_vllm(spec)
 
 
 def load_backend(spec: str | ModelSpec) -> Backend:
