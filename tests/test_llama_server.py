@@ -132,3 +132,22 @@ def test_eval_through_a_router_over_two_servers_loses_nothing_when_one_dies(pool
     # hashed to the survivor once in 256 runs)
     after = {h.get("X-Session-ID") for h in proxies[1].seen[before[1]:]}
     assert {k for k, v in where.items() if v == {0}} & after
+
+
+def test_collect_through_a_server_asks_for_its_k_target_samples_in_one_request(server, tmp_path):
+    """`collect --target-samples 3` over a server: at every routed step one request for n = 3 (the prefix
+    read once), and each record holds three target samples."""
+    from training.collect import TRACES_FILE, collect, make_config, read_traces
+
+    proxy = Proxy(server)
+    try:
+        model = spec(proxy.url)
+        cfg = make_config(dataset="synthetic", limit=1, synthetic_steps=1, max_steps=3, step_tokens=32,
+                          draft=model, target=model, target_samples=3, temperature=0.8)
+        collect(cfg, tmp_path, progress=False)
+    finally:
+        proxy.close()
+    traces = read_traces(tmp_path / TRACES_FILE)
+    asked = [b for b in proxy.bodies if b.get("n")]
+    assert traces and len(asked) == len(traces) and all(b["n"] == 3 for b in asked)
+    assert all(len(t.targets) == 3 for t in traces)
