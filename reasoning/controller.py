@@ -11,11 +11,12 @@ import dataclasses
 import logging
 import re
 import time
+import uuid
 from collections.abc import Callable, Sequence
 
 from reasoning import metrics
 from reasoning.answers import extract_answer, last_boxed
-from reasoning.backends.base import Backend, Generation
+from reasoning.backends.base import SOLVE_KEY, Backend, Generation
 from reasoning.context import Candidate, Decision, Piece, Router, StepContext  # noqa: F401 (re-exported)
 from reasoning.errors import ConfigError
 from reasoning.options import Limits  # re-exported: the loop's budgets live in reasoning.options
@@ -61,6 +62,13 @@ class Controller:
         self._budget = limits.max_tokens  # the solution's tokens at most (cut to the models' context)
 
     def run(self, problem: Problem, on_step: Callable[[Step], None] | None = None) -> Solution:
+        token = SOLVE_KEY.set(uuid.uuid4().hex)  # this solve's key, for the backends' requests
+        try:
+            return self._run(problem, on_step)
+        finally:
+            SOLVE_KEY.reset(token)
+
+    def _run(self, problem: Problem, on_step: Callable[[Step], None] | None) -> Solution:
         t_start = time.perf_counter()
         few_shot = 2 if self.limits.few_shot is None else self.limits.few_shot
         prompt = Prompt.math(problem.question, few_shot, in_user=not self.limits.system_prompt)

@@ -72,7 +72,8 @@ def start_vllm_router(workers: list[str], log: Path, policy: str = "consistent_h
     port = free_port()
     exe = Path(sys.executable).parent / "vllm-router"
     cmd = [str(exe), "--host", "127.0.0.1", "--port", str(port), "--worker-urls", *workers, "--policy", policy,
-           "--health-check-interval-secs", "1", "--health-failure-threshold", "1", "--log-level", "warning",
+           "--health-check-interval-secs", "1", "--health-failure-threshold", "2", "--health-check-timeout-secs", "10",
+           "--log-level", "warning",
            "--prometheus-host", "127.0.0.1", "--prometheus-port", str(free_port())]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
     root = f"http://127.0.0.1:{port}"
@@ -97,7 +98,7 @@ def start_vllm_server(model_dir: Path, name: str, log: Path, max_len: int = 2048
 
 
 class Proxy:
-    """Forwards POSTs to `upstream`; `plan` is a list of actions for the next requests: an HTTP status to
+    """Forwards requests to `upstream`; `plan` is a list of actions for the next POSTs: an HTTP status to
     answer with instead, or ("sleep", seconds) before forwarding. Records the headers and bodies it saw."""
 
     def __init__(self, upstream: str):
@@ -116,7 +117,7 @@ class Proxy:
                 proxy.seen.append(self.headers)  # its get() ignores case, as HTTP does
                 if body:
                     proxy.bodies.append(json.loads(body))
-                action = proxy.plan.pop(0) if proxy.plan else None
+                action = proxy.plan.pop(0) if proxy.plan and method == "POST" else None  # not health checks
                 if isinstance(action, int):
                     data = json.dumps({"error": {"message": f"planned failure {action}"}}).encode()
                     self.send_response(action)

@@ -214,6 +214,16 @@ def test_every_request_of_a_session_carries_its_key_for_a_router_to_hash(proxy):
     fork.generate(max_tokens=2)
     keys = [h.get("X-Session-ID") for h in proxy.seen[n:]]
     assert keys[0] == keys[1] == keys[3] != keys[2] and all(k and len(k) == 32 for k in keys)
+    from reasoning.backends.base import SOLVE_KEY
+
+    token = SOLVE_KEY.set("one-solve")  # within a solve (the controller sets it), its sessions share its key
+    try:
+        a, b2 = b.open_session(Prompt.math(QUESTION)), b.open_session(Prompt.math(QUESTION))
+        a.generate(max_tokens=1)
+        b2.generate(max_tokens=1)
+    finally:
+        SOLVE_KEY.reset(token)
+    assert [h.get("X-Session-ID") for h in proxy.seen[-2:]] == ["one-solve", "one-solve"]
     quiet = backend(proxy.url, session_header="")
     quiet.open_session(Prompt.math(QUESTION)).generate(max_tokens=2)
     assert proxy.seen[-1].get("X-Session-ID") is None

@@ -88,8 +88,8 @@ def pool(tmp_path):
 
 def test_eval_through_a_router_over_two_servers_loses_nothing_when_one_dies(pool, tmp_path):
     """eval at concurrency 4 through vllm-router over two replicas: each solve's requests stay on one replica
-    (its session key), and when one replica is killed mid-run its solves go on on the other: every record is
-    written once."""
+    (the solve's key), and when one replica is killed under a request its solve goes on on the other:
+    every record is written once."""
     from eval.latency import read_profile
     from eval.records import read_records
     from eval.sweep import SweepConfig, run_sweep
@@ -108,8 +108,14 @@ def test_eval_through_a_router_over_two_servers_loses_nothing_when_one_dies(pool
     records = out / "records.jsonl"
     deadline = time.time() + 300
     while worker.is_alive() and time.time() < deadline and (
-            not records.exists() or len(records.read_text().splitlines()) < 3):
+            not records.exists() or not records.read_text().strip()):
         time.sleep(0.2)
+    # the next request to replica 0 waits in its proxy; the replica is killed under it
+    n0 = len(proxies[0].bodies)
+    proxies[0].plan = [("sleep", 3.0)]
+    while worker.is_alive() and time.time() < deadline and len(proxies[0].bodies) == n0:
+        time.sleep(0.05)
+    caught = next(h.get("X-Session-ID") for h in reversed(proxies[0].seen) if h.get("X-Session-ID"))
     before = [len(p.seen) for p in proxies]
     procs[0].kill()
     worker.join(timeout=600)
@@ -126,28 +132,8 @@ def test_eval_through_a_router_over_two_servers_loses_nothing_when_one_dies(pool
         for h in p.seen[: before[i]]:
             if h.get("X-Session-ID"):
                 where.setdefault(h["X-Session-ID"], set()).add(i)
-    assert where and all(len(v) == 1 for v in where.values())
-    assert {i for v in where.values() for i in v} == {0, 1}
-    # solves under way on the killed replica went on on the survivor (8 sessions in flight: all of them
-    # hashed to the survivor once in 256 runs)
-    after = {h.get("X-Session-ID") for h in proxies[1].seen[before[1]:]}
-    assert {k for k, v in where.items() if v == {0}} & after
-
-
-def test_collect_through_a_server_asks_for_its_k_target_samples_in_one_request(server, tmp_path):
-    """`collect --target-samples 3` over a server: at every routed step one request for n = 3 (the prefix
-    read once), and each record holds three target samples."""
-    from training.collect import TRACES_FILE, collect, make_config, read_traces
-
-    proxy = Proxy(server)
-    try:
-        model = spec(proxy.url)
-        cfg = make_config(dataset="synthetic", limit=1, synthetic_steps=1, max_steps=3, step_tokens=32,
-                          draft=model, target=model, target_samples=3, temperature=0.8)
-        collect(cfg, tmp_path, progress=False)
-    finally:
-        proxy.close()
-    traces = read_traces(tmp_path / TRACES_FILE)
-    asked = [b for b in proxy.bodies if b.get("n")]
-    assert traces and len(asked) == len(traces) and all(b["n"] == 3 for b in asked)
-    assert all(len(t.targets) == 3 for t in traces)
+    log = (tmp_path / "router.log").read_text()[-3000:]
+    assert where and all(len(v) == 1 for v in where.values()), (where, log)
+    assert {i for v in where.values() for i in v} == {0, 1}, (where, log)
+    # the solve whose request was under way on the killed replica went on on the survivor
+    assert caught in {h.get("X-Session-ID") for h in proxies[1].seen[before[1]:]}, (caught, where, log)

@@ -7,6 +7,7 @@ cache, so the cost of a step does not grow with the length of the solution.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import math
@@ -20,6 +21,11 @@ from reasoning.metrics import Usage, usage  # noqa: F401 (re-exported)
 from reasoning.prompts import Prompt
 from reasoning.specs import ModelSpec
 from reasoning.types import TokenStats
+
+# The solve under way in this thread: a random id the controller sets for each solve. A backend that
+# sends requests through a router names it, so that a solve's requests (all its sessions on that
+# model) share one replica and its prefix cache.
+SOLVE_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar("specstep_solve_key", default=None)
 
 
 def params_in_dir(path) -> int:

@@ -13,9 +13,10 @@ Spec: ``openai:MODEL?base_url=http://127.0.0.1:8000/v1&tokenizer=smollm2-135m``.
   that has not failed; a request that cannot connect to its URL (or times out) goes to the next one,
   which serves that URL's sessions from then on. To spread load over replicas, put a router in front of
   them (vLLM's `vllm-router`, SGLang's router) and give its URL. Default $OPENAI_BASE_URL.
-- ``session_header``: the HTTP header carrying each session's key, a random id sent with every request of
-  the session, so that a router hashing it (`vllm-router --policy consistent_hash` reads X-Session-ID)
-  keeps a solve's requests, and its prefix cache, on one replica. Default X-Session-ID; empty: none.
+- ``session_header``: the HTTP header carrying each session's key, sent with every request of the
+  session: the solve's (a random id per solve, `SOLVE_KEY`; its own outside a solve), so that a router
+  hashing it (`vllm-router --policy consistent_hash` reads X-Session-ID) keeps a solve's requests, and
+  its prefix cache, on one replica. Default X-Session-ID; empty: none.
 - ``api_key_env``: the environment variable holding the API key (default OPENAI_API_KEY; none is fine).
 - ``tokenizer``: a bundled alias or transformers directory whose tokenizer matches the served model:
   its chat template formats the prompt and it counts tokens. Without it the plain prompt format is
@@ -48,7 +49,7 @@ from typing import Any
 
 import openai
 
-from reasoning.backends.base import Sampling, chat_turn_markers, tokenizer_key
+from reasoning.backends.base import SOLVE_KEY, Sampling, chat_turn_markers, tokenizer_key
 from reasoning.backends.prefix import Completion, PrefixSession, entropy_from_top, generate_many, render_prompt
 from reasoning.batching import LOCKSTEP
 from reasoning.errors import BackendUnavailableError, ModelSpecError, SpecstepError
@@ -560,7 +561,7 @@ class _Pinned:
 
     def __init__(self, backend: OpenAIBackend, url: str, prompt: Prompt | None):
         self.b, self.url, self.prompt = backend, url, prompt
-        self.key = uuid.uuid4().hex
+        self.key = SOLVE_KEY.get() or uuid.uuid4().hex  # the solve's key, so its sessions share a replica
 
     def count_tokens(self, text: str) -> int:
         return self.b.count_tokens(text)
