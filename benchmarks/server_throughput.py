@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16, help="problems per level")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threshold", type=float, default=0.5)
+    ap.add_argument("--spec-opts", default="", help="more options of the openai: spec, e.g. top_logprobs=5")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     levels = [int(x) for x in args.levels.split(",")]
@@ -83,6 +84,7 @@ def main() -> None:
                 proc, base = start(kind, Path(tmp))
                 try:
                     spec = f"openai:smol?base_url={base}&tokenizer=smollm2-135m&token_prompts=1&timeout=600"
+                    spec += f"&{args.spec_opts}" if args.spec_opts else ""
                     solver = Solver(spec, spec, "specreason", args.threshold, max_steps=6, step_tokens=48,
                                     max_tokens=192)
                     solve_all(solver, warm, max(levels))
