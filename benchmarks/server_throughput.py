@@ -44,12 +44,7 @@ def start(kind: str, logdir: Path):
     vpy = ROOT / ".venv-vllm" / "bin" / "python"
     if not vpy.exists():
         raise SystemExit("vLLM's environment is missing: bash setup-vllm.sh (or --servers llama)")
-    real = sys.executable
-    sys.executable = str(vpy)  # start_vllm_server runs `python -m vllm...` with sys.executable
-    try:
-        return start_vllm_server(transformers_dir("smollm2-135m"), "smol", logdir / "vllm.log")
-    finally:
-        sys.executable = real
+    return start_vllm_server(transformers_dir("smollm2-135m"), "smol", logdir / "vllm.log", python=str(vpy))
 
 
 def solve_all(solver: Solver, problems, width: int) -> tuple[float, list]:

@@ -81,10 +81,12 @@ def start_vllm_router(workers: list[str], log: Path, policy: str = "consistent_h
     return proc, root + "/v1"
 
 
-def start_vllm_server(model_dir: Path, name: str, log: Path, max_len: int = 2048) -> tuple[subprocess.Popen, str]:
-    """`vllm serve` (vLLM's OpenAI-compatible server) on a free loopback port; returns (process, base URL)."""
+def start_vllm_server(model_dir: Path, name: str, log: Path, max_len: int = 2048,
+                      python: str = sys.executable) -> tuple[subprocess.Popen, str]:
+    """`vllm serve` (vLLM's OpenAI-compatible server, run by `python`) on a free loopback port; returns
+    (process, base URL)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
            "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port), "--max-model-len", str(max_len),
            "--enable-prefix-caching", "--kv-cache-memory-bytes", str(1 << 30), "--dtype", "float32"]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)

@@ -35,7 +35,6 @@ one error names the server and the last failure. Entropies are over the top logp
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import json
 import logging
@@ -58,8 +57,6 @@ from reasoning.specs import ModelSpec
 
 log = logging.getLogger(__name__)
 
-
-_SESSION_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar("specstep_session_key", default=None)
 
 # A text whose next token every language model is sure of, and how far (nats) the logprob the server echoes
 # for that token may be from the one it generated it with (prefill and decoding round differently).
@@ -147,14 +144,12 @@ class OpenAIBackend:
         """Requests this process has in flight on the server(s)."""
         return self.in_flight
 
-    def generate_many(self, requests: Sequence[tuple[PrefixSession, dict]]) -> list:
-        """Steps after forked sessions; K samples after one prefix are one request for n = K."""
-        return generate_many(requests)
+    generate_many = staticmethod(generate_many)  # steps after forked sessions (K samples: one request)
 
     # --- HTTP -----------------------------------------------------------------------------------
     def _headers_now(self) -> dict[str, Any]:
         """The headers of a request: the API key's (or none), and the calling session's key."""
-        key = _SESSION_KEY.get()
+        key = SOLVE_KEY.get()
         return self._headers | {self.session_header: key} if key and self.session_header else self._headers
 
     def live(self, url: str) -> str:
@@ -181,7 +176,7 @@ class OpenAIBackend:
         """`send(client)` with the SDK client of `url` (of the URL serving it since it failed; any client
         for other URLs), retried on connection errors, timeouts, 429 and 5xx, a failed connection on the
         next URL; the answer as the server's JSON object."""
-        url = self.live(url) if url in self._clients else url
+        url = self.live(url)
         last = ""
         with self._lock:
             self.in_flight += 1
@@ -203,8 +198,7 @@ class OpenAIBackend:
                     raise ServerError(f"{url}{path}: HTTP {e.status_code}: {detail}") from None
                 except openai.APIConnectionError as e:  # timeouts too
                     last = str(e.__cause__ or e) or type(e.__cause__ or e).__name__
-                    if url in self._clients and len(self.urls) > 1:
-                        url = self._fail_over(url, last)
+                    url = self._fail_over(url, last)
                     continue
                 except json.JSONDecodeError:
                     raise ServerError(f"{url}{path}: the server's answer is not JSON") from None
@@ -548,11 +542,11 @@ def _keyed(call: Callable) -> Callable:
     """A `_Pinned` call whose requests carry the session's key."""
     @functools.wraps(call)
     def keyed(self: _Pinned, *args: Any, **kw: Any) -> Any:
-        token = _SESSION_KEY.set(self.key)
+        token = SOLVE_KEY.set(self.key)  # the key `_headers_now` sends
         try:
             return call(self, *args, **kw)
         finally:
-            _SESSION_KEY.reset(token)
+            SOLVE_KEY.reset(token)
     return keyed
 
 

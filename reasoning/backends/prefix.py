@@ -139,8 +139,9 @@ class PrefixSession(Unbranched):
         self._seen = self.n_tokens
         return usage(self._params, fed)
 
-    def _request(self, max_tokens: int, stop: Sequence[str], temperature: float, ignore_eos: bool,
-                 sampling: Sampling | None) -> dict[str, Any]:
+    def _request(self, max_tokens: int, stop: Sequence[str] = (), temperature: float = 0.0, ignore_eos: bool = False,
+                 sampling: Sampling | None = None) -> dict[str, Any]:
+        """A call's options for the engine (all but the seed)."""
         more = {} if sampling is None or sampling.off else {"sampling": sampling}
         return dict(max_tokens=max_tokens, stop=list(stop), temperature=temperature, ignore_eos=ignore_eos,
                     images=self.images, **more)
@@ -230,13 +231,8 @@ def generate_many(requests: Sequence[tuple[PrefixSession, dict[str, Any]]]) -> l
             continue
         t0 = time.perf_counter()
         fed = [s._fed() for s, _ in requests[i:j]]
-        opts = {k: v for k, v in kw.items() if k not in ("seed", "max_tokens", "stop", "temperature",
-                                                            "ignore_eos", "sampling")}
-        if opts:
-            raise TypeError(f"generate() got unexpected options {sorted(opts)}")
         cs = complete_n(session.context(), j - i, seed=seed,
-                        **session._request(kw["max_tokens"], kw.get("stop", ()), kw.get("temperature", 0.0),
-                                           kw.get("ignore_eos", False), kw.get("sampling")))
+                        **session._request(**{k: v for k, v in kw.items() if k != "seed"}))
         seconds = (time.perf_counter() - t0) / (j - i)
         out.extend(s._written(c, f, seconds) for (s, _), c, f in zip(requests[i:j], cs, fed))
         i = j
@@ -244,9 +240,9 @@ def generate_many(requests: Sequence[tuple[PrefixSession, dict[str, Any]]]) -> l
 
 
 def _same(session: PrefixSession, kw: dict[str, Any]) -> tuple:
-    """What must be equal for two requests to be one request for several samples."""
-    ctx = session.context()
-    return (id(session.engine), tuple(ctx) if isinstance(ctx, list) else ctx, session.images,
+    """What must be equal for two requests to be one request for several samples (forks of one session
+    share their prompt and pieces, so comparing them is cheap)."""
+    return (id(session.engine), session.prompt_text, session.images, tuple(session.pieces),
             tuple(sorted((k, repr(v)) for k, v in kw.items() if k != "seed")))
 
 

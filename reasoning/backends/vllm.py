@@ -133,8 +133,7 @@ class VLLMBackend:
         self.model_path = str(transformers_dir(spec.model))
         kw = engine_kwargs(spec)
         self.top_k = kw["max_logprobs"]
-        check_options(spec)
-        mode, devices = spec.options.get("engine", "offline"), spec.options.get("devices")
+        mode, devices = spec.options.get("engine", "offline"), spec.options.get("devices")  # checked by check_spec
         t0 = time.perf_counter()
         self.engine: AsyncEngine | None = None
         try:
@@ -264,9 +263,7 @@ class VLLMBackend:
         outs = self._call("generate", self._context_ids(prompt), sp, images).outputs
         return [self._read(o) for o in sorted(outs, key=lambda o: o.index)]
 
-    def generate_many(self, requests: Sequence[tuple[PrefixSession, dict]]) -> list:
-        """Steps after forked sessions; K samples after one prefix are one request for n = K."""
-        return generate_many(requests)
+    generate_many = staticmethod(generate_many)  # steps after forked sessions (K samples: one request)
 
     def _read(self, out: Any) -> Completion:
         """One of a request's outputs as a `Completion`."""
