@@ -242,6 +242,40 @@ def test_k_samples_after_one_prefix_are_one_request_for_n_with_the_samples_of_se
     assert [g.text for g in gens] == alone
 
 
+def test_steps_after_different_prefixes_go_to_vllms_server_side_by_side_as_written_one_at_a_time(vllm_server):
+    """Lookahead's steps at k drafted prefixes: over a server, the k requests are in flight at once (the
+    server batches them), and each greedy step is the one its fork writes alone."""
+    import threading
+
+    from reasoning.backends.openai import OpenAIBackend
+    from reasoning.specs import parse_spec
+
+    b = OpenAIBackend(parse_spec(f"openai:smol?base_url={vllm_server}&tokenizer=smollm2-135m&token_prompts=1"))
+    s = b.open_session(Prompt.math(QUESTION))
+    s.prefill()
+    steps = ("35 / 7 = 5.\n\n", "35 * 7 = 245.\n\n", "35 + 7 = 42.\n\n")
+    kw = dict(max_tokens=16, stop=["\n\n"], temperature=0.0, ignore_eos=False)
+
+    def forks():
+        out = []
+        for step in steps:
+            out.append(f := s.fork())
+            f.append(step)
+        return out
+
+    alone = [f.generate(**kw).token_ids for f in forks()]
+    together = threading.Barrier(3, timeout=20)
+    choices = b._choices
+
+    def side_by_side(url, body, extra=None):
+        together.wait()  # raises BrokenBarrierError unless all three requests are in flight at once
+        return choices(url, body, extra)
+
+    b._choices = side_by_side
+    gens = b.generate_many([(f, kw) for f in forks()])
+    assert [g.token_ids for g in gens] == alone and len(set(map(tuple, alone))) > 1
+
+
 def test_the_async_engine_takes_each_call_as_its_own_request_from_solves_side_by_side():
     """engine=async: vLLM's AsyncLLM with its engine core in another process; solves in threads send their
     calls as they come (no rounds), the engine holds several at once, and greedy solutions equal those
@@ -254,7 +288,7 @@ def test_the_async_engine_takes_each_call_as_its_own_request_from_solves_side_by
     spec = SPEC + "&engine=async"
     solver = Solver(spec, spec, router="specreason", threshold=0.5, max_steps=3, step_tokens=32)
     b = solver.target
-    assert b.engine is not None and b.llm is None
+    assert b.engine is not None and b.llm is None and b.concurrent
     assert multiprocessing.active_children() or b.engine.llm.engine_core is not None
     one = [solver.solve(p) for p in PROBLEMS]
     peak = [0]

@@ -65,6 +65,24 @@ def test_token_prompts_logprobs_and_n_samples_on_llama_server(server):
     assert len(sent) == 1 and sent[0]["n"] == 3 and len({g.text for g in gens}) > 1
     assert all(g.token_ids == b.encode(g.text) and g.logprobs for g in gens)
 
+    # steps after three different prefixes (lookahead's) go out side by side, for the server's slots to batch
+    together = threading.Barrier(3, timeout=20)
+
+    def side_by_side(url, body, extra=None):
+        together.wait()  # raises BrokenBarrierError unless all three requests are in flight at once
+        return choices(url, body, extra)
+
+    b._choices = side_by_side
+    forks = []
+    for step in ("35 / 7 = 5.\n\n", "35 * 7 = 245.\n\n", "35 + 7 = 42.\n\n"):
+        forks.append(f := s.fork())
+        f.append(step)
+    greedy = dict(max_tokens=12, stop=["\n\n"], temperature=0.0, ignore_eos=False)
+    gens = b.generate_many([(f, greedy) for f in forks])
+    assert together.n_waiting == 0 and not together.broken
+    assert [f.token_ids[-len(g.token_ids):] for f, g in zip(forks, gens)] == [g.token_ids for g in gens]
+    assert all(g.token_ids and g.logprobs for g in gens)
+
 
 @pytest.fixture()
 def pool(tmp_path):

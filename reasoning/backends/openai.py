@@ -553,6 +553,8 @@ def _keyed(call: Callable) -> Callable:
 class _Pinned:
     """The backend's calls with the session's URL, its key (and, with images, its chat prompt) filled in."""
 
+    concurrent = True  # requests may overlap (the server batches them)
+
     def __init__(self, backend: OpenAIBackend, url: str, prompt: Prompt | None):
         self.b, self.url, self.prompt = backend, url, prompt
         self.key = SOLVE_KEY.get() or uuid.uuid4().hex  # the solve's key, so its sessions share a replica

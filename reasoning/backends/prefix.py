@@ -16,10 +16,12 @@ import copy
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from reasoning.backends.base import Generation, Sampling, Scored, Unbranched, Usage, usage
+from reasoning.batching import LOCKSTEP
 from reasoning.prompts import Prompt
 
 
@@ -56,7 +58,8 @@ class PrefixEngine(Protocol):
     def top_token(self, prompt: str | list[int], images: tuple = ()) -> tuple[str, float]: ...
 
     # optional: `complete_n(prompt, n, *, seed, ...)`, n samples from one prompt in one request, sample k
-    # seeded `seed + k` (vLLM's rule for n > 1); see `generate_many`
+    # seeded `seed + k` (vLLM's rule for n > 1); `concurrent`, true where calls may overlap (from several
+    # threads), the engine batching them; see `generate_many`
 
 
 def entropy_from_top(logprobs: Sequence[float]) -> float:
@@ -213,30 +216,40 @@ def generate_many(requests: Sequence[tuple[PrefixSession, dict[str, Any]]]) -> l
     """`session.generate(**kw)` for each request, in order. Runs of requests that read the same context
     with the same options, seeded s, s+1, ... (or all unseeded), go to an engine with `complete_n` as one
     request for n samples, the sample k seeded s + k as vLLM seeds them: K samples after one prefix are
-    one request, their prefix read once. Each row's seconds are the call's, split evenly."""
-    out: list[Generation] = []
+    one request, their prefix read once. Each such row's seconds are the call's, split evenly. Where every
+    engine takes overlapping calls (`concurrent`: servers, vLLM's async engine), the requests go out side
+    by side, so that the engine batches them (lookahead's steps at k prefixes); else one after another."""
+    runs: list[tuple[int, int]] = []
     i = 0
     while i < len(requests):
         session, kw = requests[i]
         j = i + 1
-        complete_n = getattr(session.engine, "complete_n", None)
-        if complete_n is not None and (kw.get("temperature") or 0.0) > 0:
+        if getattr(session.engine, "complete_n", None) is not None and (kw.get("temperature") or 0.0) > 0:
             key, seed = _same(session, kw), kw.get("seed")
             while j < len(requests) and _same(*requests[j]) == key and requests[j][1].get("seed") == (
                     None if seed is None else seed + j - i):
                 j += 1
+        runs.append((i, j))
+        i = j
+
+    def run(span: tuple[int, int]) -> list[Generation]:
+        i, j = span
+        session, kw = requests[i]
         if j - i == 1:
-            out.append(session.generate(**kw))
-            i += 1
-            continue
+            return [session.generate(**kw)]
         t0 = time.perf_counter()
         fed = [s._fed() for s, _ in requests[i:j]]
-        cs = complete_n(session.context(), j - i, seed=seed,
-                        **session._request(**{k: v for k, v in kw.items() if k != "seed"}))
+        cs = session.engine.complete_n(session.context(), j - i, seed=kw.get("seed"),
+                                       **session._request(**{k: v for k, v in kw.items() if k != "seed"}))
         seconds = (time.perf_counter() - t0) / (j - i)
-        out.extend(s._written(c, f, seconds) for (s, _), c, f in zip(requests[i:j], cs, fed))
-        i = j
-    return out
+        return [s._written(c, f, seconds) for (s, _), c, f in zip(requests[i:j], cs, fed)]
+
+    if len(runs) > 1 and all(getattr(s.engine, "concurrent", False) for s, _ in requests):
+        with ThreadPoolExecutor(len(runs)) as pool, LOCKSTEP.elsewhere():
+            parts = list(pool.map(run, runs))
+    else:
+        parts = [run(span) for span in runs]
+    return [g for part in parts for g in part]
 
 
 def _same(session: PrefixSession, kw: dict[str, Any]) -> tuple:

@@ -263,6 +263,12 @@ class VLLMBackend:
         outs = self._call("generate", self._context_ids(prompt), sp, images).outputs
         return [self._read(o) for o in sorted(outs, key=lambda o: o.index)]
 
+    @property
+    def concurrent(self) -> bool:
+        """Whether calls may overlap: the async engine batches the requests in it; the in-process one
+        takes one call at a time."""
+        return self.engine is not None
+
     generate_many = staticmethod(generate_many)  # steps after forked sessions (K samples: one request)
 
     def _read(self, out: Any) -> Completion:
