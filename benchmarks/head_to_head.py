@@ -7,11 +7,14 @@ Runs, into the folder of benchmarks/testbed.py (whose records it reuses: same pr
 limits), each policy's thresholds chosen on validation problems first (as benchmarks/testbed.py):
 draft-only, target-only, specreason, arbitrage, oracle and random (the anchors); first-token at
 entropy thresholds; cascade (the draft's confidence gate, then the shipped Arbitrage router's gate,
-then the target's judge) and best-of-n (n = 3) at judge thresholds; handoff at entropy thresholds
-(two-way, as R-Stitch publishes it; `handoff-one`: the one-way variant); lookahead (k = 3, as
-published: the target's step at each drafted prefix, then its aligned/unaligned verdict) at thresholds
-on that verdict, and `lookahead-exact` (the exact comparison only, lossless against the target's
-greedy steps). Variants run in their own folders (OUT/NAME), which start with OUT's target-only records. Then,
+then the target's judge) at judge thresholds; best-of-n (n = 3) as published (SpecCoT: the target
+selects a candidate in one call, or rejects them all) at thresholds on the chosen candidate's
+probability, and `best-of-n-judge` (each candidate scored by the target's judge) at judge
+thresholds; handoff at entropy thresholds (two-way, as R-Stitch publishes it; `handoff-one`: the one-way
+variant); lookahead (k = 3, as published: the target's step at each drafted prefix, then its
+aligned/unaligned verdict) at thresholds on that verdict, and `lookahead-exact` (the exact comparison
+only, lossless against the target's greedy steps).
+Variants run in their own folders (OUT/NAME), which start with OUT's target-only records. Then,
 in OUT/token-spec (another target spec, so another folder), the baseline users would pick instead:
 the target with token-level speculative decoding from the same draft
 (`hf:testbed-target?assistant=testbed-draft`, greedy, lossless), and step-level policies composed
@@ -67,7 +70,9 @@ def main() -> None:
     ap.add_argument("--first-token", default="0.001,0.003,0.01,0.04",
                     help="first-token entropy thresholds (nats; the testbed draft's are tiny)")
     ap.add_argument("--cascade", default="0.6,0.9", help="cascade judge thresholds")
-    ap.add_argument("--best-of-n", default="0.6,0.9", help="best-of-n judge thresholds")
+    ap.add_argument("--best-of-n", default="0,0.5",
+                    help="best-of-n's thresholds on the selected candidate's probability (0: the paper's)")
+    ap.add_argument("--best-of-n-judge", default="0.6,0.9", help="best-of-n-judge's judge thresholds")
     ap.add_argument("--handoff", default="0.5,1.0,1.5,2.5", help="handoff entropy thresholds (nats)")
     ap.add_argument("--lookahead", default="0.5,0.9,0.99",
                     help="lookahead's thresholds on the target's probability that two steps are aligned")
@@ -118,8 +123,10 @@ def main() -> None:
     recs += sweep(out, "first-token", thresholds=floats(args.first_token))
     recs += sweep(out, "cascade", thresholds=floats(args.cascade),
                   options={"arbitrage": args.router, "confident": "-0.02"})
-    # the judge's variant: the testbed target was never trained to select among candidates (SpecCoT's default)
-    recs += sweep(out, "best-of-n", thresholds=floats(args.best_of_n), options={"n": "3", "select": "judge"})
+    # best-of-n as published (the target selects), and per-candidate judging in its own folder
+    recs += sweep(out, "best-of-n", thresholds=floats(args.best_of_n), options={"n": "3", "select": "target"})
+    recs += variant("best-of-n", "best-of-n-judge", thresholds=floats(args.best_of_n_judge),
+                    options={"n": "3", "select": "judge"})
     recs += sweep(out, "handoff", thresholds=floats(args.handoff))  # two-way, as R-Stitch publishes it
     recs += variant("handoff", "handoff-one", thresholds=floats(args.handoff), options={"way": "one"})
     # lookahead as published: the target's step at each drafted prefix, then the target's aligned/unaligned

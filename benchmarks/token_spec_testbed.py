@@ -1,15 +1,16 @@
 """The baseline users would pick instead, on the testbed pair: the target with token-level speculative
 decoding from the same draft (`hf:testbed-target?assistant=testbed-draft`, greedy, lossless), against the
-target alone, Arbitrage with and without it, and two-way handoff, on the test problems of
+target alone, Arbitrage and two-way handoff with and without it, on the test problems of
 benchmarks/testbed.py, in wall seconds.
 
     python benchmarks/token_spec_testbed.py --n 50 --out runs/token-spec   # resumable
 
 One solve at a time (token-level speculation decodes one sequence), nothing else should run. For each
-problem the five configurations run in a random order seeded by the problem (so that drift hits all of
+problem the six configurations run in a random order seeded by the problem (so that drift hits all of
 them alike); each solve is appended to OUT/records.jsonl as it ends, and a rerun solves only what is
-missing. Prints, per configuration, accuracy and mean wall seconds, and the paired-bootstrap 95% interval
-of target-only's mean seconds over each configuration's, with how many answers differ from target-only's.
+missing. Prints, per configuration, accuracy, mean wall seconds and GFLOPs, and the paired-bootstrap 95%
+interval of target-only's mean seconds over each configuration's, with how many answers differ from
+target-only's.
 Wall seconds only: token-level speculation has no latency profile here (its cost depends on how many
 proposed tokens the target accepts).
 """
@@ -36,7 +37,8 @@ def configs(spec_tokens: int, rate: float, handoff: float) -> dict[str, tuple[st
             "target-only+token-spec": (spec, "target-only", None, {}),
             f"arbitrage@rate={rate:g}": (testbed.TARGET, "arbitrage", None, arb),
             f"arbitrage@rate={rate:g}+token-spec": (spec, "arbitrage", None, arb),
-            f"handoff@{handoff:g}": (testbed.TARGET, "handoff", handoff, {})}
+            f"handoff@{handoff:g}": (testbed.TARGET, "handoff", handoff, {}),
+            f"handoff@{handoff:g}+token-spec": (spec, "handoff", handoff, {})}
 
 
 def main() -> None:
@@ -57,7 +59,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(2)
-    from eval.stats import Resampler, paired
+    from eval.stats import Resampler, paired, wilson
     from eval.synthetic import generate
     from reasoning import jsonl
     from reasoning.api import Solver
@@ -90,9 +92,10 @@ def main() -> None:
                 if name not in solvers:
                     solvers[name] = Solver(testbed.DRAFT, target, make_router(router, tau, **opts), **limits)
                 sol = solvers[name].solve(p)
-                ok = grade(sol.answer_text, p.gold or "", None).correct
+                fmt = p.meta.get("answer_format")
+                ok = grade(sol.answer_text, p.gold or "", fmt if isinstance(fmt, str) else None).correct
                 r = {"problem": p.id, "config": name, "answer": sol.answer, "correct": ok, "seconds": sol.wall_seconds,
-                     "target_tokens": sol.costs.target.output_tokens}
+                     "target_tokens": sol.costs.target.output_tokens, "flops": sol.costs.flops}
                 f.write(r)
                 done[(p.id, name)] = r
     ids = {p.id for p in problems}
@@ -102,15 +105,20 @@ def main() -> None:
     rs = Resampler(data, n_boot=2000, seed=0)
     base = data.row("target-only")
     print(f"token-level speculation on the testbed pair: {len(data.problems)} test problems, one solve at a time")
-    print("| config | accuracy | mean wall s | target-only's seconds over this (95% CI) | answers unlike "
-          "target-only's |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| config | accuracy (95% CI) | mean wall s | GFLOPs | target-only's seconds over this (95% CI) | "
+          "answers unlike target-only's |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for c in data.configs:
         i = data.row(c)
         est = rs.estimate(lambda m, i=i: float(m["seconds"][base] / m["seconds"][i]))
         differ = sum(done[(pid, c)]["answer"] != done[(pid, "target-only")]["answer"] for pid in data.problems)
-        print(f"| {c} | {data.values['correct'][i].mean():.1%} | {data.values['seconds'][i].mean():.2f} | "
-              f"{est.value:.2f}x ({est.low:.2f}-{est.high:.2f}) | {differ} |")
+        flops = [done[(pid, c)].get("flops") for pid in data.problems]  # absent in records of older runs
+        gflops = f"{sum(flops) / len(flops) / 1e9:.1f}" if None not in flops else "-"
+        right = int(data.values['correct'][i].sum())
+        lo, hi = wilson(right, len(data.problems))
+        print(f"| {c} | {right / len(data.problems):.1%} ({100 * lo:.0f}-{100 * hi:.0f}) | "
+              f"{data.values['seconds'][i].mean():.2f} | {gflops} | {est.value:.2f}x ({est.low:.2f}-{est.high:.2f}) | "
+              f"{differ} |")
 
 
 if __name__ == "__main__":
