@@ -99,6 +99,20 @@ def start_vllm_server(model_dir: Path, name: str, log: Path, max_len: int = 2048
     return proc, base
 
 
+def side_by_side(backend, n: int, timeout: float = 20.0) -> threading.Barrier:
+    """Hold each of an OpenAI backend's next requests until `n` are in flight at once: requests sent one
+    after another raise BrokenBarrierError after `timeout` seconds."""
+    together = threading.Barrier(n, timeout=timeout)
+    choices = backend._choices
+
+    def held(url, body, extra=None):
+        together.wait()
+        return choices(url, body, extra)
+
+    backend._choices = held
+    return together
+
+
 class Proxy:
     """Forwards requests to `upstream`; `plan` is a list of actions for the next POSTs: an HTTP status to
     answer with instead, or ("sleep", seconds) before forwarding. Records the headers and bodies it saw."""

@@ -245,10 +245,10 @@ def test_k_samples_after_one_prefix_are_one_request_for_n_with_the_samples_of_se
 def test_steps_after_different_prefixes_go_to_vllms_server_side_by_side_as_written_one_at_a_time(vllm_server):
     """Lookahead's steps at k drafted prefixes: over a server, the k requests are in flight at once (the
     server batches them), and each greedy step is the one its fork writes alone."""
-    import threading
-
     from reasoning.backends.openai import OpenAIBackend
     from reasoning.specs import parse_spec
+
+    from .servers import side_by_side
 
     b = OpenAIBackend(parse_spec(f"openai:smol?base_url={vllm_server}&tokenizer=smollm2-135m&token_prompts=1"))
     s = b.open_session(Prompt.math(QUESTION))
@@ -264,16 +264,9 @@ def test_steps_after_different_prefixes_go_to_vllms_server_side_by_side_as_writt
         return out
 
     alone = [f.generate(**kw).token_ids for f in forks()]
-    together = threading.Barrier(3, timeout=20)
-    choices = b._choices
-
-    def side_by_side(url, body, extra=None):
-        together.wait()  # raises BrokenBarrierError unless all three requests are in flight at once
-        return choices(url, body, extra)
-
-    b._choices = side_by_side
+    together = side_by_side(b, 3)  # all three requests in flight at once, or BrokenBarrierError
     gens = b.generate_many([(f, kw) for f in forks()])
-    assert [g.token_ids for g in gens] == alone and len(set(map(tuple, alone))) > 1
+    assert [g.token_ids for g in gens] == alone and len(set(map(tuple, alone))) > 1 and not together.broken
 
 
 def test_the_async_engine_takes_each_call_as_its_own_request_from_solves_side_by_side():

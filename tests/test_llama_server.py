@@ -10,7 +10,7 @@ import pytest
 from reasoning.prompts import Prompt
 
 from .conftest import QUESTION
-from .servers import Proxy, start_llamacpp_server, start_vllm_router
+from .servers import Proxy, side_by_side, start_llamacpp_server, start_vllm_router
 
 pytestmark = pytest.mark.slow
 
@@ -66,13 +66,7 @@ def test_token_prompts_logprobs_and_n_samples_on_llama_server(server):
     assert all(g.token_ids == b.encode(g.text) and g.logprobs for g in gens)
 
     # steps after three different prefixes (lookahead's) go out side by side, for the server's slots to batch
-    together = threading.Barrier(3, timeout=20)
-
-    def side_by_side(url, body, extra=None):
-        together.wait()  # raises BrokenBarrierError unless all three requests are in flight at once
-        return choices(url, body, extra)
-
-    b._choices = side_by_side
+    together = side_by_side(b, 3)
     forks = []
     for step in ("35 / 7 = 5.\n\n", "35 * 7 = 245.\n\n", "35 + 7 = 42.\n\n"):
         forks.append(f := s.fork())
