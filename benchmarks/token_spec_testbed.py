@@ -60,10 +60,10 @@ def main() -> None:
 
     torch.set_num_threads(2)
     from eval.stats import Resampler, paired, wilson
+    from eval.sweep import grade_answer
     from eval.synthetic import generate
     from reasoning import jsonl
     from reasoning.api import Solver
-    from reasoning.grading import grade
     from routers import make_router
 
     out = Path(args.out)
@@ -92,8 +92,7 @@ def main() -> None:
                 if name not in solvers:
                     solvers[name] = Solver(testbed.DRAFT, target, make_router(router, tau, **opts), **limits)
                 sol = solvers[name].solve(p)
-                fmt = p.meta.get("answer_format")
-                ok = grade(sol.answer_text, p.gold or "", fmt if isinstance(fmt, str) else None).correct
+                ok = grade_answer(sol.answer_text, p).correct
                 r = {"problem": p.id, "config": name, "answer": sol.answer, "correct": ok, "seconds": sol.wall_seconds,
                      "target_tokens": sol.costs.target.output_tokens, "flops": sol.costs.flops}
                 f.write(r)
