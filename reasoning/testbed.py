@@ -135,11 +135,11 @@ def prune_head(model, ids) -> None:
             super().__init__()
             self.weight = torch.nn.Parameter(weight[ids].clone(), requires_grad=False)
             self.register_buffer("ids", ids)
-            self.vocab = vocab
+            self.out_features = vocab  # the logits' size, as nn.Linear's
 
         def forward(self, h: torch.Tensor) -> torch.Tensor:
             small = h @ self.weight.t()
-            return small.new_full((*small.shape[:-1], self.vocab), -1e4).index_copy_(-1, self.ids, small)
+            return small.new_full((*small.shape[:-1], self.out_features), -1e4).index_copy_(-1, self.ids, small)
 
     head = model.get_output_embeddings()
     ids = torch.as_tensor(ids, dtype=torch.long)

@@ -1,6 +1,8 @@
 """The step policies beyond the anchors (first-token, best-of-n, cascade), on the testbed pair: their
 mechanics and their accounting, checked against the anchors they reduce to."""
 
+import math
+
 import pytest
 
 from eval.synthetic import generate
@@ -228,6 +230,25 @@ def test_two_way_handoff_passes_control_both_ways_and_each_model_reads_only_what
     for model, other in (("draft", "target"), ("target", "draft")):
         prompt, c = prompts[model], sol.costs.stage(model)
         assert prompt < c.input_tokens <= prompt + written[other] + c.calls, model
+
+
+def test_normalized_handoff_is_handoff_at_the_threshold_over_log_vocabulary():
+    """normalized=true divides every entropy by log(vocabulary size) (R-Stitch's later versions): at tau / log V
+    it writes the same steps, passing control at the same tokens, as tau in nats; its scores are the nats'
+    over log V. So it is the same policy on another scale, not a variant to measure apart."""
+    tau = 0.05
+    ctl = controller(make_router("handoff", tau))
+    log_v = math.log(ctl.draft_backend.n_vocab)
+    assert ctl.draft_backend.n_vocab == ctl.target_backend.n_vocab  # one vocabulary (two-way handoff needs it)
+    nats = ctl.run(PROBLEM)
+    norm_ctl = controller(make_router("handoff", tau / log_v, normalized=True))
+    norm = norm_ctl.run(PROBLEM)
+    assert texts(norm) == texts(nats)
+    assert [(s.author, s.decision, s.tokens, s.handoff_tokens) for s in norm.steps] == \
+        [(s.author, s.decision, s.tokens, s.handoff_tokens) for s in nats.steps]
+    assert norm_ctl.router.handoffs == ctl.router.handoffs and max(ctl.router.handoffs) >= 1
+    routed = [(a.score, b.score) for a, b in zip(norm.steps, nats.steps) if b.kind != "forced_answer"]
+    assert [a for a, _ in routed] == pytest.approx([b / log_v for _, b in routed], rel=1e-6)
 
 
 @pytest.mark.slow

@@ -221,7 +221,8 @@ class HFBackend:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.turns = Turns()  # forward passes of all sessions take turns
         self.n_params = count_params(model)
-        self.n_vocab = int(model.get_output_embeddings().weight.shape[0])  # the logits' size
+        head = model.get_output_embeddings()
+        self.n_vocab = int(getattr(head, "out_features", head.weight.shape[0]))  # the logits' size (a pruned head's)
         self.spec_tokens = int(self.spec.number("spec_tokens", 4, 1, integer=True))
         self._assistant: HFBackend | None = None
         self.lockstep = self.spec.flag("lockstep", True)  # decode the generations of solves side by side together
