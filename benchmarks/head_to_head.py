@@ -6,8 +6,9 @@ held-out testbed problems.
 Runs, into the folder of benchmarks/testbed.py (whose records it reuses: same problems, same
 limits), each policy's thresholds chosen on validation problems first (as benchmarks/testbed.py):
 draft-only, target-only, specreason, arbitrage, oracle and random (the anchors); first-token at
-entropy thresholds; cascade (the draft's confidence gate, then the shipped Arbitrage router's gate,
-then the target's judge) at judge thresholds; best-of-n (n = 3) as published (SpecCoT: the target
+entropy thresholds; cascade (as ConfSpec publishes it: the draft judges its own step, then the shipped
+Arbitrage router's gate, then the target's judge) at judge thresholds, and `cascade-logprob` (the
+draft's mean token log-probability as the first gate); best-of-n (n = 3) as published (SpecCoT: the target
 selects a candidate in one call, or rejects them all) at thresholds on the chosen candidate's
 probability, and `best-of-n-judge` (each candidate scored by the target's judge) at judge
 thresholds; handoff at entropy thresholds (two-way, as R-Stitch publishes it; `handoff-one`: the one-way
@@ -121,8 +122,11 @@ def main() -> None:
     recs += sweep(out, "specreason", thresholds=[0.3, 0.6, 0.9])
     recs += sweep(out, "arbitrage", rates=[0.15, 0.3, 0.45], options={"model": args.router})
     recs += sweep(out, "first-token", thresholds=floats(args.first_token))
-    recs += sweep(out, "cascade", thresholds=floats(args.cascade),
-                  options={"arbitrage": args.router, "confident": "-0.02"})
+    # cascade as published (the draft judges its own step), and with the earlier gate, the proposal's mean
+    # token log-probability (`cascade-logprob`, its own folder)
+    recs += sweep(out, "cascade", thresholds=floats(args.cascade), options={"arbitrage": args.router})
+    recs += variant("cascade", "cascade-logprob", thresholds=floats(args.cascade),
+                    options={"gate": "logprob", "arbitrage": args.router, "confident": "-0.02"})
     # best-of-n as published (the target selects), and per-candidate judging in its own folder
     recs += sweep(out, "best-of-n", thresholds=floats(args.best_of_n), options={"n": "3", "select": "target"})
     recs += variant("best-of-n", "best-of-n-judge", thresholds=floats(args.best_of_n_judge),

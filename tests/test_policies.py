@@ -232,6 +232,7 @@ def test_two_way_handoff_passes_control_both_ways_and_each_model_reads_only_what
         assert prompt < c.input_tokens <= prompt + written[other] + c.calls, model
 
 
+@pytest.mark.slow
 def test_normalized_handoff_is_handoff_at_the_threshold_over_log_vocabulary():
     """normalized=true divides every entropy by log(vocabulary size) (R-Stitch's later versions): at tau / log V
     it writes the same steps, passing control at the same tokens, as tau in nats; its scores are the nats'
