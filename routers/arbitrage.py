@@ -56,6 +56,7 @@ class ArbitrageRouter(BaseRouter):
             raise ConfigError(f"router {self.name!r} option escalation_rate must be a number strictly between 0 "
                               f"and 1, got {escalation_rate!r}")
         self.model: LoadedRouter = load_router(self._model_path(model))
+        self._warned: set[str] = set()  # mismatch warnings given, shared by the per-solve copies
         self.model_dir = self.model.path
         self.escalation_rate = escalation_rate
         if escalation_rate is not None:
@@ -80,11 +81,13 @@ class ArbitrageRouter(BaseRouter):
         return self.model.predict(features_from_context(ctx))
 
     def _warn_mismatch(self, ctx: StepContext) -> None:
-        """One warning when the solve's models or limits differ from those the router was trained with."""
+        """One warning, over all solves, when the models or limits differ from those the router was trained
+        with."""
         want = self.model.meta.trained_with
         cfg = ctx.config
         have = {"draft": cfg.draft, "target": cfg.target, "step_tokens": cfg.step_tokens, "max_tokens": cfg.max_tokens}
         diff = [f"{k} {have[k]!r} (trained with {want[k]!r})" for k in have if k in want and want[k] != have[k]]
-        if diff:
+        if diff and ", ".join(diff) not in self._warned:
+            self._warned.add(", ".join(diff))
             log.warning("arbitrage router %s was trained on other traces: %s; its scores may not transfer",
                         self.model_dir, ", ".join(diff))

@@ -214,9 +214,11 @@ def test_router_file_records_its_models_and_warns_once_on_others(tmp_path, caplo
     meta["trained_with"] = {"draft": "smollm2-135m", "target": "other-target", "judge": "specreason",
                             "step_tokens": 64, "max_tokens": 384}
     (d / META_FILE).write_text(json.dumps(meta))
+    solver = Solver(router="arbitrage", threshold=0.5, router_options={"model": str(d)}, max_steps=2,
+                    step_tokens=64, max_tokens=384)
     with caplog.at_level(logging.WARNING, logger="routers.arbitrage"):
-        solve(QUESTION, router="arbitrage", threshold=0.5, router_options={"model": str(d)}, max_steps=2,
-              step_tokens=64, max_tokens=384)
+        for _ in range(2):  # once over the solver's solves, not once a solve
+            solver.solve(QUESTION)
     warnings = [r for r in caplog.records if "trained on other traces" in r.getMessage()]
     assert len(warnings) == 1 and "target 'gemma3-270m' (trained with 'other-target')" in warnings[0].getMessage()
 
