@@ -87,7 +87,8 @@ class ArbitrageRouter(BaseRouter):
         cfg = ctx.config
         have = {"draft": cfg.draft, "target": cfg.target, "step_tokens": cfg.step_tokens, "max_tokens": cfg.max_tokens}
         diff = [f"{k} {have[k]!r} (trained with {want[k]!r})" for k in have if k in want and want[k] != have[k]]
-        if diff and ", ".join(diff) not in self._warned:
-            self._warned.add(", ".join(diff))
+        what = ", ".join(diff)
+        if what and what not in self._warned:
+            self._warned.add(what)
             log.warning("arbitrage router %s was trained on other traces: %s; its scores may not transfer",
-                        self.model_dir, ", ".join(diff))
+                        self.model_dir, what)
