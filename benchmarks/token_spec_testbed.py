@@ -60,7 +60,6 @@ def main() -> None:
 
     torch.set_num_threads(2)
     from eval.stats import Resampler, paired, wilson
-    from eval.sweep import grade_answer
     from eval.synthetic import generate
     from reasoning import jsonl
     from reasoning.api import Solver
@@ -92,7 +91,7 @@ def main() -> None:
                 if name not in solvers:
                     solvers[name] = Solver(testbed.DRAFT, target, make_router(router, tau, **opts), **limits)
                 sol = solvers[name].solve(p)
-                ok = grade_answer(sol.answer_text, p).correct
+                ok = p.grade(sol.answer_text).correct
                 r = {"problem": p.id, "config": name, "answer": sol.answer, "correct": ok, "seconds": sol.wall_seconds,
                      "target_tokens": sol.costs.target.output_tokens, "flops": sol.costs.flops}
                 f.write(r)

@@ -136,17 +136,9 @@ def _options_for(policy: str, options: dict[str, Any], rate: float | None) -> di
     return out
 
 
-def grade_answer(text: str, problem: Problem):
-    """A solution's answer text graded against the problem's gold, in the problem's answer format."""
-    from reasoning.grading import grade
-
-    fmt = problem.meta.get("answer_format")
-    return grade(text, problem.gold or "", fmt if isinstance(fmt, str) else None)
-
-
 def _record(cfg: SweepConfig, key: str, problem: Problem, policy: str, threshold: float | None,
             rate: float | None, sol: Solution, split: str = "test", repeat: int = 0) -> EvalRecord:
-    g = grade_answer(sol.answer_text, problem)
+    g = problem.grade(sol.answer_text)
     steps = [s for s in sol.steps if s.kind != "forced_answer"]
     tokens = sum(s.tokens for s in steps)
     by_target = [s for s in steps if s.author == "target"]

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reasoning.grading import grade
+from reasoning.grading import Grade, grade
 from reasoning.metrics import STAGES, Costs, Stage, StageCost, escalation_rate  # noqa: F401 (re-exported)
 
 SCHEMA_VERSION = 1
@@ -32,6 +32,11 @@ class Problem(_Record):
     gold: str | None = None
     images: list[str] = Field(default_factory=list)
     meta: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+
+    def grade(self, text: str) -> Grade:
+        """`text` (a solution's answer text) graded against the gold in the problem's answer format."""
+        fmt = self.meta.get("answer_format")
+        return grade(text, self.gold or "", fmt if isinstance(fmt, str) else None)
 
 
 class TokenStats(_Record):
@@ -120,10 +125,7 @@ class Solution(_Record):
     @property
     def correct(self) -> bool | None:
         """Graded as `specstep eval` grades (reasoning.grading); None without a gold answer."""
-        if self.problem.gold is None:
-            return None
-        fmt = self.problem.meta.get("answer_format")
-        return grade(self.answer_text, self.problem.gold, fmt if isinstance(fmt, str) else None).correct
+        return None if self.problem.gold is None else self.problem.grade(self.answer_text).correct
 
     def escalation_rate(self) -> float | None:
         """`escalation_rate` of the solution's routed steps: every step but a forced answer, kept (the
