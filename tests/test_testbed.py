@@ -246,3 +246,20 @@ def test_low_rank_svd_equals_the_full_svd_on_a_low_rank_update():
     cut, cut2 = (u[:, :24] * s[:24]) @ vh[:24], (u2[:, :24] * s2[:24]) @ vh2[:24]  # the stored truncation
     assert torch.allclose(cut2, cut, atol=1e-5 * float(cut.abs().max()))
     assert torch.allclose((u2[:, :40] * s2[:40]) @ vh2[:40], m, atol=1e-5 * float(m.abs().max()))
+
+
+def test_v3_written_continues_the_shipped_target_phase_for_phase():
+    """`--recipe v3-written --resume` over the shipped target trains only its two new phases, and the five
+    it skips are the ones the shipped adapter was trained with (the same run as v3-written from scratch)."""
+    from dataclasses import asdict
+
+    from training.testbed import RECIPES, phases_done
+
+    v2, v3 = asdict(RECIPES["v2-written"]), asdict(RECIPES["v3-written"])
+    assert v3.pop("target_more")[:-2] == v2.pop("target_more") and v3 == v2
+    done, _ = phases_done(DATA_DIR / "target")
+    shipped = json.loads(read_manifest(DATA_DIR / "target").trained["config"])
+    assert done == 1 + len(RECIPES["v2-written"].target_more) == 5
+    want = json.loads(json.dumps(asdict(RECIPES["v2-written"])))  # tuples as lists, as stored
+    assert {k: v for k, v in shipped.items() if k not in ("out", "keep_phases")} == \
+        {k: v for k, v in want.items() if k not in ("out", "keep_phases")}
