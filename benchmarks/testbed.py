@@ -59,32 +59,39 @@ def per_token_latency(draft, target, prompt, tokens: int, repeats: int) -> tuple
     return statistics.median(out["draft"]), statistics.median(out["target"])
 
 
-def judge_auc(target, problems, seed: int = 0, style: str = "short") -> tuple[float, float, int]:
-    """ROC-AUC of the target's SpecReason judge on gold steps (positive) against corrupted twins, both
-    written in `style` (the one the target was trained on), the share of pairs where gold scores higher,
-    and the number of pairs."""
+def judge_pairs(target, problem, rng: random.Random, style: str = "short") -> tuple[list[bool], list[float]]:
+    """The target's SpecReason judge on each gold step of `problem` (label True) and on a corrupted twin
+    of it (False), both written in `style` (the one the target was trained on), each after the gold
+    prefix: (labels, scores), gold and twin alternating."""
     from eval.synthetic import corrupt_step, gold_steps
     from judges.specreason import judge_on_session
     from reasoning.prompts import Prompt
+
+    labels, scores = [], []
+    gold = gold_steps(problem, style)
+    session = target.open_session(Prompt.math(problem.question, 0))
+    for i, step in enumerate(gold):
+        end = "\n\n" if i < len(gold) - 1 else ""
+        bad, _ = corrupt_step(problem, i, rng, style=style)
+        labels += [True, False]
+        scores += [judge_on_session(session, target, step + end)[0], judge_on_session(session, target, bad + end)[0]]
+        session.append(step + end)
+    session.close()
+    return labels, scores
+
+
+def judge_auc(target, problems, seed: int = 0, style: str = "short") -> tuple[float, float, int]:
+    """ROC-AUC of the target's SpecReason judge on gold steps (positive) against corrupted twins
+    (`judge_pairs`), the share of pairs where gold scores higher, and the number of pairs."""
     from training.train import roc_auc
 
     rng = random.Random(seed)
-    labels, scores, wins, pairs = [], [], 0, 0
+    labels, scores = [], []
     for p in problems:
-        gold = gold_steps(p, style)
-        session = target.open_session(Prompt.math(p.question, 0))
-        for i, step in enumerate(gold):
-            end = "\n\n" if i < len(gold) - 1 else ""
-            bad, _ = corrupt_step(p, i, rng, style=style)
-            good_score = judge_on_session(session, target, step + end)[0]
-            bad_score = judge_on_session(session, target, bad + end)[0]
-            labels += [True, False]
-            scores += [good_score, bad_score]
-            wins += good_score > bad_score
-            pairs += 1
-            session.append(step + end)
-        session.close()
-    return roc_auc(labels, scores), wins / max(1, pairs), pairs
+        lab, sc = judge_pairs(target, p, rng, style)
+        labels, scores = labels + lab, scores + sc
+    wins = sum(g > b for g, b in zip(scores[::2], scores[1::2]))
+    return roc_auc(labels, scores), wins / max(1, len(scores) // 2), len(scores) // 2
 
 
 # Seed of the problems. The shipped testbed checkpoints were chosen on seed 0's first 30 test problems,

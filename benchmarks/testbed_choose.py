@@ -8,7 +8,8 @@
 
 For every kept phase (DIR/phases/target-K/target, DIR/phases/draft-K/draft): three-step validation
 problems solved by that model alone (greedy, the benchmark's limits), and each of their steps written
-from the gold prefix (teacher-forced) and checked exactly. Records are appended to OUT/records.jsonl
+from the gold prefix (teacher-forced) and checked exactly; for a target, also its judge on each gold step
+and on a corrupted twin (ROC-AUC, reported beside the choice, not part of it). Records are appended to OUT/records.jsonl
 (resumable: a rerun measures only what is missing). The choice, printed with Wilson intervals:
 - target: the phase that solves the most problems (the earliest on a tie);
 - draft: among the phases right on >= 60% of steps and >= 25 points below the chosen target on
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import sys
 import threading
 import time
@@ -29,6 +31,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 LIMITS = {"max_steps": 12, "max_tokens": 512, "step_tokens": 96}
 STEP_GOAL, GAP_GOAL = 0.60, 0.25
@@ -44,12 +47,15 @@ class ChoiceRecord(BaseModel):
     steps_right: int  # operation steps written right from the gold prefix
     steps: int
     seconds: float
+    judge_gold: list[bool] = []  # target: the judge on each gold step (True) and its corrupted twin (False)
+    judge_scores: list[float] = []
 
 
 def measure(what: str, phase: int, folder: Path, problems, dtype: str | None = None) -> list[ChoiceRecord]:
+    from testbed import judge_pairs  # benchmarks/testbed.py
+
     from eval.synthetic import check_step, gold_steps
     from reasoning.api import Solver
-    from reasoning.grading import grade
     from reasoning.prompts import Prompt
     from reasoning.testbed import read_manifest
 
@@ -63,7 +69,7 @@ def measure(what: str, phase: int, folder: Path, problems, dtype: str | None = N
     for p in problems:
         t0 = time.perf_counter()
         sol = solver.solve(p)
-        correct = grade(sol.answer_text, p.gold).correct
+        correct = p.grade(sol.answer_text).correct
         gold = gold_steps(p, style)
         s = backend.open_session(Prompt.math(p.question, 0))
         right = 0
@@ -74,9 +80,32 @@ def measure(what: str, phase: int, folder: Path, problems, dtype: str | None = N
             s.rollback(mark)
             s.append(step + "\n\n")
         s.close()
+        # the target as judge, gold steps against corrupted twins (benchmarks/testbed.py's goal measure)
+        gold_or_not, scores = ([], []) if what == "draft" else judge_pairs(backend, p, random.Random(f"judge/{p.id}"),
+                                                                            style)
         out.append(ChoiceRecord(what=what, phase=phase, problem_id=p.id, correct=correct, steps_right=right,
-                                steps=len(gold) - 1, seconds=round(time.perf_counter() - t0, 2)))
+                                steps=len(gold) - 1, seconds=round(time.perf_counter() - t0, 2),
+                                judge_gold=gold_or_not, judge_scores=scores))
     return out
+
+
+def auc_interval(records: list[ChoiceRecord], n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float] | None:
+    """The judge's ROC-AUC over the records' pairs and its 95% bootstrap interval over problems (None
+    without judge pairs)."""
+    import numpy as np
+
+    from training.train import roc_auc
+
+    rs = [r for r in records if r.judge_scores]
+    if not rs:
+        return None
+
+    def auc(sample) -> float | None:
+        return roc_auc([g for r in sample for g in r.judge_gold], [x for r in sample for x in r.judge_scores])
+
+    draws = np.random.default_rng(seed).integers(0, len(rs), size=(n_boot, len(rs)))
+    boots = [a for a in (auc([rs[i] for i in d]) for d in draws) if a is not None]
+    return auc(rs), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 
 def table(records: list[ChoiceRecord], what: str) -> dict[int, dict]:
@@ -88,7 +117,7 @@ def table(records: list[ChoiceRecord], what: str) -> dict[int, dict]:
         n, c = len(rs), sum(r.correct for r in rs)
         sr, st = sum(r.steps_right for r in rs), sum(r.steps for r in rs)
         rows[k] = {"n": n, "correct": c, "acc": c / n, "acc_ci": wilson(c, n), "steps_right": sr, "steps": st,
-                   "step_acc": sr / st, "step_ci": wilson(sr, st)}
+                   "step_acc": sr / st, "step_ci": wilson(sr, st), "auc": auc_interval(rs)}
     return rows
 
 
@@ -139,12 +168,13 @@ def main() -> None:
     ids = {p.id for p in problems}
     done = [r for r in done if r.problem_id in ids]
     rows = table(done, args.what)
-    print(f"| {args.what} phase | problems solved (95% CI) | steps right (95% CI) |")
-    print("| --- | --- | --- |")
+    print(f"| {args.what} phase | problems solved (95% CI) | steps right (95% CI) | judge ROC-AUC (95% CI) |")
+    print("| --- | --- | --- | --- |")
     for k, r in rows.items():
+        auc = f"{r['auc'][0]:.3f} ({r['auc'][1]:.3f}-{r['auc'][2]:.3f})" if r["auc"] else ""
         print(f"| {k} | {r['correct']}/{r['n']} ({100 * r['acc']:.0f}%; {100 * r['acc_ci'][0]:.0f}-"
               f"{100 * r['acc_ci'][1]:.0f}) | {r['steps_right']}/{r['steps']} ({100 * r['step_acc']:.0f}%; "
-              f"{100 * r['step_ci'][0]:.0f}-{100 * r['step_ci'][1]:.0f}) |")
+              f"{100 * r['step_ci'][0]:.0f}-{100 * r['step_ci'][1]:.0f}) | {auc} |")
     if args.what == "target":
         best = max(rows, key=lambda k: (rows[k]["correct"], -k))
         print(f"chosen target: phase {best} ({rows[best]['correct']}/{rows[best]['n']} val problems)")
