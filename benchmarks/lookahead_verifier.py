@@ -26,7 +26,6 @@ def main() -> None:
     from eval.synthetic import generate
     from judges.aligned import AlignedJudge, exactly_same
     from reasoning.api import Solver
-    from reasoning.grading import grade
     from routers import make_router
 
     problems = generate(args.n, steps=args.steps, seed=0, split="val")
@@ -47,7 +46,7 @@ def main() -> None:
     for name, router in configs.items():
         solver = Solver(router=router, **kw)
         sols = [solver.solve(p) for p in tqdm(problems, desc=name)]
-        right = sum(grade(s.answer_text, p.gold or "").correct for s, p in zip(sols, problems))
+        right = sum(p.grade(s.answer_text).correct for s, p in zip(sols, problems))
         lo, hi = wilson(right, len(problems))
         tokens = {st: sum(s.costs.stage(st).output_tokens for s in sols) for st in ("draft", "target")}
         print(f"{name}: {right}/{len(problems)} ({lo:.0%}-{hi:.0%}); tokens written: draft {tokens['draft']}, "
