@@ -190,6 +190,25 @@ def parse_spec(text: str) -> ModelSpec:
     )
 
 
+# options that leave a model's outputs as they are: token-level speculation is lossless
+LOSSLESS_OPTIONS = frozenset({"assistant", "spec_tokens"})
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two specs name the same model run the same way: engine, model and options compared after
+    parsing (`testbed-target` is `hf:testbed-target`), options in LOSSLESS_OPTIONS left out. Specs
+    that do not parse are compared as text."""
+    try:
+        x, y = parse_spec(a), parse_spec(b)
+    except ModelSpecError:
+        return a == b
+
+    def kept(s: ModelSpec) -> dict[str, str]:
+        return {k: v for k, v in s.options.items() if k not in LOSSLESS_OPTIONS}
+
+    return (x.engine, x.model, kept(x)) == (y.engine, y.model, kept(y))
+
+
 def check_gguf(path: Path) -> Path:
     """Refuse, with one line, a file that is not a GGUF file or is truncated (before an engine reads it)."""
     try:

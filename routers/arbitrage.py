@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 from reasoning.errors import ConfigError
+from reasoning.specs import same_model
 from routers.arbitrage_model import LoadedRouter, load_router, tau_for_escalation_rate
 from routers.base import BaseRouter, StepContext
 from routers.features import features_from_context
@@ -86,7 +87,11 @@ class ArbitrageRouter(BaseRouter):
         want = self.model.meta.trained_with
         cfg = ctx.config
         have = {"draft": cfg.draft, "target": cfg.target, "step_tokens": cfg.step_tokens, "max_tokens": cfg.max_tokens}
-        diff = [f"{k} {have[k]!r} (trained with {want[k]!r})" for k in have if k in want and want[k] != have[k]]
+
+        def differs(k: str) -> bool:  # models compared as parsed specs (reasoning.specs.same_model)
+            return not same_model(str(want[k]), str(have[k])) if k in ("draft", "target") else want[k] != have[k]
+
+        diff = [f"{k} {have[k]!r} (trained with {want[k]!r})" for k in have if k in want and differs(k)]
         what = ", ".join(diff)
         if what and what not in self._warned:
             self._warned.add(what)

@@ -211,7 +211,8 @@ def test_router_file_records_its_models_and_warns_once_on_others(tmp_path, caplo
     d = tmp_path / "router"
     shutil.copytree(DEFAULT_MODEL_DIR, d)
     meta = json.loads((d / META_FILE).read_text())
-    meta["trained_with"] = {"draft": "smollm2-135m", "target": "other-target", "judge": "specreason",
+    # the draft as another spec of the same model (token-level speculation is lossless): not a mismatch
+    meta["trained_with"] = {"draft": "hf:smollm2-135m?spec_tokens=2", "target": "other-target", "judge": "specreason",
                             "step_tokens": 64, "max_tokens": 384}
     (d / META_FILE).write_text(json.dumps(meta))
     solver = Solver(router="arbitrage", threshold=0.5, router_options={"model": str(d)}, max_steps=2,
@@ -221,6 +222,7 @@ def test_router_file_records_its_models_and_warns_once_on_others(tmp_path, caplo
             solver.solve(QUESTION)
     warnings = [r for r in caplog.records if "trained on other traces" in r.getMessage()]
     assert len(warnings) == 1 and "target 'gemma3-270m' (trained with 'other-target')" in warnings[0].getMessage()
+    assert "draft '" not in warnings[0].getMessage()
 
 
 def test_train_router_records_the_collection(tmp_path):

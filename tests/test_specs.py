@@ -2,7 +2,7 @@ import pytest
 
 from reasoning.backends import load_backend
 from reasoning.errors import BackendUnavailableError, ModelSpecError
-from reasoning.specs import parse_spec
+from reasoning.specs import parse_spec, same_model
 
 
 def test_aliases_paths_and_engines_parse(tmp_path):
@@ -90,3 +90,16 @@ def test_a_file_that_is_not_a_model_is_rejected(tmp_path):
 def test_a_directory_without_a_model_is_rejected(tmp_path):
     with pytest.raises(ModelSpecError, match="cannot load model"):
         load_backend(str(tmp_path))
+
+
+@pytest.mark.parametrize("a, b, same", [
+    ("testbed-target", "hf:testbed-target", True),  # an alias is the transformers engine's model
+    ("testbed-target", "hf:testbed-target?assistant=testbed-draft&spec_tokens=2", True),  # lossless
+    ("testbed-target", "testbed-target?dtype=bfloat16", False),  # another dtype writes other tokens
+    ("testbed-target", "testbed-draft", False),
+    ("hf:testbed-target", "vllm:testbed-target", False),
+    ("not a spec", "not a spec", True),
+    ("not a spec", "testbed-target", False),
+])
+def test_same_model_compares_parsed_specs_without_lossless_options(a, b, same):
+    assert same_model(a, b) is same and same_model(b, a) is same
