@@ -121,6 +121,18 @@ def table(records: list[ChoiceRecord], what: str) -> dict[int, dict]:
     return rows
 
 
+def paired_against(records: list[ChoiceRecord], what: str, chosen: int) -> None:
+    """Each other phase against the chosen one on the problems both solved or not: exact McNemar."""
+    from eval.stats import mcnemar
+
+    right = {(r.phase, r.problem_id): r.correct for r in records if r.what == what}
+    for k in sorted({ph for ph, _ in right} - {chosen}):
+        ids = sorted(i for ph, i in right if ph == k and (chosen, i) in right)
+        m = mcnemar([right[(chosen, i)] for i in ids], [right[(k, i)] for i in ids])
+        print(f"phase {chosen} against phase {k} on {len(ids)} problems: {m.only_a} solved only by {chosen}, "
+              f"{m.only_b} only by {k}; exact McNemar p = {m.p_value:.3g}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--phases", required=True, help="the folder --keep-phases wrote (DIR/phases)")
@@ -178,6 +190,7 @@ def main() -> None:
     if args.what == "target":
         best = max(rows, key=lambda k: (rows[k]["correct"], -k))
         print(f"chosen target: phase {best} ({rows[best]['correct']}/{rows[best]['n']} val problems)")
+        paired_against(done, args.what, best)
         return
     targets = table(done, "target")  # the records read above hold the target phases too
     if not targets:
