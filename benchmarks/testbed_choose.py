@@ -89,23 +89,31 @@ def measure(what: str, phase: int, folder: Path, problems, dtype: str | None = N
     return out
 
 
-def auc_interval(records: list[ChoiceRecord], n_boot: int = 1000, seed: int = 0) -> tuple[float, float, float] | None:
-    """The judge's ROC-AUC over the records' pairs and its 95% bootstrap interval over problems (None
-    without judge pairs)."""
-    import numpy as np
-
+def _auc(sample: list[ChoiceRecord]) -> float | None:
     from training.train import roc_auc
 
-    rs = [r for r in records if r.judge_scores]
-    if not rs:
+    return roc_auc([g for r in sample for g in r.judge_gold], [x for r in sample for x in r.judge_scores])
+
+
+def auc_interval(records: list[ChoiceRecord], other: list[ChoiceRecord] | None = None, n_boot: int = 1000,
+                 seed: int = 0) -> tuple[float, float, float] | None:
+    """The judge's ROC-AUC over the records' pairs and its 95% bootstrap interval over problems; with
+    `other` (records of the same problems, in the same order), the AUC's difference from other's, paired
+    (the same problems in every draw). None without judge pairs."""
+    import numpy as np
+
+    keep = [j for j, r in enumerate(records) if r.judge_scores and (other is None or other[j].judge_scores)]
+    if not keep:
         return None
 
-    def auc(sample) -> float | None:
-        return roc_auc([g for r in sample for g in r.judge_gold], [x for r in sample for x in r.judge_scores])
+    def stat(idx) -> float | None:
+        a = _auc([records[j] for j in idx])
+        b = 0.0 if other is None else _auc([other[j] for j in idx])
+        return None if a is None or b is None else a - b
 
-    draws = np.random.default_rng(seed).integers(0, len(rs), size=(n_boot, len(rs)))
-    boots = [a for a in (auc([rs[i] for i in d]) for d in draws) if a is not None]
-    return auc(rs), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+    draws = np.random.default_rng(seed).integers(0, len(keep), size=(n_boot, len(keep)))
+    boots = [x for x in (stat([keep[i] for i in d]) for d in draws) if x is not None]
+    return stat(keep), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 
 def table(records: list[ChoiceRecord], what: str) -> dict[int, dict]:
@@ -122,15 +130,18 @@ def table(records: list[ChoiceRecord], what: str) -> dict[int, dict]:
 
 
 def paired_against(records: list[ChoiceRecord], what: str, chosen: int) -> None:
-    """Each other phase against the chosen one on the problems both solved or not: exact McNemar."""
+    """Each other phase against the chosen one on the same problems: exact McNemar on problems solved, and
+    the judge's AUC difference (the same twins: each problem's are seeded by its id)."""
     from eval.stats import mcnemar
 
-    right = {(r.phase, r.problem_id): r.correct for r in records if r.what == what}
-    for k in sorted({ph for ph, _ in right} - {chosen}):
-        ids = sorted(i for ph, i in right if ph == k and (chosen, i) in right)
-        m = mcnemar([right[(chosen, i)] for i in ids], [right[(k, i)] for i in ids])
-        print(f"phase {chosen} against phase {k} on {len(ids)} problems: {m.only_a} solved only by {chosen}, "
-              f"{m.only_b} only by {k}; exact McNemar p = {m.p_value:.3g}")
+    rec = {(r.phase, r.problem_id): r for r in records if r.what == what}
+    for k in sorted({ph for ph, _ in rec} - {chosen}):
+        ids = sorted(i for ph, i in rec if ph == k and (chosen, i) in rec)
+        m = mcnemar([rec[(chosen, i)].correct for i in ids], [rec[(k, i)].correct for i in ids])
+        line = (f"phase {chosen} against phase {k} on {len(ids)} problems: {m.only_a} solved only by {chosen}, "
+                f"{m.only_b} only by {k}; exact McNemar p = {m.p_value:.3g}")
+        d = auc_interval([rec[(chosen, i)] for i in ids], [rec[(k, i)] for i in ids])
+        print(line + (f"; judge ROC-AUC {d[0]:+.3f} (95% CI {d[1]:+.3f} to {d[2]:+.3f}, paired)" if d else ""))
 
 
 def main() -> None:
