@@ -89,7 +89,8 @@ def judge_auc(target, problems, seed: int = 0, style: str = "short") -> tuple[fl
     labels, scores = [], []
     for p in problems:
         lab, sc = judge_pairs(target, p, rng, style)
-        labels, scores = labels + lab, scores + sc
+        labels += lab
+        scores += sc
     wins = sum(g > b for g, b in zip(scores[::2], scores[1::2]))
     return roc_auc(labels, scores), wins / max(1, len(scores) // 2), len(scores) // 2
 
