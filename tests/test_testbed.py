@@ -253,13 +253,60 @@ def test_v3_written_continues_the_shipped_target_phase_for_phase():
     it skips are the ones the shipped adapter was trained with (the same run as v3-written from scratch)."""
     from dataclasses import asdict
 
-    from training.testbed import RECIPES, phases_done
+    from training.testbed import RECIPES, TestbedConfig, phases_done
 
     v2, v3 = asdict(RECIPES["v2-written"]), asdict(RECIPES["v3-written"])
     assert v3.pop("target_more")[:-2] == v2.pop("target_more") and v3 == v2
+    focus = asdict(RECIPES["v3-focus"])  # v3-written's phase 6, with focus examples in it only
+    assert focus.pop("target_more") == RECIPES["v3-written"].target_more[:-1]
+    assert focus.pop("target_focus") == (0.0,) * 5 + (0.4,) and v2.pop("target_focus") == () and focus == v2
     done, _ = phases_done(DATA_DIR / "target")
     shipped = json.loads(read_manifest(DATA_DIR / "target").trained["config"])
     assert done == 1 + len(RECIPES["v2-written"].target_more) == 5
     want = json.loads(json.dumps(asdict(RECIPES["v2-written"])))  # tuples as lists, as stored
+    # fields added since (target_focus) hold their defaults, which train as before they existed
+    assert all(want[k] == json.loads(json.dumps(asdict(TestbedConfig())[k])) for k in want.keys() - shipped.keys())
     assert {k: v for k, v in shipped.items() if k not in ("out", "keep_phases")} == \
-        {k: v for k, v in want.items() if k not in ("out", "keep_phases")}
+        {k: v for k, v in want.items() if k in shipped and k not in ("out", "keep_phases")}
+
+
+@pytest.mark.parametrize(("a", "sign", "k", "want"), [
+    (214, "-", 21, True), (124, "-", 32, True), (24, "-", 14, False), (323, "-", 38, True), (81, "+", 34, True),
+    (7, "+", 13, True), (318, "+", 12, True), (21, "+", 34, False), (124, "/", 4, True), (42, "/", 6, False),
+    (36, "*", 7, False)])
+def test_regroups_is_a_carry_or_borrow_at_any_digit_or_a_long_division(a, sign, k, want):
+    from eval.synthetic import Op
+    from training.testbed import regroups
+
+    assert regroups(Op(a, sign, k)) is want
+
+
+def test_focus_examples_label_one_regrouping_step_and_share_zero_changes_nothing(smol):
+    """A focus example is one regrouping step after its gold prefix, the loss on that step alone; at
+    share 0 the stream is the one from before focus examples existed (the shipped target's)."""
+    import torch
+
+    from eval.synthetic import operations
+    from training.testbed import Examples, regroups
+
+    def stream(**kw):
+        ex = Examples(smol, 3, 0.3, pool=30, style="written", **kw)
+        return [ex.batch(4) for _ in range(3)]
+
+    plain, again = stream(), stream(focus_share=0.0)
+    assert all(torch.equal(x, y) for a, b in zip(plain, again) for x, y in zip(a, b))
+    ex = Examples(smol, 3, 0.0, pool=30, style="written", focus_share=1.0)
+    seen = 0
+    for ids, labels, mask in (ex.batch(4) for _ in range(3)):
+        for row, lab, m in zip(ids, labels, mask):
+            n = int(m.sum())
+            kept = [int(t) for t, y in zip(row[:n], lab[:n]) if y != -100]
+            text, prefix = smol.decode(kept), smol.decode([int(t) for t in row[: n - len(kept)]])
+            p = next(p for p in ex.problems[max(ex.problems)] + [q for v in ex.problems.values() for q in v]
+                     if smol.render(Prompt.math(p.question, 0)) in prefix)
+            i = gold_steps(p, "written").index(text.removesuffix("\n\n"))
+            assert regroups(operations(p)[i]) and text.endswith("\n\n")
+            seen += 1
+    assert seen == 12
+    with pytest.raises(ValueError, match="focus share 0.8 must be in"):
+        Examples(smol, 3, 0.3, pool=30, focus_share=0.8)
