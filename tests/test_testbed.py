@@ -310,3 +310,35 @@ def test_focus_examples_label_one_regrouping_step_and_share_zero_changes_nothing
     assert seen == 12
     with pytest.raises(ValueError, match="focus share 0.8 must be in"):
         Examples(smol, 3, 0.3, pool=30, focus_share=0.8)
+
+
+def test_testbed_steps_counts_each_operation_step_from_the_gold_prefix(tmp_path):
+    """benchmarks/testbed_steps.py on the shipped target: one record per operation step of each problem, each
+    checked against its gold step, the table's counts their sums; a missing adapter is one line, exit 2."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from eval.synthetic import Op, check_step, operations
+    from training.testbed import regroups
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "testbed_steps.py"
+    out = tmp_path / "steps.jsonl"
+    r = subprocess.run([sys.executable, str(script), "--adapter", str(DATA_DIR / "target"), "--n", "2",
+                        "--seed", "11", "--concurrency", "2", "--out", str(out)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    problems = {p.id: p for p in generate(2, steps=3, seed=11, split="train")}
+    assert [(x["problem_id"], x["index"]) for x in rows] == [(i, k) for i in sorted(problems) for k in range(3)]
+    for x in rows:
+        p = problems[x["problem_id"]]
+        op = operations(p)[x["index"]]
+        assert (x["operation"], x["a"], x["k"]) == (op.sign, op.a, op.k) and x["regroups"] == regroups(op)
+        assert x["right"] == check_step(p, x["index"], x["text"]) and x["gold"] == gold_steps(p, "written")[x["index"]]
+    wrong = sum(not x["right"] for x in rows if x["regroups"])
+    assert f"regrouping steps wrong: {wrong}/{sum(x['regroups'] for x in rows)}" in r.stdout
+    assert regroups(Op(19, "+", 1)) and not regroups(Op(10, "+", 1))
+    bad = subprocess.run([sys.executable, str(script), "--adapter", str(tmp_path / "nowhere")], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "--adapter" in bad.stderr and "no such folder" in bad.stderr.splitlines()[-1]
