@@ -82,7 +82,8 @@ def main() -> None:
         print(f"| {key[0]} | {'yes' if key[1] else 'no'} | {right[key]}/{total[key]} |")
     for flag in (True, False):
         n = sum(v for k, v in total.items() if k[1] is flag)
-        print(f"{'regrouping' if flag else 'other'} steps wrong: {n - sum(v for k, v in right.items() if k[1] is flag)}/{n}")
+        wrong = n - sum(v for k, v in right.items() if k[1] is flag)
+        print(f"{'regrouping' if flag else 'other'} steps wrong: {wrong}/{n}")
 
 
 if __name__ == "__main__":
