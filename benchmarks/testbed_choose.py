@@ -51,12 +51,28 @@ class ChoiceRecord(BaseModel):
     judge_scores: list[float] = []
 
 
+def steps_from_gold(backend, problem, style: str) -> list[str]:
+    """Each operation step as `backend` writes it after the gold prefix (greedy, the step cap), in order;
+    the answer step is not asked for."""
+    from eval.synthetic import gold_steps
+    from reasoning.prompts import Prompt
+
+    s = backend.open_session(Prompt.math(problem.question, 0))
+    texts = []
+    for step in gold_steps(problem, style)[:-1]:
+        mark = s.n_tokens
+        texts.append(s.generate(max_tokens=LIMITS["step_tokens"], stop=["\n\n"]).text)
+        s.rollback(mark)
+        s.append(step + "\n\n")
+    s.close()
+    return texts
+
+
 def measure(what: str, phase: int, folder: Path, problems, dtype: str | None = None) -> list[ChoiceRecord]:
     from testbed import judge_pairs  # benchmarks/testbed.py
 
     from eval.synthetic import check_step, gold_steps
     from reasoning.api import Solver
-    from reasoning.prompts import Prompt
     from reasoning.testbed import read_manifest
 
     spec = f"testbed-{what}?adapter={folder}" + (f"&dtype={dtype}" if dtype else "")
@@ -71,15 +87,7 @@ def measure(what: str, phase: int, folder: Path, problems, dtype: str | None = N
         sol = solver.solve(p)
         correct = p.grade(sol.answer_text).correct
         gold = gold_steps(p, style)
-        s = backend.open_session(Prompt.math(p.question, 0))
-        right = 0
-        for i, step in enumerate(gold[:-1]):  # the operations; the last line states the answer
-            mark = s.n_tokens
-            g = s.generate(max_tokens=LIMITS["step_tokens"], stop=["\n\n"])
-            right += check_step(p, i, g.text)
-            s.rollback(mark)
-            s.append(step + "\n\n")
-        s.close()
+        right = sum(check_step(p, i, text) for i, text in enumerate(steps_from_gold(backend, p, style)))
         # the target as judge, gold steps against corrupted twins (benchmarks/testbed.py's goal measure)
         gold_or_not, scores = ([], []) if what == "draft" else judge_pairs(backend, p, random.Random(f"judge/{p.id}"),
                                                                             style)

@@ -19,8 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-STEP_TOKENS = 96  # the benchmark's step cap (testbed_choose.LIMITS)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
@@ -38,11 +37,11 @@ def main() -> None:
         ap.error(f"--adapter {args.adapter}: no such folder")
     logging.basicConfig(level=logging.WARNING)
     import torch
+    from testbed_choose import steps_from_gold  # benchmarks/testbed_choose.py: the same steps it checks
 
     from eval.synthetic import check_step, generate, gold_steps, operations
     from reasoning.backends import load_backend
     from reasoning.batching import for_each
-    from reasoning.prompts import Prompt
     from reasoning.testbed import read_manifest
     from training.testbed import regroups
 
@@ -53,17 +52,10 @@ def main() -> None:
     lock = threading.Lock()
 
     def one(p) -> None:
-        s = backend.open_session(Prompt.math(p.question, 0))
-        out = []
-        for i, (step, op) in enumerate(zip(gold_steps(p, style), operations(p))):
-            mark = s.n_tokens
-            g = s.generate(max_tokens=STEP_TOKENS, stop=["\n\n"])
-            out.append({"problem_id": p.id, "index": i, "operation": op.sign, "a": op.a, "k": op.k,
-                        "regroups": regroups(op), "right": check_step(p, i, g.text), "text": g.text.strip(),
-                        "gold": step})
-            s.rollback(mark)
-            s.append(step + "\n\n")
-        s.close()
+        texts = steps_from_gold(backend, p, style)
+        out = [{"problem_id": p.id, "index": i, "operation": op.sign, "a": op.a, "k": op.k, "regroups": regroups(op),
+                "right": check_step(p, i, text), "text": text.strip(), "gold": step}
+               for i, (text, step, op) in enumerate(zip(texts, gold_steps(p, style), operations(p)))]
         with lock:
             rows.extend(out)
 
