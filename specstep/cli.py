@@ -302,11 +302,11 @@ def testbed_train(
     resume: Annotated[bool, typer.Option("--resume", help="start each model from its adapter in --out and train "
                                          "only the phases it does not hold yet (its training.json counts "
                                          "them; each phase is saved when it ends)")] = False,
-    recipe: Annotated[Literal["v1", "v2", "v2-written", "v3-written", "v3-focus"], typer.Option(
+    recipe: Annotated[Literal["v1", "v2", "v2-written", "v3-written", "v3-focus", "v4-written"], typer.Option(
         help="v2-written: the shipped pair (v2 with carries, borrows and long divisions written out); "
         "v3-written: its target trained two phases longer (300 steps at 3e-4, 300 at 2e-4); v3-focus: "
         "one phase longer (300 at 3e-4), 40% of its examples one step that carries, borrows or divides "
-        "long; v2: the "
+        "long; v4-written: v3-written's target two phases longer again (300 at 2e-4, 300 at 1.5e-4); v2: the "
         "rank-64 target in five phases, the draft in three; v1: the first pair (rank 16/64, two phases "
         "each)")] = "v2-written",
     keep_phases: Annotated[bool, typer.Option("--keep-phases", help="also keep each phase's adapter in "

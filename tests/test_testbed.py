@@ -260,6 +260,9 @@ def test_v3_written_continues_the_shipped_target_phase_for_phase():
     focus = asdict(RECIPES["v3-focus"])  # v3-written's phase 6, with focus examples in it only
     assert focus.pop("target_more") == RECIPES["v3-written"].target_more[:-1]
     assert focus.pop("target_focus") == (0.0,) * 5 + (0.4,) and v2.pop("target_focus") == () and focus == v2
+    v4 = asdict(RECIPES["v4-written"])  # v3-written's seven phases, then two more
+    assert v4.pop("target_more")[:-2] == RECIPES["v3-written"].target_more and v4.pop("target_focus") == ()
+    assert v4 == v2
     done, _ = phases_done(DATA_DIR / "target")
     shipped = json.loads(read_manifest(DATA_DIR / "target").trained["config"])
     assert done == 1 + len(RECIPES["v2-written"].target_more) == 5
