@@ -29,7 +29,7 @@ from reasoning.types import Solution
     (["testbed", "train", "--recipe", "v2"], "--recipe v2 needs --out DIR: the default folder holds the shipped"),
     (["testbed", "train", "--recipe", "v3-written"], "--recipe v3-written needs --out DIR: the default folder"),
     (["testbed", "train", "--recipe", "v3-focus"], "--recipe v3-focus needs --out DIR: the default folder"),
-    (["testbed", "train", "--recipe", "v4-written"], "--recipe v4-written needs --out DIR: the default folder"),
+    (["testbed", "train", "--recipe", "v2-written"], "--recipe v2-written needs --out DIR: the default folder"),
     (["testbed", "train", "--recipe", "v9", "--out", "x"], "Invalid value for '--recipe'"),
     (["solve", "2+2?", "--router", "specreason", "--threshold", "1.5"], "out of range for router 'specreason'"),
     (["solve", "2+2?", "--router", "specreason", "--judge", "crystal"], "unknown judge 'crystal'"),

@@ -11,22 +11,22 @@ from reasoning.types import STAGES, Costs
 from routers import make_router
 
 PAIR = ("testbed-draft", "testbed-target")
-PROBLEM = generate(29, steps=3, seed=0, split="test")[28]  # short steps; the draft writes 42 + 33 = 75., 75 - 33 = 41.
+PROBLEM = generate(29, steps=3, seed=0, split="test")[28]  # short steps; the draft writes 42 + 33 = 76., 76 - 33 = 43.
 LIMITS = {"max_steps": 2, "step_tokens": 48, "max_tokens": 128}
 
 # router, threshold, options, the rule a routed step's decision follows: escalate when ...
 RULES = {
     "random": (0.8, {}, lambda s, t: s < t),
-    "specreason": (0.73, {}, lambda s, t: s < t),  # the judge: 0.72 for the right step, 0.74 for the wrong one
+    "specreason": (0.77, {}, lambda s, t: s < t),  # the judge: 0.79 for the first (wrong) step, 0.76 for the second
     "arbitrage": (0.3, {"model": "testbed"}, lambda s, t: s > t),
-    "first-token": (0.01, {}, lambda s, t: s > t),
+    "first-token": (0.0006, {}, lambda s, t: s > t),
     "oracle": (0.0, {}, None),  # the target's step scores higher than the draft's (target_better)
     "handoff": (1.2, {}, lambda s, t: s > t),  # the draft step's most uncertain token
     # a gate or the judge settles
     "cascade": (0.9, {"gate": "logprob", "arbitrage": "testbed", "confident": "-0.02"}, None),
     # the judge's score of the best candidate (the testbed target is not trained to select among them)
-    "best-of-n": (0.73, {"n": "2", "select": "judge"}, lambda s, t: s < t),
-    "lookahead": (0.73, {"k": "2", "verify": "score"}, lambda s, t: s < t),
+    "best-of-n": (0.77, {"n": "2", "select": "judge"}, lambda s, t: s < t),
+    "lookahead": (0.77, {"k": "2", "verify": "score"}, lambda s, t: s < t),
 }
 
 

@@ -212,7 +212,7 @@ def test_testbed_training_writes_adapters_that_load(tmp_path, merged_copies_remo
 
 def test_the_readme_example_escalates_every_wrong_draft_step_and_is_right(pair):
     """The README's first command, through the Python API: the shipped router is picked for the testbed
-    pair without model=, at the escalation rate chosen on validation problems (0.45) it escalates every
+    pair without model=, at the escalation rate chosen on validation problems (0.3) it escalates every
     draft step that is wrong, and the answer is right where the draft alone is wrong."""
     from eval.synthetic import check_step
     from reasoning.api import Solver
@@ -220,7 +220,7 @@ def test_the_readme_example_escalates_every_wrong_draft_step_and_is_right(pair):
     from specstep.cli import TESTBED_EXAMPLE
 
     p = generate(TESTBED_EXAMPLE + 1, steps=3, seed=0, split="test")[TESTBED_EXAMPLE]
-    s = Solver("testbed-draft", "testbed-target", "arbitrage", router_options={"escalation_rate": 0.45},
+    s = Solver("testbed-draft", "testbed-target", "arbitrage", router_options={"escalation_rate": 0.3},
                step_tokens=96, max_tokens=512)
     assert s.router.model_dir == SHIPPED["testbed"]
     sol = s.solve(p)
@@ -248,9 +248,9 @@ def test_low_rank_svd_equals_the_full_svd_on_a_low_rank_update():
     assert torch.allclose((u2[:, :40] * s2[:40]) @ vh2[:40], m, atol=1e-5 * float(m.abs().max()))
 
 
-def test_v3_written_continues_the_shipped_target_phase_for_phase():
-    """`--recipe v3-written --resume` over the shipped target trains only its two new phases, and the five
-    it skips are the ones the shipped adapter was trained with (the same run as v3-written from scratch)."""
+def test_the_shipped_target_is_v4_written_whose_first_phases_are_v2_and_v3_written():
+    """The shipped target is v4-written's nine phases; v2-written's five and v3-written's seven are its
+    first phases, so `--resume` over an earlier recipe's target trains only the phases it lacks."""
     from dataclasses import asdict
 
     from training.testbed import RECIPES, TestbedConfig, phases_done
@@ -265,12 +265,15 @@ def test_v3_written_continues_the_shipped_target_phase_for_phase():
     assert v4 == v2
     done, _ = phases_done(DATA_DIR / "target")
     shipped = json.loads(read_manifest(DATA_DIR / "target").trained["config"])
-    assert done == 1 + len(RECIPES["v2-written"].target_more) == 5
-    want = json.loads(json.dumps(asdict(RECIPES["v2-written"])))  # tuples as lists, as stored
-    # fields added since (target_focus) hold their defaults, which train as before they existed
+    assert done == 1 + len(RECIPES["v4-written"].target_more) == 9
+    want = json.loads(json.dumps(asdict(RECIPES["v4-written"])))  # tuples as lists, as stored
+    # fields added since hold their defaults, which train as before they existed
     assert all(want[k] == json.loads(json.dumps(asdict(TestbedConfig())[k])) for k in want.keys() - shipped.keys())
     assert {k: v for k, v in shipped.items() if k not in ("out", "keep_phases")} == \
         {k: v for k, v in want.items() if k in shipped and k not in ("out", "keep_phases")}
+    draft = json.loads(read_manifest(DATA_DIR / "draft").trained["config"])  # the draft of that same run
+    assert {k: v for k, v in draft.items() if k not in ("out", "keep_phases")} == \
+        {k: v for k, v in shipped.items() if k not in ("out", "keep_phases")}
 
 
 @pytest.mark.parametrize(("a", "sign", "k", "want"), [

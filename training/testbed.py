@@ -97,8 +97,8 @@ RECIPES = {
 }
 # v2 with carries, borrows and long divisions written out (v2's target fails most borrows and divisions
 # past ten; it writes multiplications, already written out, right); its draft also learns to grade steps
-# (ConfSpec's cascade has the draft verify its own step first). The shipped pair: its target's phase 5 and
-# its draft's phase 3, each chosen on validation problems (benchmarks/testbed_choose.py)
+# (ConfSpec's cascade has the draft verify its own step first). Shipped before v4-written: its target's phase 5
+# and its draft's phase 3, each chosen on validation problems (benchmarks/testbed_choose.py)
 RECIPES["v2-written"] = TestbedConfig(**{**asdict(RECIPES["v2"]), "style": "written", "draft_judge_share": 0.3})
 # v2-written's target trained on: its steps right from the gold prefix rose 87%, 88%, 91% over phases 3-5
 # (validation) with the loss still noisy, so two more phases at lower rates; the draft as in v2-written
@@ -109,7 +109,8 @@ RECIPES["v3-written"] = TestbedConfig(**{**asdict(RECIPES["v2-written"]), "targe
 RECIPES["v3-focus"] = TestbedConfig(**{**asdict(RECIPES["v2-written"]), "target_more": (
     *RECIPES["v2-written"].target_more, (300, 3e-4)), "target_focus": (0.0,) * 5 + (0.4,)})
 # v3-written's target two phases longer again: over phases 5-7 its steps right from the gold prefix rose 92%,
-# 93%, 94% and its judge's ROC-AUC 0.895, 0.916, 0.929 (100 validation problems); v3-focus did not beat length
+# 93%, 94% and its judge's ROC-AUC 0.895, 0.916, 0.929 (100 validation problems); v3-focus did not beat length.
+# The shipped pair: its target's phase 9 and its draft's phase 3, each chosen on validation problems
 RECIPES["v4-written"] = TestbedConfig(**{**asdict(RECIPES["v3-written"]), "target_more": (
     *RECIPES["v3-written"].target_more, (300, 2e-4), (300, 1.5e-4))})
 
