@@ -31,6 +31,8 @@ EXAMPLE = ("Lily has 5 red balloons and 7 blue balloons. She gives 3 balloons to
 # With the testbed pair, --example is this held-out problem of the synthetic test split (3 steps): the
 # first one (of seed 0) that the shipped draft alone gets wrong
 TESTBED_EXAMPLE = 3
+# The recipe of the pair in reasoning/data/testbed/ (the default folder of `specstep testbed train`)
+SHIPPED_RECIPE = "v4-written"
 
 
 def example_question(draft: str, target: str) -> str:
@@ -309,7 +311,7 @@ def testbed_train(
         "v2-written's target one phase longer (300 at 3e-4), 40% of its examples one step that carries, "
         "borrows or divides long; v2-written: v2 with carries, borrows and long divisions written out; v2: "
         "the rank-64 target in five phases, the draft in three; v1: the first pair (rank 16/64, two phases "
-        "each)")] = "v4-written",
+        "each)")] = SHIPPED_RECIPE,
     keep_phases: Annotated[bool, typer.Option("--keep-phases", help="also keep each phase's adapter in "
                                               "DIR/phases/ (to choose one on validation problems)")] = False,
 ) -> int:
@@ -717,9 +719,9 @@ def _cmd_testbed(args: SimpleNamespace) -> int:
 
     from training.testbed import RECIPES, train_testbed
 
-    if args.recipe != "v4-written" and args.out is None:  # the package's folder holds the shipped pair
+    if args.recipe != SHIPPED_RECIPE and args.out is None:  # the package's folder holds the shipped pair
         raise SpecstepError(f"--recipe {args.recipe} needs --out DIR: the default folder holds the shipped "
-                            "(v4-written) pair")
+                            f"({SHIPPED_RECIPE}) pair")
     cfg = replace(RECIPES[args.recipe], seed=args.seed, keep_phases=args.keep_phases)
     for key in ("target_steps", "draft_steps", "batch"):
         value = getattr(args, key)
